@@ -1,0 +1,153 @@
+"""The ``lifecycle-triggers`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from streams import __version__
+from streams.errors import ConfigError, DevStackError
+
+PROG = "lifecycle-triggers"
+
+
+def _parser() -> argparse.ArgumentParser:
+    from streams.settings import add_options
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Kafka-native trigger processor for data-driven customer retention.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    worker = sub.add_parser(
+        "worker",
+        help="run the stream processor until SIGTERM/SIGINT",
+        description="Run the stream processor until SIGTERM/SIGINT, then leave the group and "
+        "flush. Every option can also be set by the environment variable shown.",
+    )
+    add_options(worker)
+
+    dev = sub.add_parser(
+        "dev",
+        help="start the local dev stack (Tansu broker, redis-server) and run a worker on it",
+        description="Start a real Kafka-protocol broker (Tansu, memory storage) and a real "
+        "redis-server on free local ports, create the topics, and run a worker against them "
+        "until Ctrl-C; then stop everything it started.",
+    )
+    dev.add_argument("--partitions", type=int, default=8, help="partitions per topic (default 8)")
+    dev.add_argument("--clock", default="wall", help="wall or event (default wall)")
+    dev.add_argument("--config", default=None, help="YAML configuration file")
+    dev.add_argument(
+        "--metrics-port", default="0", help="metrics port (default 0: a free one, logged)"
+    )
+
+    config = sub.add_parser(
+        "config",
+        help="print the effective configuration (defaults merged with --config)",
+        description="Validate a configuration file and print the effective configuration.",
+    )
+    config.add_argument(
+        "--config",
+        default=os.environ.get("TRIGGERS_CONFIG"),
+        help="YAML configuration file [env: TRIGGERS_CONFIG]",
+    )
+    return parser
+
+
+def _setup_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from streams.app import run_worker
+    from streams.settings import Settings
+
+    settings = Settings.from_options(vars(args))
+    _setup_logging(settings.log_level)
+    return run_worker(settings)
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from streams.config import dump_config, load_config
+
+    sys.stdout.write(dump_config(load_config(Path(args.config) if args.config else None)))
+    return 0
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    from streams.app import run_worker
+    from streams.devstack import DEV_HEARTBEAT_INTERVAL, DEV_SESSION_TIMEOUT, DevStack
+    from streams.settings import Settings
+    from streams.topics import TopicNames
+
+    _setup_logging()
+    # Validate everything we can before starting servers.
+    probe = Settings.from_options(
+        {"clock": args.clock, "config": args.config, "metrics_port": args.metrics_port,
+         "partitions": str(args.partitions)}
+    )
+    # SIGTERM must run the finally below (stop what we started), like Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    stack = DevStack()
+    try:
+        stack.start()
+        topics = TopicNames.from_config(probe.topics)
+        stack.create_topics(topics.all, args.partitions)
+        state_dir = tempfile.mkdtemp(prefix="lifecycle-state-", dir=stack.workdir)
+        settings = Settings.from_options({
+            "bootstrap_servers": stack.bootstrap_servers,
+            "redis_url": stack.redis_url,
+            "clock": args.clock,
+            "config": args.config,
+            "partitions": str(args.partitions),
+            "metrics_port": args.metrics_port,
+            "state_dir": state_dir,
+            "app_id": "lifecycle-triggers-dev",
+            "broker_kind": "tansu",
+            "session_timeout": str(DEV_SESSION_TIMEOUT),
+            "heartbeat_interval": str(DEV_HEARTBEAT_INTERVAL),
+        })
+        print(
+            f"dev stack: KAFKA_BOOTSTRAP_SERVERS={stack.bootstrap_servers} "
+            f"REDIS_URL={stack.redis_url}\n"
+            f"produce JSON events keyed by customer_id to {topics.account_events!r} or "
+            f"{topics.usage_events!r}; decisions appear on {topics.contact_decisions!r}, "
+            f"bad input on {topics.dead_letters!r}. Ctrl-C stops everything.",
+            flush=True,
+        )
+        try:
+            return run_worker(settings)
+        except SystemExit as exc:
+            return int(exc.code or 0)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        stack.stop()
+
+
+COMMANDS = {"worker": _cmd_worker, "dev": _cmd_dev, "config": _cmd_config}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, DevStackError) as exc:
+        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

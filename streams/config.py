@@ -1,0 +1,300 @@
+"""The triggers configuration file (YAML): topics, stream limits, triggers and policy.
+
+Every number of CONTRACT.md is a default here. A user's file overrides any subset; anything we
+do not know, or of the wrong type or range, is refused with a message naming the dotted key.
+The result is deeply frozen (mappings become read-only, lists become tuples).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from streams.errors import ConfigError
+
+TRIGGER_NAMES = (
+    "savings_drop_to_checking",
+    "savings_drop_to_wire",
+    "savings_drop_unexplained",
+    "renewal_after_positive_visit",
+    "renewal_reminder",
+    "auto_renew_confirmation",
+    "auto_renew_unused",
+    "lapsed_transactor",
+    "lapsed_revolver",
+    "never_activated",
+    "replacement_due",
+    "usual_booking_missed",
+)
+SAVINGS_TRIGGERS = TRIGGER_NAMES[:3]
+LAPSE_TRIGGERS = ("lapsed_transactor", "lapsed_revolver")
+# Parameters that define one shared computation (the savings drop, the card lapse): the
+# triggers built on it must agree on them, or one drop would mean three different things.
+SHARED_PARAMETERS = {
+    SAVINGS_TRIGGERS: ("baseline_days", "min_average_balance", "drop_fraction", "drop_window_days"),
+    LAPSE_TRIGGERS: ("inactive_days", "statements", "min_statements", "paid_in_full_share"),
+}
+
+_SAVINGS_DROP = {
+    "enabled": True,
+    "baseline_days": 90,
+    "min_average_balance": 10_000,
+    "drop_fraction": 0.5,
+    "drop_window_days": 3,
+    "follow_up_days": 7,
+    "match_fraction": 0.8,
+}
+_LAPSE = {
+    "enabled": True,
+    "inactive_days": 180,
+    "statements": 6,
+    "min_statements": 2,
+    "paid_in_full_share": 0.5,
+}
+
+DEFAULTS: dict[str, Any] = {
+    "topics": {
+        "account_events": "account-events",
+        "usage_events": "usage-events",
+        "contact_decisions": "contact-decisions",
+        "dead_letters": "dead-letters",
+    },
+    "stream": {
+        "allowed_lateness_days": 7,
+        "max_message_bytes": 65_536,
+        "max_future_seconds": 86_400,
+    },
+    "triggers": {
+        "savings_drop_to_checking": dict(_SAVINGS_DROP),
+        "savings_drop_to_wire": dict(_SAVINGS_DROP),
+        "savings_drop_unexplained": dict(_SAVINGS_DROP),
+        "renewal_after_positive_visit": {
+            "enabled": True,
+            "expires_within_days": 60,
+            "complaint_lookback_days": 30,
+        },
+        "renewal_reminder": {"enabled": True, "days_before": [30, 7]},
+        "auto_renew_confirmation": {"enabled": True},
+        "auto_renew_unused": {"enabled": True, "days_before": 30, "usage_lookback_days": 90},
+        "lapsed_transactor": dict(_LAPSE),
+        "lapsed_revolver": dict(_LAPSE),
+        "never_activated": {"enabled": True, "days": 90},
+        "replacement_due": {
+            "enabled": True,
+            "min_purchases": 3,
+            "cycle_days": {"air_filter": 90, "car_service": 180, "phone": 730},
+        },
+        "usual_booking_missed": {
+            "enabled": True,
+            "min_gap_days": 335,
+            "max_gap_days": 395,
+            "usual_gap_days": 365,
+            "grace_days": 14,
+        },
+    },
+    "policy": {
+        "holdout_rate": 0.05,
+        "global_caps": {"per_7_days": 2, "per_30_days": 6},
+        "channel_caps": {
+            "email": {"max": 2, "days": 7},
+            "sms": {"max": 1, "days": 7},
+            "push": {"max": 3, "days": 7},
+            "phone": {"max": 1, "days": 30},
+            "direct_mail": {"max": 1, "days": 30},
+        },
+        "segment_cap_multipliers": {"high_affinity": 2},
+        "trigger_cooldown_days": 14,
+        "non_responder": {"after_unanswered": 5, "max_contacts": 1, "window_days": 30},
+        "complaint_quiet_days": 14,
+        "priorities": {
+            "service": 100,
+            "savings_drop_to_wire": 90,
+            "savings_drop_to_checking": 85,
+            "renewal_after_positive_visit": 80,
+            "savings_drop_unexplained": 60,
+            "renewal_reminder": 50,
+            "lapsed_transactor": 40,
+            "lapsed_revolver": 40,
+            "never_activated": 30,
+            "usual_booking_missed": 25,
+            "replacement_due": 20,
+        },
+    },
+}
+
+# Maps whose keys are the user's to choose; values must look like the default's values.
+# The value is the dotted path of the key set it must stay within (None: free keys).
+OPEN_MAPS: dict[str, tuple[str, ...] | None] = {
+    "triggers.replacement_due.cycle_days": None,
+    "policy.segment_cap_multipliers": None,
+    "policy.channel_caps": ("email", "sms", "phone", "direct_mail", "push"),
+    "policy.priorities": ("service", *TRIGGER_NAMES),
+}
+
+_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")  # a legal Kafka topic name
+
+
+def _positive(path: str, v: Any) -> None:
+    if v <= 0:
+        raise ConfigError(f"{path}: must be greater than 0, got {v!r}")
+
+
+def _non_negative(path: str, v: Any) -> None:
+    if v < 0:
+        raise ConfigError(f"{path}: must be 0 or more, got {v!r}")
+
+
+def _fraction(path: str, v: Any) -> None:
+    if not 0 <= v <= 1:
+        raise ConfigError(f"{path}: must be between 0 and 1, got {v!r}")
+
+
+def _topic(path: str, v: Any) -> None:
+    if not _NAME.match(v):
+        raise ConfigError(f"{path}: {v!r} is not a valid Kafka topic name")
+
+
+def _days_list(path: str, v: Any) -> None:
+    if not v or any(isinstance(d, bool) or not isinstance(d, int) or d <= 0 for d in v):
+        raise ConfigError(f"{path}: must be a non-empty list of whole days > 0, got {v!r}")
+
+
+# Range rules by the last key of the dotted path (or the whole path); the rest must be > 0.
+_RULES: dict[str, Callable[[str, Any], None]] = {
+    "holdout_rate": _fraction,
+    "drop_fraction": _fraction,
+    "match_fraction": _fraction,
+    "paid_in_full_share": _fraction,
+    "priorities": _non_negative,
+    "days_before": _days_list,
+}
+
+
+def _rule_for(path: str) -> Callable[[str, Any], None]:
+    parts = path.split(".")
+    if parts[0] == "topics":
+        return _topic
+    for part in reversed(parts):
+        if part in _RULES:
+            return _RULES[part]
+    return _positive
+
+
+def _check_type(path: str, default: Any, value: Any) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path}: must be a number, got {value!r}")
+        if isinstance(default, int) and not isinstance(value, int):
+            raise ConfigError(f"{path}: must be a whole number, got {value!r}")
+        _rule_for(path)(path, value)
+        return value
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: must be a string, got {value!r}")
+        _rule_for(path)(path, value)
+        return value
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: must be a list, got {value!r}")
+        _rule_for(path)(path, value)
+        return value
+    raise AssertionError(f"no type rule for {path}")  # pragma: no cover - defaults are ours
+
+
+def _merge(path: str, default: dict[str, Any], override: Any) -> dict[str, Any]:
+    if not isinstance(override, dict):
+        raise ConfigError(f"{path or 'the configuration'}: must be a mapping, got {override!r}")
+    merged = copy.deepcopy(default)
+    open_keys = OPEN_MAPS.get(path, ())
+    is_open = path in OPEN_MAPS
+    sample = next(iter(default.values()), None) if is_open else None
+    for key, value in override.items():
+        here = f"{path}.{key}" if path else str(key)
+        if not isinstance(key, str):
+            raise ConfigError(f"{here}: keys must be strings")
+        if key in default:
+            template = default[key]
+        elif is_open and (open_keys is None or key in open_keys):
+            template = sample
+        else:
+            known = ", ".join(open_keys or default) if is_open else ", ".join(default)
+            raise ConfigError(f"{here}: unknown key (known keys here: {known})")
+        if isinstance(template, dict):
+            merged[key] = _merge(here, template, value)
+        else:
+            merged[key] = _check_type(here, template, value)
+    return merged
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """Plain dicts and lists again (for printing and serialising)."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value
+
+
+def build_config(override: Any = None) -> Mapping[str, Any]:
+    """Defaults merged with ``override`` (the parsed YAML document), validated and frozen."""
+    merged = _merge("", DEFAULTS, {} if override is None else override)
+    for group, names in SHARED_PARAMETERS.items():
+        first = merged["triggers"][group[0]]
+        for other in group[1:]:
+            for name in names:
+                if merged["triggers"][other][name] != first[name]:
+                    raise ConfigError(
+                        f"triggers.{other}.{name}: must equal triggers.{group[0]}.{name} "
+                        f"({first[name]!r}); {', '.join(group)} share one computation"
+                    )
+    topics = merged["topics"]
+    if len(set(topics.values())) != len(topics):
+        raise ConfigError(f"topics: every topic needs its own name, got {topics!r}")
+    usual = merged["triggers"]["usual_booking_missed"]
+    if not usual["min_gap_days"] <= usual["usual_gap_days"] <= usual["max_gap_days"]:
+        raise ConfigError(
+            "triggers.usual_booking_missed: need min_gap_days <= usual_gap_days <= max_gap_days"
+        )
+    frozen: Mapping[str, Any] = _freeze(merged)
+    return frozen
+
+
+def load_config(path: Path | None) -> Mapping[str, Any]:
+    """Read and validate a YAML configuration file (None: the built-in defaults)."""
+    if path is None:
+        return build_config()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--config: cannot read {str(path)!r}: {exc.strerror}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config {str(path)!r}: not valid YAML: {exc}") from None
+    try:
+        return build_config(document)
+    except ConfigError as exc:
+        raise ConfigError(f"--config {str(path)!r}: {exc}") from None
+
+
+def dump_config(config: Mapping[str, Any]) -> str:
+    """The effective configuration as YAML."""
+    return yaml.safe_dump(thaw(config), sort_keys=False)

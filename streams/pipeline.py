@@ -1,0 +1,66 @@
+"""The record-level pipeline between the Kafka shell and the pure core.
+
+``Ingest.accept`` turns one raw input record into a typed event or a dead-letter record. It
+knows nothing of Faust: the agent in ``streams/app.py`` feeds it, and tests call it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from streams.errors import InvalidEvent
+from streams.events import Event
+from streams.ingest import Decoder, dead_letter
+from streams.metrics import Metrics
+from streams.topics import TopicNames
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record that goes to the dead-letter topic: its original key and the dead letter."""
+
+    key: bytes | None
+    value: bytes
+    error: InvalidEvent
+
+
+class Ingest:
+    """Decode, validate and count input records; bad ones become dead letters, never exceptions."""
+
+    def __init__(
+        self,
+        topics: TopicNames,
+        decoder: Decoder,
+        metrics: Metrics,
+        wall_ms: Callable[[], int],
+    ) -> None:
+        self._topics = topics
+        self._decoder = decoder
+        self._metrics = metrics
+        self._wall_ms = wall_ms
+
+    def accept(
+        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+    ) -> Event | Rejected:
+        now = self._wall_ms()
+        try:
+            event = self._decoder.decode(self._topics.kind_of(topic), key, value, now)
+        except InvalidEvent as exc:
+            self._metrics.dead_letters.labels(topic, exc.code).inc()
+            log.warning("dead letter %s[%d]@%d: %s", topic, partition, offset, exc.message)
+            record = dead_letter(
+                source_topic=topic,
+                partition=partition,
+                offset=offset,
+                key=key,
+                value=value,
+                error=exc,
+                received_at_ms=now,
+            )
+            return Rejected(key, record, exc)
+        self._metrics.events_consumed.labels(topic, event.type).inc()
+        return event

@@ -1,0 +1,211 @@
+"""The worker's settings: one frozen object, built from options and environment, validated."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from streams.config import load_config
+from streams.errors import ConfigError
+
+CLOCKS = ("wall", "event")
+STORES = ("rocksdb", "memory")
+BROKER_KINDS = ("kafka", "tansu")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One worker option: its flag, environment variable, default and help."""
+
+    flag: str
+    env: str
+    default: str | None
+    help: str
+    secret: bool = False
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+# The contract's options first; the rest are additions (CONTRACT.md: additions welcome).
+OPTIONS: tuple[Option, ...] = (
+    Option("--bootstrap-servers", "KAFKA_BOOTSTRAP_SERVERS", "localhost:9092",
+           "Kafka bootstrap servers, host:port[,host:port...]"),
+    Option("--redis-url", "REDIS_URL", "redis://localhost:6379/0",
+           "Redis URL of the contact ledger (redis://, rediss:// for TLS; password masked in logs)",
+           secret=True),
+    Option("--clock", "CLOCK", "wall",
+           "wall: now is the wall clock; event: now is each partition's stream time"),
+    Option("--config", "TRIGGERS_CONFIG", None,
+           "YAML file with the sections topics, triggers, policy (defaults built in)"),
+    Option("--partitions", "TOPIC_PARTITIONS", "8",
+           "partition count used when the worker creates topics"),
+    Option("--metrics-port", "METRICS_PORT", "9108",
+           "port of /metrics, /healthz and /ready (0 picks a free port and logs it)"),
+    Option("--state-dir", "STATE_DIR", "./state",
+           "directory where the RocksDB store keeps its files"),
+    Option("--app-id", "APP_ID", "lifecycle-triggers",
+           "consumer group id and prefix of internal topics"),
+    Option("--store", "STATE_STORE", "rocksdb",
+           "table store: rocksdb (durable, default) or memory (tests and small runs)"),
+    Option("--broker-kind", "BROKER_KIND", "kafka",
+           "kafka, or tansu for the local dev broker (works around its ListOffsets answer)"),
+    Option("--session-timeout", "KAFKA_SESSION_TIMEOUT", "30",
+           "consumer group session timeout in seconds (3-6 on the dev stack)"),
+    Option("--heartbeat-interval", "KAFKA_HEARTBEAT_INTERVAL", "3",
+           "consumer group heartbeat interval in seconds"),
+    Option("--replication-factor", "TOPIC_REPLICATION_FACTOR", "1",
+           "replication factor of topics the worker creates (3 on a production cluster)"),
+    Option("--log-level", "LOG_LEVEL", "info", "debug, info, warning or error"),
+)
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """Add every worker option, each showing its environment variable in --help."""
+    for opt in OPTIONS:
+        shown = "(none)" if opt.default is None else opt.default
+        parser.add_argument(
+            opt.flag,
+            dest=opt.dest,
+            default=None,
+            metavar=opt.dest.upper(),
+            help=f"{opt.help} [env: {opt.env}; default: {shown}]",
+        )
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _int(name: str, text: str, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{name}: must be a whole number, got {text!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: must be between {low} and {high}, got {value}")
+    return value
+
+
+def _seconds(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}: must be a number of seconds, got {text!r}") from None
+    if not 0 < value <= 3600:
+        raise ConfigError(f"{name}: must be between 0 and 3600 seconds, got {text!r}")
+    return value
+
+
+def _choice(name: str, text: str, allowed: tuple[str, ...]) -> str:
+    if text not in allowed:
+        raise ConfigError(f"{name}: must be one of {', '.join(allowed)}, got {text!r}")
+    return text
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the worker needs to run, validated. Secrets are masked in ``repr``."""
+
+    bootstrap_servers: str
+    redis_url: str = field(repr=False)
+    clock: str
+    config_path: Path | None
+    config: Mapping[str, Any] = field(repr=False)
+    partitions: int
+    metrics_port: int
+    state_dir: Path
+    app_id: str
+    store: str
+    broker_kind: str
+    session_timeout: float
+    heartbeat_interval: float
+    replication_factor: int
+    log_level: str
+
+    @property
+    def redis_url_masked(self) -> str:
+        return mask_url(self.redis_url)
+
+    @property
+    def topics(self) -> Mapping[str, str]:
+        return self.config["topics"]  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_options(
+        cls, values: Mapping[str, str | None], environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Options given on the command line win over the environment, which wins over defaults.
+
+        Raises ConfigError naming the option (and its environment variable) that is wrong.
+        """
+        env = os.environ if environ is None else environ
+        raw: dict[str, str | None] = {}
+        names: dict[str, str] = {}
+        for opt in OPTIONS:
+            given = values.get(opt.dest)
+            raw[opt.dest] = given if given is not None else env.get(opt.env, opt.default)
+            names[opt.dest] = f"{opt.flag} ({opt.env})"
+
+        def text(dest: str) -> str:
+            value = raw[dest]
+            assert value is not None  # noqa: S101 - every option but --config has a default
+            return value
+
+        bootstrap = text("bootstrap_servers").strip()
+        if not bootstrap or any(":" not in h or not h.strip() for h in bootstrap.split(",")):
+            raise ConfigError(
+                f"{names['bootstrap_servers']}: must be host:port[,host:port...], got {bootstrap!r}"
+            )
+        redis_url = text("redis_url")
+        if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(
+                f"{names['redis_url']}: must start with redis://, rediss:// or unix://, "
+                f"got {mask_url(redis_url)!r}"
+            )
+        heartbeat = _seconds(names["heartbeat_interval"], text("heartbeat_interval"))
+        session = _seconds(names["session_timeout"], text("session_timeout"))
+        if heartbeat >= session:
+            raise ConfigError(
+                f"{names['heartbeat_interval']}: must be less than the session timeout ({session} s)"
+            )
+        app_id = text("app_id")
+        if not app_id or not all(c.isalnum() or c in "._-" for c in app_id):
+            raise ConfigError(f"{names['app_id']}: letters, digits, '.', '_' and '-' only, got {app_id!r}")
+        config_path = Path(raw["config"]) if raw["config"] else None
+        log_level = _choice(
+            names["log_level"], text("log_level").lower(), ("debug", "info", "warning", "error")
+        )
+        return cls(
+            bootstrap_servers=bootstrap,
+            redis_url=redis_url,
+            clock=_choice(names["clock"], text("clock"), CLOCKS),
+            config_path=config_path,
+            config=load_config(config_path),
+            partitions=_int(names["partitions"], text("partitions"), 1, 10_000),
+            metrics_port=_int(names["metrics_port"], text("metrics_port"), 0, 65_535),
+            state_dir=Path(text("state_dir")),
+            app_id=app_id,
+            store=_choice(names["store"], text("store"), STORES),
+            broker_kind=_choice(names["broker_kind"], text("broker_kind"), BROKER_KINDS),
+            session_timeout=session,
+            heartbeat_interval=heartbeat,
+            replication_factor=_int(
+                names["replication_factor"], text("replication_factor"), 1, 100
+            ),
+            log_level=log_level,
+        )

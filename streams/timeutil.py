@@ -1,0 +1,60 @@
+"""RFC 3339 timestamps <-> epoch milliseconds, always timezone-aware UTC.
+
+Event time travels through the system as integer epoch milliseconds: cheap to compare, store
+and hash. The accepted text form is exactly what ``schemas/common.json#/definitions/timestamp``
+accepts: RFC 3339 ``date-time`` with a ``Z`` or ``+hh:mm`` offset (no leap second), fractional
+seconds of 1 to 9 digits, years 1900-2199.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+
+# Kept in step with the schema's "pattern"; tests/unit/test_schemas.py proves they agree.
+RFC3339_PATTERN = (
+    r"^(19\d{2}|2[01]\d{2})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[Tt]"
+    r"([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(\.\d{1,9})?"
+    r"([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)$"
+)
+_RFC3339 = re.compile(RFC3339_PATTERN, re.ASCII)
+
+MS_PER_SECOND = 1_000
+MS_PER_DAY = 86_400_000
+
+
+def parse_rfc3339_ms(text: str) -> int | None:
+    """Epoch milliseconds of an RFC 3339 date-time with offset, or None if it is not one.
+
+    Sub-millisecond digits are truncated (event time has millisecond resolution).
+    """
+    m = _RFC3339.match(text)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second, frac, offset = m.group(1, 2, 3, 4, 5, 6, 7, 8)
+    if offset in ("Z", "z"):
+        tz = UTC
+    else:
+        sign = -1 if offset[0] == "-" else 1
+        tz = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
+    try:
+        dt = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=tz
+        )
+    except ValueError:  # day out of range for the month (e.g. 2026-02-30)
+        return None
+    millis = int((frac[1:] + "00")[:3]) if frac else 0
+    # Exact integer arithmetic: datetime.timestamp() goes through a float.
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * MS_PER_SECOND + millis
+
+
+def format_ms(epoch_ms: int) -> str:
+    """RFC 3339 UTC text with millisecond precision, e.g. ``2026-03-01T09:30:00.000Z``."""
+    dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=epoch_ms)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+
+
+def wall_ms() -> int:
+    """The wall clock in epoch milliseconds."""
+    return int(datetime.now(UTC).timestamp() * MS_PER_SECOND)
