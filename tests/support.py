@@ -1,0 +1,199 @@
+"""Helpers for integration tests: unique names, real worker processes, produce and consume."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from streams.devstack import DEV_HEARTBEAT_INTERVAL, DEV_SESSION_TIMEOUT, DevStack, free_port
+from streams.topics import TopicNames
+
+
+def unique_topics(prefix: str = "t") -> TopicNames:
+    tag = uuid.uuid4().hex[:10]
+    return TopicNames(
+        account_events=f"{prefix}-{tag}-account-events",
+        usage_events=f"{prefix}-{tag}-usage-events",
+        contact_decisions=f"{prefix}-{tag}-contact-decisions",
+        dead_letters=f"{prefix}-{tag}-dead-letters",
+    )
+
+
+def write_config(path: Path, topics: TopicNames, extra: dict[str, Any] | None = None) -> Path:
+    document: dict[str, Any] = {
+        "topics": {
+            "account_events": topics.account_events,
+            "usage_events": topics.usage_events,
+            "contact_decisions": topics.contact_decisions,
+            "dead_letters": topics.dead_letters,
+        }
+    }
+    document.update(extra or {})
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@dataclass
+class WorkerProcess:
+    """A real ``lifecycle-triggers worker`` process pointed at the dev stack."""
+
+    stack: DevStack
+    config: Path
+    app_id: str
+    state_dir: Path
+    clock: str = "event"
+    store: str = "memory"
+    partitions: int = 4
+    extra_env: dict[str, str] = field(default_factory=dict)
+    metrics_port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    def start(self) -> WorkerProcess:
+        self.metrics_port = free_port()
+        env = dict(os.environ)
+        env.update({
+            "KAFKA_BOOTSTRAP_SERVERS": self.stack.bootstrap_servers,
+            "REDIS_URL": self.stack.redis_url,
+            "BROKER_KIND": "tansu",
+            "KAFKA_SESSION_TIMEOUT": str(DEV_SESSION_TIMEOUT),
+            "KAFKA_HEARTBEAT_INTERVAL": str(DEV_HEARTBEAT_INTERVAL),
+            "CLOCK": self.clock,
+            "TRIGGERS_CONFIG": str(self.config),
+            "TOPIC_PARTITIONS": str(self.partitions),
+            "METRICS_PORT": str(self.metrics_port),
+            "STATE_DIR": str(self.state_dir),
+            "STATE_STORE": self.store,
+            "APP_ID": self.app_id,
+        })
+        env.update(self.extra_env)
+        self.log_path = self.state_dir.parent / f"{self.app_id}-{time.monotonic_ns()}.log"
+        log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - our own local endpoint
+                f"http://127.0.0.1:{self.metrics_port}{path}", timeout=2
+            ) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{self.log_text()[-4000:]}")
+            try:
+                if self.get("/ready")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready in {timeout} s:\n{self.log_text()[-4000:]}")
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one sample of /metrics (0 when the sample does not exist yet)."""
+        _, text = self.get("/metrics")
+        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        for line in text.splitlines():
+            if line.startswith("#"):
+                continue
+            key, _, value = line.rpartition(" ")
+            metric, _, rest = key.partition("{")
+            if metric != name:
+                continue
+            got = ",".join(sorted(p for p in rest.rstrip("}").split(",") if p))
+            if got == want:
+                return float(value)
+        return 0.0
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        return self.proc.returncode
+
+
+Record = tuple[bytes | None, bytes | None]
+
+
+async def produce(bootstrap: str, topic: str, records: Iterable[Record]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_batch_size=1)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def consume(
+    bootstrap: str, topic: str, *, until: int, timeout: float = 60.0, settle: float = 2.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read a topic from the start until ``until`` records arrived, then ``settle`` s more."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        while not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic)
+        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        await consumer.seek_to_beginning()
+        got: list[ConsumerRecord[bytes, bytes]] = []
+        deadline = time.monotonic() + timeout
+        settled_at: float | None = None
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            for records in batch.values():
+                got.extend(records)
+            if len(got) >= until and settled_at is None:
+                settled_at = time.monotonic() + settle
+            if settled_at is not None and time.monotonic() >= settled_at:
+                break
+        return got
+    finally:
+        await consumer.stop()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def keyed(records: Sequence[tuple[str, bytes]]) -> list[Record]:
+    return [(k.encode(), v) for k, v in records]
