@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import faust
 import mode
@@ -89,20 +89,19 @@ def build_worker(settings: Settings) -> Worker:
 
     assigned = {"value": False}
 
-    async def on_assigned(sender: Any, assigned_tps: Any = None, **_: Any) -> None:
+    async def on_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
         assigned["value"] = True
 
-    async def on_revoked(sender: Any, revoked: Any = None, **_: Any) -> None:
+    async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         assigned["value"] = False
 
-    app.on_partitions_assigned.connect(on_assigned)
-    app.on_partitions_revoked.connect(on_revoked)
+    # faust's signal stubs want a receiver typed with its internal signal class; ours takes Any.
+    app.on_partitions_assigned.connect(cast(Any, on_assigned))
+    app.on_partitions_revoked.connect(cast(Any, on_revoked))
 
     def is_ready() -> bool:
         return (
-            assigned["value"]
-            and not app.rebalancing
-            and app.tables.recovery.completed.is_set()
+            assigned["value"] and not app.rebalancing and app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
         )
 
     http = HttpEndpoints(metrics, settings.metrics_port, is_ready)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--metrics-port", default="0", help="metrics port (default 0: a free one, logged)"
     )
+    dev.add_argument(
+        "--sample",
+        action="store_true",
+        help="once the worker is ready, produce a few sample events (some malformed) and "
+        "print the dead letters they cause",
+    )
 
     config = sub.add_parser(
         "config",
@@ -87,15 +95,19 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 def _cmd_dev(args: argparse.Namespace) -> int:
     from streams.app import run_worker
-    from streams.devstack import DEV_HEARTBEAT_INTERVAL, DEV_SESSION_TIMEOUT, DevStack
+    from streams.devstack import DEV_HEARTBEAT_INTERVAL, DEV_SESSION_TIMEOUT, DevStack, free_port
     from streams.settings import Settings
     from streams.topics import TopicNames
 
     _setup_logging()
     # Validate everything we can before starting servers.
     probe = Settings.from_options(
-        {"clock": args.clock, "config": args.config, "metrics_port": args.metrics_port,
-         "partitions": str(args.partitions)}
+        {
+            "clock": args.clock,
+            "config": args.config,
+            "metrics_port": args.metrics_port,
+            "partitions": str(args.partitions),
+        }
     )
     # SIGTERM must run the finally below (stop what we started), like Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -105,19 +117,24 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         topics = TopicNames.from_config(probe.topics)
         stack.create_topics(topics.all, args.partitions)
         state_dir = tempfile.mkdtemp(prefix="lifecycle-state-", dir=stack.workdir)
-        settings = Settings.from_options({
-            "bootstrap_servers": stack.bootstrap_servers,
-            "redis_url": stack.redis_url,
-            "clock": args.clock,
-            "config": args.config,
-            "partitions": str(args.partitions),
-            "metrics_port": args.metrics_port,
-            "state_dir": state_dir,
-            "app_id": "lifecycle-triggers-dev",
-            "broker_kind": "tansu",
-            "session_timeout": str(DEV_SESSION_TIMEOUT),
-            "heartbeat_interval": str(DEV_HEARTBEAT_INTERVAL),
-        })
+        metrics_port = args.metrics_port
+        if args.sample and metrics_port == "0":
+            metrics_port = str(free_port())  # the sample player must know where to look
+        settings = Settings.from_options(
+            {
+                "bootstrap_servers": stack.bootstrap_servers,
+                "redis_url": stack.redis_url,
+                "clock": args.clock,
+                "config": args.config,
+                "partitions": str(args.partitions),
+                "metrics_port": metrics_port,
+                "state_dir": state_dir,
+                "app_id": "lifecycle-triggers-dev",
+                "broker_kind": "tansu",
+                "session_timeout": str(DEV_SESSION_TIMEOUT),
+                "heartbeat_interval": str(DEV_HEARTBEAT_INTERVAL),
+            }
+        )
         print(
             f"dev stack: KAFKA_BOOTSTRAP_SERVERS={stack.bootstrap_servers} "
             f"REDIS_URL={stack.redis_url}\n"
@@ -126,6 +143,14 @@ def _cmd_dev(args: argparse.Namespace) -> int:
             f"bad input on {topics.dead_letters!r}. Ctrl-C stops everything.",
             flush=True,
         )
+        if args.sample:
+            from streams.samples import play_samples
+
+            threading.Thread(
+                target=asyncio.run,
+                args=(play_samples(stack.bootstrap_servers, topics, settings.metrics_port),),
+                daemon=True,
+            ).start()
         try:
             return run_worker(settings)
         except SystemExit as exc:

@@ -118,12 +118,18 @@ class TansuBroker(_Process):
     def start(self, port: int = 0) -> None:
         self.port = port or free_port()
         url = f"tcp://127.0.0.1:{self.port}"
-        self.proc = self._spawn([
-            self.binary(), "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/",
-        ])
+        self.proc = self._spawn(
+            [
+                self.binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ]
+        )
         _wait_for_port(self.port, self.proc, "the Tansu broker", 20.0)
 
 
@@ -144,11 +150,22 @@ class RedisServer(_Process):
                 "redis-server is not installed: apt-get install redis-server (Debian's package)"
             )
         self.port = port or self.port or free_port()
-        self.proc = self._spawn([
-            binary, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
-            *extra_args,
-        ])
+        self.proc = self._spawn(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                *extra_args,
+            ]
+        )
         _wait_for_port(self.port, self.proc, "redis-server", 20.0)
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
         try:
@@ -243,11 +260,13 @@ def dev_stack(workdir: Path | None = None) -> Iterator[DevStack]:
 def dev_environment(stack: DevStack) -> dict[str, str]:
     """Environment variables that point a worker at the dev stack with short group timeouts."""
     env = dict(os.environ)
-    env.update({
-        "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers,
-        "REDIS_URL": stack.redis_url,
-        "BROKER_KIND": "tansu",
-        "KAFKA_SESSION_TIMEOUT": str(DEV_SESSION_TIMEOUT),
-        "KAFKA_HEARTBEAT_INTERVAL": str(DEV_HEARTBEAT_INTERVAL),
-    })
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers,
+            "REDIS_URL": stack.redis_url,
+            "BROKER_KIND": "tansu",
+            "KAFKA_SESSION_TIMEOUT": str(DEV_SESSION_TIMEOUT),
+            "KAFKA_HEARTBEAT_INTERVAL": str(DEV_HEARTBEAT_INTERVAL),
+        }
+    )
     return env

@@ -35,33 +35,82 @@ class Option:
 
 # The contract's options first; the rest are additions (CONTRACT.md: additions welcome).
 OPTIONS: tuple[Option, ...] = (
-    Option("--bootstrap-servers", "KAFKA_BOOTSTRAP_SERVERS", "localhost:9092",
-           "Kafka bootstrap servers, host:port[,host:port...]"),
-    Option("--redis-url", "REDIS_URL", "redis://localhost:6379/0",
-           "Redis URL of the contact ledger (redis://, rediss:// for TLS; password masked in logs)",
-           secret=True),
-    Option("--clock", "CLOCK", "wall",
-           "wall: now is the wall clock; event: now is each partition's stream time"),
-    Option("--config", "TRIGGERS_CONFIG", None,
-           "YAML file with the sections topics, triggers, policy (defaults built in)"),
-    Option("--partitions", "TOPIC_PARTITIONS", "8",
-           "partition count used when the worker creates topics"),
-    Option("--metrics-port", "METRICS_PORT", "9108",
-           "port of /metrics, /healthz and /ready (0 picks a free port and logs it)"),
-    Option("--state-dir", "STATE_DIR", "./state",
-           "directory where the RocksDB store keeps its files"),
-    Option("--app-id", "APP_ID", "lifecycle-triggers",
-           "consumer group id and prefix of internal topics"),
-    Option("--store", "STATE_STORE", "rocksdb",
-           "table store: rocksdb (durable, default) or memory (tests and small runs)"),
-    Option("--broker-kind", "BROKER_KIND", "kafka",
-           "kafka, or tansu for the local dev broker (works around its ListOffsets answer)"),
-    Option("--session-timeout", "KAFKA_SESSION_TIMEOUT", "30",
-           "consumer group session timeout in seconds (3-6 on the dev stack)"),
-    Option("--heartbeat-interval", "KAFKA_HEARTBEAT_INTERVAL", "3",
-           "consumer group heartbeat interval in seconds"),
-    Option("--replication-factor", "TOPIC_REPLICATION_FACTOR", "1",
-           "replication factor of topics the worker creates (3 on a production cluster)"),
+    Option(
+        "--bootstrap-servers",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "localhost:9092",
+        "Kafka bootstrap servers, host:port[,host:port...]",
+    ),
+    Option(
+        "--redis-url",
+        "REDIS_URL",
+        "redis://localhost:6379/0",
+        "Redis URL of the contact ledger (redis://, rediss:// for TLS; password masked in logs)",
+        secret=True,
+    ),
+    Option(
+        "--clock",
+        "CLOCK",
+        "wall",
+        "wall: now is the wall clock; event: now is each partition's stream time",
+    ),
+    Option(
+        "--config",
+        "TRIGGERS_CONFIG",
+        None,
+        "YAML file with the sections topics, triggers, policy (defaults built in)",
+    ),
+    Option(
+        "--partitions",
+        "TOPIC_PARTITIONS",
+        "8",
+        "partition count used when the worker creates topics",
+    ),
+    Option(
+        "--metrics-port",
+        "METRICS_PORT",
+        "9108",
+        "port of /metrics, /healthz and /ready (0 picks a free port and logs it)",
+    ),
+    Option(
+        "--state-dir", "STATE_DIR", "./state", "directory where the RocksDB store keeps its files"
+    ),
+    Option(
+        "--app-id",
+        "APP_ID",
+        "lifecycle-triggers",
+        "consumer group id and prefix of internal topics",
+    ),
+    Option(
+        "--store",
+        "STATE_STORE",
+        "rocksdb",
+        "table store: rocksdb (durable, default) or memory (tests and small runs)",
+    ),
+    Option(
+        "--broker-kind",
+        "BROKER_KIND",
+        "kafka",
+        "kafka, or tansu for the local dev broker (works around its ListOffsets answer)",
+    ),
+    Option(
+        "--session-timeout",
+        "KAFKA_SESSION_TIMEOUT",
+        "30",
+        "consumer group session timeout in seconds (3-6 on the dev stack)",
+    ),
+    Option(
+        "--heartbeat-interval",
+        "KAFKA_HEARTBEAT_INTERVAL",
+        "3",
+        "consumer group heartbeat interval in seconds",
+    ),
+    Option(
+        "--replication-factor",
+        "TOPIC_REPLICATION_FACTOR",
+        "1",
+        "replication factor of topics the worker creates (3 on a production cluster)",
+    ),
     Option("--log-level", "LOG_LEVEL", "info", "debug, info, warning or error"),
 )
 
@@ -143,7 +192,8 @@ class Settings:
 
     @property
     def topics(self) -> Mapping[str, str]:
-        return self.config["topics"]  # type: ignore[no-any-return]
+        topics: Mapping[str, str] = self.config["topics"]
+        return topics
 
     @classmethod
     def from_options(
@@ -181,11 +231,14 @@ class Settings:
         session = _seconds(names["session_timeout"], text("session_timeout"))
         if heartbeat >= session:
             raise ConfigError(
-                f"{names['heartbeat_interval']}: must be less than the session timeout ({session} s)"
+                f"{names['heartbeat_interval']}: must be less than the session timeout "
+                f"({session} s)"
             )
         app_id = text("app_id")
         if not app_id or not all(c.isalnum() or c in "._-" for c in app_id):
-            raise ConfigError(f"{names['app_id']}: letters, digits, '.', '_' and '-' only, got {app_id!r}")
+            raise ConfigError(
+                f"{names['app_id']}: letters, digits, '.', '_' and '-' only, got {app_id!r}"
+            )
         config_path = Path(raw["config"]) if raw["config"] else None
         log_level = _choice(
             names["log_level"], text("log_level").lower(), ("debug", "info", "warning", "error")

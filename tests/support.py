@@ -66,20 +66,22 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         self.metrics_port = free_port()
         env = dict(os.environ)
-        env.update({
-            "KAFKA_BOOTSTRAP_SERVERS": self.stack.bootstrap_servers,
-            "REDIS_URL": self.stack.redis_url,
-            "BROKER_KIND": "tansu",
-            "KAFKA_SESSION_TIMEOUT": str(DEV_SESSION_TIMEOUT),
-            "KAFKA_HEARTBEAT_INTERVAL": str(DEV_HEARTBEAT_INTERVAL),
-            "CLOCK": self.clock,
-            "TRIGGERS_CONFIG": str(self.config),
-            "TOPIC_PARTITIONS": str(self.partitions),
-            "METRICS_PORT": str(self.metrics_port),
-            "STATE_DIR": str(self.state_dir),
-            "STATE_STORE": self.store,
-            "APP_ID": self.app_id,
-        })
+        env.update(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": self.stack.bootstrap_servers,
+                "REDIS_URL": self.stack.redis_url,
+                "BROKER_KIND": "tansu",
+                "KAFKA_SESSION_TIMEOUT": str(DEV_SESSION_TIMEOUT),
+                "KAFKA_HEARTBEAT_INTERVAL": str(DEV_HEARTBEAT_INTERVAL),
+                "CLOCK": self.clock,
+                "TRIGGERS_CONFIG": str(self.config),
+                "TOPIC_PARTITIONS": str(self.partitions),
+                "METRICS_PORT": str(self.metrics_port),
+                "STATE_DIR": str(self.state_dir),
+                "STATE_STORE": self.store,
+                "APP_ID": self.app_id,
+            }
+        )
         env.update(self.extra_env)
         self.log_path = self.state_dir.parent / f"{self.app_id}-{time.monotonic_ns()}.log"
         log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it

@@ -32,8 +32,9 @@ def _txn(**over: Any) -> dict[str, Any]:
     return base
 
 
-def _reason(kind: str, key: bytes | None, value: bytes | None, decoder: Decoder | None = None
-            ) -> InvalidEvent:
+def _reason(
+    kind: str, key: bytes | None, value: bytes | None, decoder: Decoder | None = None
+) -> InvalidEvent:
     with pytest.raises(InvalidEvent) as info:
         (decoder or Decoder()).decode(kind, key, value, NOW_MS)
     return info.value
@@ -71,8 +72,9 @@ def test_unknown_fields_are_ignored() -> None:
         ({**_txn(), "type": ["transaction"]}, "unknown_type", "type"),
     ],
 )
-def test_invalid_fields_are_named_in_the_reason(payload: dict[str, Any], code: str, field: str
-                                                ) -> None:
+def test_invalid_fields_are_named_in_the_reason(
+    payload: dict[str, Any], code: str, field: str
+) -> None:
     with pytest.raises(InvalidEvent) as info:
         validate_payload("account", payload)
     assert info.value.code == code
@@ -110,18 +112,50 @@ def test_future_limit_is_one_day_ahead_of_the_wall_clock() -> None:
 
 def test_dead_letter_keeps_text_as_text_and_binary_as_base64() -> None:
     error = InvalidEvent("invalid_json", "value: not valid UTF-8 JSON")
-    text = orjson.loads(dead_letter(source_topic="t", partition=3, offset=42, key=b"c1",
-                                    value=b"{oops", error=error, received_at_ms=NOW_MS))
+    text = orjson.loads(
+        dead_letter(
+            source_topic="t",
+            partition=3,
+            offset=42,
+            key=b"c1",
+            value=b"{oops",
+            error=error,
+            received_at_ms=NOW_MS,
+        )
+    )
     assert text == {
-        "source_topic": "t", "partition": 3, "offset": 42, "key": "c1", "value": "{oops",
-        "error": "value: not valid UTF-8 JSON", "error_code": "invalid_json",
+        "source_topic": "t",
+        "partition": 3,
+        "offset": 42,
+        "key": "c1",
+        "value": "{oops",
+        "error": "value: not valid UTF-8 JSON",
+        "error_code": "invalid_json",
         "received_at": "2026-03-01T12:00:00.000Z",
     }
-    binary = orjson.loads(dead_letter(source_topic="t", partition=0, offset=1, key=b"\xff",
-                                      value=b"\x00\xff", error=error, received_at_ms=NOW_MS))
+    binary = orjson.loads(
+        dead_letter(
+            source_topic="t",
+            partition=0,
+            offset=1,
+            key=b"\xff",
+            value=b"\x00\xff",
+            error=error,
+            received_at_ms=NOW_MS,
+        )
+    )
     assert binary["key_encoding"] == "base64" and base64.b64decode(binary["key"]) == b"\xff"
     assert binary["value_encoding"] == "base64"
     assert base64.b64decode(binary["value"]) == b"\x00\xff"
-    none = orjson.loads(dead_letter(source_topic="t", partition=0, offset=1, key=None,
-                                    value=None, error=error, received_at_ms=NOW_MS))
+    none = orjson.loads(
+        dead_letter(
+            source_topic="t",
+            partition=0,
+            offset=1,
+            key=None,
+            value=None,
+            error=error,
+            received_at_ms=NOW_MS,
+        )
+    )
     assert none["key"] is None and none["value"] is None

@@ -29,7 +29,11 @@ def test_defaults_are_the_contracts() -> None:
     assert s.bootstrap_servers == "localhost:9092"
     assert s.redis_url == "redis://localhost:6379/0"
     assert (s.clock, s.partitions, s.metrics_port, s.app_id) == (
-        "wall", 8, 9108, "lifecycle-triggers")
+        "wall",
+        8,
+        9108,
+        "lifecycle-triggers",
+    )
 
 
 def test_options_win_over_environment_which_wins_over_defaults() -> None:
@@ -71,7 +75,9 @@ def test_secrets_are_masked() -> None:
 def test_worker_help_shows_every_contract_option_with_its_variable() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "streams", "worker", "--help"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     flat = " ".join(out.split())
     for flag, env in CONTRACT_OPTIONS.items():
@@ -88,14 +94,24 @@ def test_worker_refuses_a_bad_clock_before_consuming(capsys: pytest.CaptureFixtu
     assert "--clock" in err and "sometimes" in err
 
 
-def test_worker_refuses_an_unknown_config_key(tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_worker_refuses_an_unknown_config_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "policy.yaml"
     config.write_text("policy:\n  global_caps:\n    per_7_days: 2\n    per_week: 3\n")
     code = subprocess.run(
-        [sys.executable, "-m", "streams", "worker", "--config", str(config),
-         "--bootstrap-servers", "127.0.0.1:1"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "streams",
+            "worker",
+            "--config",
+            str(config),
+            "--bootstrap-servers",
+            "127.0.0.1:1",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert code.returncode == 2
     assert "policy.global_caps.per_week: unknown key" in code.stderr

@@ -1,0 +1,63 @@
+# lifecycle-triggers: `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check -c requirements/constraints.txt
+STAMP := $(VENV)/.installed
+
+.PHONY: help install system-deps demo dev test test-unit test-integration lint format typecheck check bench constraints clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+system-deps: ## install Debian's redis-server if this machine lacks it
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server (Debian package)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) -e '.[dev,local]'
+	@touch $(STAMP)
+
+install: system-deps $(STAMP) ## create .venv with the project, dev tools and the Tansu broker
+
+demo: install ## start the dev stack, a worker and sample events; Ctrl-C stops it all
+	$(BIN)/lifecycle-triggers dev --sample
+
+dev: install ## start the dev stack and a worker (no sample events)
+	$(BIN)/lifecycle-triggers dev
+
+test: install ## run every test (unit and integration on a real broker and redis-server)
+	$(BIN)/pytest
+
+test-unit: install ## run the pure unit tests only
+	$(BIN)/pytest tests/unit
+
+test-integration: install ## run the integration tests only
+	$(BIN)/pytest tests/integration
+
+lint: install ## ruff lint and format check
+	$(BIN)/ruff check streams tests bench
+	$(BIN)/ruff format --check streams tests bench
+
+format: install ## apply ruff's formatting and import order
+	$(BIN)/ruff check --fix --select I streams tests bench
+	$(BIN)/ruff format streams tests bench
+
+typecheck: install ## mypy on streams/
+	$(BIN)/mypy
+
+check: lint typecheck test ## what CI runs
+
+bench: install ## run the benchmarks in bench/ (prints ratios against a baseline from the same run)
+	@for script in bench/*_bench.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+constraints: ## re-pin requirements/constraints.txt from the current .venv
+	@{ echo "# Exact versions for every install (README, .ci/run, Dockerfile): pip install -c requirements/constraints.txt ..."; \
+	   echo "# Regenerate after changing dependencies: make constraints"; \
+	   $(BIN)/pip freeze --exclude-editable | grep -v '^-e'; } > requirements/constraints.txt
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
