@@ -9,8 +9,7 @@ disable_created_metrics()
 
 
 class Metrics:
-    """The worker's instruments, in a registry of their own: one per app, so tests can build many.
-    """
+    """The worker's instruments, in a registry of their own (one per app: tests build many)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
