@@ -26,6 +26,30 @@ class Metrics:
             ["topic", "reason"],
             registry=r,
         )
+        self.events_replayed = Counter(
+            "lifecycle_events_replayed_total",
+            "Input events skipped because the customer's record already holds them (replays).",
+            ["kind"],
+            registry=r,
+        )
+        self.events_duplicate = Counter(
+            "lifecycle_events_duplicate_total",
+            "Input events ignored because the customer already had an event with that event_id.",
+            ["kind"],
+            registry=r,
+        )
+        self.triggers_fired = Counter(
+            "lifecycle_triggers_fired_total",
+            "Trigger occurrences (candidates) before the contact policy, by trigger.",
+            ["trigger"],
+            registry=r,
+        )
+        self.decisions = Counter(
+            "lifecycle_decisions_total",
+            "Contact decisions published, by trigger and outcome.",
+            ["trigger", "outcome"],
+            registry=r,
+        )
         self.ready = Gauge(
             "lifecycle_worker_ready",
             "1 when partitions are assigned and recovery is done, else 0.",
