@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 
 # The *_created series double the exposition for no use on our dashboards.
 disable_created_metrics()
@@ -48,6 +54,66 @@ class Metrics:
             "lifecycle_decisions_total",
             "Contact decisions published, by trigger and outcome.",
             ["trigger", "outcome"],
+            registry=r,
+        )
+        self.decision_reasons = Counter(
+            "lifecycle_decision_reasons_total",
+            "Reasons behind suppressed decisions (one per reason that applied), by trigger.",
+            ["trigger", "reason"],
+            registry=r,
+        )
+        self.ledger_call_seconds = Histogram(
+            "lifecycle_ledger_call_seconds",
+            "Latency of one contact-ledger call (one Redis round trip).",
+            ["operation"],
+            buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.ledger_errors = Counter(
+            "lifecycle_ledger_errors_total",
+            "Contact-ledger calls that failed, by error kind (the stream pauses and retries).",
+            ["kind"],
+            registry=r,
+        )
+        self.redis_up = Gauge(
+            "lifecycle_redis_up",
+            "1 when the contact ledger's Redis answered the last call, else 0.",
+            registry=r,
+        )
+        self.event_to_decision_seconds = Histogram(
+            "lifecycle_event_to_decision_seconds",
+            "From the event to its published decision; clock=event_time measures from the "
+            "event's occurred_at, clock=processing_time from when the worker received it.",
+            ["clock"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300, 3600, 86400),
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "lifecycle_consumer_lag_records",
+            "Records between the worker's position and the end of each input partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.state_records = Gauge(
+            "lifecycle_state_records",
+            "Customer state records created on this worker since start, by partition.",
+            ["partition"],
+            registry=r,
+        )
+        self.due_items = Gauge(
+            "lifecycle_due_items",
+            "Entries in the due-time index (customers with something due), by partition.",
+            ["partition"],
+            registry=r,
+        )
+        self.rebalances = Counter(
+            "lifecycle_rebalances_total",
+            "Consumer group rebalances this worker went through.",
+            registry=r,
+        )
+        self.recovery_seconds = Gauge(
+            "lifecycle_recovery_seconds",
+            "Duration of the last partition assignment until tables were recovered.",
             registry=r,
         )
         self.ready = Gauge(
