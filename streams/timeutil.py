@@ -28,7 +28,7 @@ def parse_rfc3339_ms(text: str) -> int | None:
 
     Sub-millisecond digits are truncated (event time has millisecond resolution).
     """
-    m = _RFC3339.match(text)
+    m = _RFC3339.fullmatch(text)  # not match: "$" would let a final line feed through
     if m is None:
         return None
     year, month, day, hour, minute, second, frac, offset = m.group(1, 2, 3, 4, 5, 6, 7, 8)
