@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("TRIGGERS_CONFIG"),
         help="YAML configuration file [env: TRIGGERS_CONFIG]",
     )
+    from streams.ledger_cli import add_ledger_commands
+
+    add_ledger_commands(sub)
     return parser
 
 
@@ -161,7 +164,13 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         stack.stop()
 
 
-COMMANDS = {"worker": _cmd_worker, "dev": _cmd_dev, "config": _cmd_config}
+def _cmd_ledger(args: argparse.Namespace) -> int:
+    from streams.ledger_cli import run_ledger_command
+
+    return run_ledger_command(args)
+
+
+COMMANDS = {"worker": _cmd_worker, "dev": _cmd_dev, "config": _cmd_config, "ledger": _cmd_ledger}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from streams.errors import ConfigError
+from streams.events import CHANNELS
 
 TRIGGER_NAMES = (
     "savings_drop_to_checking",
@@ -112,6 +113,8 @@ DEFAULTS: dict[str, Any] = {
         "trigger_cooldown_days": 14,
         "non_responder": {"after_unanswered": 5, "max_contacts": 1, "window_days": 30},
         "complaint_quiet_days": 14,
+        # Per trigger, channels to try in order when its own channel is capped or opted out.
+        "channel_fallbacks": {name: [] for name in TRIGGER_NAMES},
         "priorities": {
             "service": 100,
             "savings_drop_to_wire": 90,
@@ -133,7 +136,7 @@ DEFAULTS: dict[str, Any] = {
 OPEN_MAPS: dict[str, tuple[str, ...] | None] = {
     "triggers.replacement_due.cycle_days": None,
     "policy.segment_cap_multipliers": None,
-    "policy.channel_caps": ("email", "sms", "phone", "direct_mail", "push"),
+    "policy.channel_caps": CHANNELS,
     "policy.priorities": ("service", *TRIGGER_NAMES),
 }
 
@@ -158,6 +161,13 @@ def _fraction(path: str, v: Any) -> None:
 def _topic(path: str, v: Any) -> None:
     if not _NAME.match(v):
         raise ConfigError(f"{path}: {v!r} is not a valid Kafka topic name")
+
+
+def _channel_list(path: str, v: Any) -> None:
+    if any(c not in CHANNELS for c in v) or len(set(v)) != len(v):
+        raise ConfigError(
+            f"{path}: must be a list of distinct channels ({', '.join(CHANNELS)}), got {v!r}"
+        )
 
 
 def _days_list(path: str, v: Any) -> None:
@@ -205,7 +215,10 @@ def _check_type(path: str, default: Any, value: Any) -> Any:
     if isinstance(default, list):
         if not isinstance(value, list):
             raise ConfigError(f"{path}: must be a list, got {value!r}")
-        _days_list(path, value)  # every list we have is a list of days
+        if ".channel_fallbacks." in path:
+            _channel_list(path, value)
+        else:
+            _days_list(path, value)
         return value
     raise AssertionError(f"no type rule for {path}")  # pragma: no cover - defaults are ours
 

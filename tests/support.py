@@ -199,3 +199,37 @@ def run(coro: Any) -> Any:
 
 def keyed(records: Sequence[tuple[str, bytes]]) -> list[Record]:
     return [(k.encode(), v) for k, v in records]
+
+
+async def read_changelog(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[bytes, bytes]:
+    """A table's contents as its changelog says: the last value per key, tombstones deleting."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        deadline = time.monotonic() + timeout
+        while not partitions and time.monotonic() < deadline:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            return {}
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning()
+        ends = await consumer.end_offsets(tps)
+        table: dict[bytes, bytes] = {}
+        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {topic} to its end")
+            batch = await consumer.getmany(timeout_ms=300)
+            for records in batch.values():
+                for rec in records:
+                    if rec.value is None:
+                        table.pop(rec.key, None)
+                    else:
+                        table[rec.key] = rec.value
+        return table
+    finally:
+        await consumer.stop()

@@ -82,3 +82,12 @@ def test_empty_file_means_defaults_and_dump_round_trips(tmp_path: Path) -> None:
     dumped = tmp_path / "dumped.yaml"
     dumped.write_text(dump_config(build_config({"policy": {"holdout_rate": 0}})))
     assert load_config(dumped)["policy"]["holdout_rate"] == 0
+
+
+def test_channel_fallbacks_are_lists_of_known_channels() -> None:
+    config = build_config({"policy": {"channel_fallbacks": {"renewal_reminder": ["push", "sms"]}}})
+    assert config["policy"]["channel_fallbacks"]["renewal_reminder"] == ("push", "sms")
+    assert config["policy"]["channel_fallbacks"]["never_activated"] == ()
+    for bad in (["fax"], ["push", "push"]):
+        with pytest.raises(ConfigError, match="channel_fallbacks.renewal_reminder"):
+            build_config({"policy": {"channel_fallbacks": {"renewal_reminder": bad}}})

@@ -1,0 +1,146 @@
+"""Contact-ledger decisions per second and latency, against a plain Redis PING in the same run.
+
+Starts its own redis-server (streams.devstack.RedisServer) in a temporary directory on
+loopback, then measures, on one connection each:
+
+- sequential: one call at a time (latency p50/p99; PING is the floor of any round trip);
+- concurrent: N tasks sharing a pool (throughput when many customers are decided at once).
+
+Decisions go to a fixed pool of customers, so each sees a growing history (caps bite, most
+decisions after the first few are suppressed) like a busy stream would. Prints ratios
+ledger / PING; run: python bench/ledger_bench.py [--n 20000] [--concurrency 32].
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from streams.decisions import Candidate
+from streams.devstack import RedisServer
+from streams.ledger import ContactLedger
+from streams.policy import Policy
+from streams.timeutil import MS_PER_DAY
+
+T0 = 1_772_357_400_000
+TRIGGERS = ("savings_drop_to_checking", "renewal_reminder", "never_activated", "replacement_due")
+CHANNELS = ("email", "push", "sms")
+
+
+def candidate(i: int, customers: int) -> Candidate:
+    return Candidate(
+        customer_id=f"bench-{i % customers}",
+        trigger=TRIGGERS[i % len(TRIGGERS)],
+        instance=str(i),
+        action="offer",
+        channel=CHANNELS[i % len(CHANNELS)],
+        category="marketing",
+        priority=50,
+        evidence=("e",),
+        triggered_at_ms=T0,
+    )
+
+
+def now_of(i: int) -> int:
+    return T0 + i * (MS_PER_DAY // 100)  # the clock moves: windows slide, history is pruned
+
+
+async def sequential(n: int, call: Callable[[int], Awaitable[object]]) -> list[float]:
+    latencies = []
+    for i in range(n):
+        start = time.perf_counter()
+        await call(i)
+        latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+async def concurrent(n: int, tasks: int, call: Callable[[int], Awaitable[object]]) -> float:
+    counter = iter(range(n))
+
+    async def loop() -> None:
+        for i in counter:
+            await call(i)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(tasks)))
+    return n / (time.perf_counter() - start)
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+async def measure(url: str, n: int, tasks: int, customers: int) -> None:
+    client = aioredis.from_url(url, max_connections=tasks + 4)
+    ledger = ContactLedger(client, Policy.default(), namespace="bench")
+    await ledger.ping()
+
+    async def ping(_: int) -> object:
+        return await client.ping()
+
+    async def decide(i: int) -> object:
+        return await ledger.decide_one(candidate(i, customers), now_of(i))
+
+    async def decide_again(i: int) -> object:
+        return await ledger.decide_one(candidate(i + n, customers), now_of(i + n))
+
+    # Warm up both paths (connections, script cache), then measure.
+    await sequential(500, ping)
+    await sequential(500, lambda i: ledger.decide_one(candidate(10**9 + i, 50), T0))
+    ping_lat = await sequential(n, ping)
+    dec_lat = await sequential(n, decide)
+    ping_rate = await concurrent(n, tasks, ping)
+    dec_rate = await concurrent(n, tasks, decide_again)
+    info = await client.info("memory")
+    stats = await client.info("commandstats")
+    await client.aclose()
+
+    ms = 1000.0
+    seq_ping = n / sum(ping_lat)
+    seq_dec = n / sum(dec_lat)
+    print(f"redis loopback, {n} calls each, {customers} customers, concurrency {tasks}")
+    print(f"{'':24}{'per s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    rows = [
+        ("PING sequential", seq_ping, ping_lat),
+        ("decide sequential", seq_dec, dec_lat),
+    ]
+    for name, rate, lat in rows:
+        print(f"{name:24}{rate:>10.0f}{pct(lat, 50) * ms:>10.3f}{pct(lat, 99) * ms:>10.3f}")
+    print(f"{'PING concurrent':24}{ping_rate:>10.0f}")
+    print(f"{'decide concurrent':24}{dec_rate:>10.0f}")
+    print(
+        f"ratio decide/PING: sequential throughput {seq_dec / seq_ping:.2f}, "
+        f"p50 latency {pct(dec_lat, 50) / pct(ping_lat, 50):.2f}x, "
+        f"p99 latency {pct(dec_lat, 99) / pct(ping_lat, 99):.2f}x, "
+        f"concurrent throughput {dec_rate / ping_rate:.2f}"
+    )
+    print(f"redis used_memory after the run: {info['used_memory_human']}")
+    for command in ("ping", "evalsha"):
+        row = stats.get(f"cmdstat_{command}", {})
+        print(f"server time per {command.upper()}: {row.get('usec_per_call', 0):.1f} us")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20_000, help="calls per measurement")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent tasks")
+    parser.add_argument("--customers", type=int, default=2_000, help="distinct customers")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ledger-bench-") as workdir:
+        server = RedisServer(Path(workdir))
+        server.start()
+        try:
+            asyncio.run(measure(server.url, args.n, args.concurrency, args.customers))
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

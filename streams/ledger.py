@@ -1,0 +1,462 @@
+"""The contact ledger: the policy applied atomically in Redis, shared by every business unit.
+
+One Lua script (``ledger.lua``, run with EVALSHA and loaded again after NOSCRIPT) decides one
+candidate against the customer's contact history and records the outcome in the same atomic
+step: one round trip per candidate. The decision id is stored with its first result, so a
+repeated id returns that result and changes nothing (at-least-once in, effectively-once out).
+
+Keys are ``<namespace>:{<customer_id>}:<part>``: the hash tag keeps one customer in one Redis
+Cluster slot. When Redis cannot be reached, every call raises ``LedgerUnavailable`` and nothing
+is decided: the caller pauses, retries later with the same candidates, and gets the same
+outcomes (fail closed).
+
+Readings of the contract that the script makes (and the tests pin down):
+
+- Windows are (t - w, t] on ``decided_at``; they assume one customer's clock does not run
+  backwards (a customer lives in one partition, and stream time per partition only grows).
+- Holdout: a marketing candidate that passes the opt-out, complaint and trigger-cooldown rules
+  and whose (customer, trigger) hash falls under ``holdout_rate`` is held out, whatever the
+  caps say (a holdout is not a contact). Since holdouts count toward the cooldown, a held-out
+  customer gets one holdout per cooldown, as a contacted one gets one contact.
+- Outside marketing contacts count like ours: global and channel caps, back-off window and the
+  unanswered streak (the customer sees one company). Outside service contacts are recorded only.
+- Channel fallbacks (``Policy.channel_fallbacks``): when only channel rules (``channel_cap``,
+  ``opted_out``) stop the candidate's own channel, the first fallback that passes is used and
+  ``Decision.channel`` names it; otherwise the reasons of every channel tried are reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from importlib import resources
+from types import TracebackType
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis import exceptions as rex
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from streams.decisions import Candidate, Decision
+from streams.errors import LifecycleError
+from streams.events import CHANNELS, CONSENT_CHANNELS, ENGAGEMENT_ACTIONS
+from streams.policy import (
+    GLOBAL_WINDOW_7D_MS,
+    GLOBAL_WINDOW_30D_MS,
+    MARKETING,
+    SERVICE,
+    Policy,
+    sort_reasons,
+)
+from streams.timeutil import MS_PER_DAY
+
+log = logging.getLogger(__name__)
+
+SCRIPT = resources.files("streams").joinpath("ledger.lua").read_text(encoding="utf-8")
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
+KEY_PARTS = ("dec", "idx", "mk", "tr", "cmp", "st")
+CONSENT_STATUSES = {"opted_in": "in", "opted_out": "out"}
+
+T = TypeVar("T")
+
+
+class LedgerUnavailable(LifecycleError):
+    """Redis cannot be reached (down, failing over, refusing our credentials): nothing was
+    decided or recorded that the caller can rely on. Pause and retry the same call later."""
+
+
+def _mask(url: str) -> str:
+    # Imported lazily: settings pulls in the option table, which this library does not need.
+    from streams.settings import mask_url
+
+    return mask_url(url)
+
+
+class ContactLedger:
+    """The shared contact ledger of one namespace (``lt`` in production; a back-test or a test
+    uses its own so that it never touches real history).
+
+    ``redis`` is a URL (``redis://``, ``rediss://`` for TLS, ``unix://``; password and ACL user
+    in the URL) or an existing ``redis.asyncio.Redis`` client, which the ledger then does not
+    close. ``wait_replicas`` > 0 makes every write wait for that many replicas (``WAIT``), so a
+    failover cannot lose an acknowledged decision; a shortfall raises ``LedgerUnavailable``
+    (the decision is recorded on the primary, and a retry returns the same outcome).
+    """
+
+    def __init__(
+        self,
+        redis: str | aioredis.Redis,
+        policy: Policy,
+        namespace: str = "lt",
+        *,
+        timeout: float = 5.0,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1_000,
+    ) -> None:
+        if not namespace or any(c in namespace for c in "{}:"):
+            raise ValueError(
+                f"namespace must be non-empty without '{{', '}}' or ':': {namespace!r}"
+            )
+        self.policy = policy
+        self.namespace = namespace
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        if isinstance(redis, str):
+            self._where = _mask(redis)
+            # Few, quick retries: a decision retried after a dropped connection is idempotent,
+            # and longer outages are the caller's to wait out (it pauses the stream).
+            self.client: aioredis.Redis = aioredis.from_url(
+                redis,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            )
+            self._owns_client = True
+        else:
+            kwargs = redis.connection_pool.connection_kwargs
+            self._where = f"redis at {kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+            self.client = redis
+            self._owns_client = False
+
+    async def aclose(self) -> None:
+        """Close the connections (only when the ledger created the client)."""
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def __aenter__(self) -> ContactLedger:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def keys(self, customer_id: str) -> list[str]:
+        """The customer's keys, in the order the script expects them."""
+        return [f"{self.namespace}:{{{customer_id}}}:{part}" for part in KEY_PARTS]
+
+    async def _guard(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run one Redis call; every way of not reaching Redis becomes ``LedgerUnavailable``."""
+        try:
+            return await call()
+        except rex.AuthenticationError:
+            raise LedgerUnavailable(
+                f"{self._where} refused our credentials (wrong password or ACL user name in "
+                "the Redis URL)"
+            ) from None
+        except rex.NoPermissionError as exc:
+            raise LedgerUnavailable(
+                f"{self._where}: the Redis user may not run the ledger's commands ({exc})"
+            ) from None
+        except (rex.ConnectionError, rex.TimeoutError, rex.ReadOnlyError, OSError) as exc:
+            raise LedgerUnavailable(f"{self._where} cannot be reached: {exc}") from exc
+        except rex.ResponseError as exc:
+            # A server that is loading, failing over or has no master cannot decide either.
+            if str(exc).split(" ", 1)[0] in ("LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN"):
+                raise LedgerUnavailable(f"{self._where} is not ready: {exc}") from exc
+            raise
+
+    async def _run(self, customer_id: str, args: Sequence[str | int]) -> Any:
+        keys = self.keys(customer_id)
+
+        async def call() -> Any:
+            try:
+                return await self._evalsha(keys, args)
+            except rex.NoScriptError:
+                # Redis restarted, failed over or flushed its script cache: load and retry once.
+                log.info("ledger script not on %s; loading it", self._where)
+                await self.client.script_load(SCRIPT)
+                return await self._evalsha(keys, args)
+
+        return await self._guard(call)
+
+    async def _evalsha(self, keys: list[str], args: Sequence[str | int]) -> Any:
+        if self.wait_replicas <= 0:
+            return await self.client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+        # The script and WAIT in one round trip.
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            result, acked = await pipe.execute(raise_on_error=False)
+        if isinstance(result, Exception):
+            raise result
+        if isinstance(acked, Exception) or int(acked) < self.wait_replicas:
+            raise LedgerUnavailable(
+                f"{self._where}: {acked} of {self.wait_replicas} replicas acknowledged within "
+                f"{self.wait_timeout_ms} ms; retry (the outcome will not change)"
+            )
+        return result
+
+    def _base_args(self, op: str, at_ms: int) -> list[str | int]:
+        return [op, int(at_ms), self.policy.retention_ms]
+
+    async def ping(self) -> None:
+        """Check that Redis answers and holds the script (e.g. for readiness)."""
+
+        async def call() -> None:
+            await self.client.ping()
+            await self.client.script_load(SCRIPT)
+
+        await self._guard(call)
+
+    # -- decisions -------------------------------------------------------------------------
+
+    async def decide(
+        self, candidates: Sequence[Candidate], now_ms: int, segment: str | None = None
+    ) -> list[Decision]:
+        """Decide candidates in priority order, each seeing the ones before it.
+
+        One EVALSHA round trip per candidate; the result list is in decision order. A
+        candidate whose decision id was decided before gets its first decision back, with its
+        first ``decided_at``. Raises ``LedgerUnavailable`` (decisions made before the failure
+        stay recorded; calling again with the same candidates returns them unchanged).
+        """
+        return [await self.decide_one(c, now_ms, segment) for c in self.policy.order(candidates)]
+
+    async def decide_one(
+        self, candidate: Candidate, now_ms: int, segment: str | None = None
+    ) -> Decision:
+        """Decide and record one candidate (see ``decide``)."""
+        policy = self.policy
+        caps = policy.caps_for(segment)
+        if candidate.category == MARKETING:
+            channels = policy.channels_for(candidate)
+        elif candidate.category == SERVICE:
+            channels = (candidate.channel,)
+        else:
+            raise ValueError(f"category must be marketing or service: {candidate.category!r}")
+        for channel in channels:
+            if channel not in caps.channels:
+                raise ValueError(f"{candidate.trigger}: unknown channel {channel!r}")
+        args = self._base_args("decide", now_ms)
+        args += [
+            candidate.decision_id,
+            candidate.category,
+            candidate.trigger,
+            "1" if policy.is_holdout(candidate.customer_id, candidate.trigger) else "0",
+            caps.global_7d,
+            caps.global_30d,
+            policy.cooldown_ms,
+            policy.non_responder_after,
+            policy.non_responder_max_contacts,
+            policy.non_responder_window_ms,
+            policy.complaint_quiet_ms,
+            segment or "",
+            policy.multiplier(segment),
+            len(channels),
+        ]
+        for channel in channels:
+            cap = caps.channels[channel]
+            args += [channel, cap.max, cap.window_ms]
+        raw = await self._run(candidate.customer_id, args)
+        result = json.loads(raw)
+        return Decision(
+            candidate=candidate,
+            outcome=result["o"],
+            reasons=sort_reasons(r for r in result["r"].split(",") if r),
+            decided_at_ms=int(result["t"]),
+            channel=result["c"],
+            details=_details(result.get("d")),
+        )
+
+    # -- what else the ledger hears ----------------------------------------------------------
+
+    async def record_engagement(
+        self,
+        customer_id: str,
+        channel: str,
+        action: str,
+        at_ms: int,
+        decision_id: str | None = None,
+    ) -> None:
+        """An engagement event: opened/clicked/converted end the unanswered streak (back-off);
+        unsubscribed opts the channel out; delivered and bounced change nothing."""
+        if action not in ENGAGEMENT_ACTIONS:
+            raise ValueError(f"action must be one of {ENGAGEMENT_ACTIONS}: {action!r}")
+        _check_channel(channel, CHANNELS)
+        args = [*self._base_args("engage", at_ms), channel, action, decision_id or ""]
+        await self._run(customer_id, args)
+
+    async def record_consent(self, customer_id: str, channel: str, status: str, at_ms: int) -> None:
+        """A consent event for a channel or ``all``; the latest one (by event time) wins."""
+        _check_channel(channel, CONSENT_CHANNELS)
+        if status not in CONSENT_STATUSES:
+            raise ValueError(f"status must be opted_in or opted_out: {status!r}")
+        args = [*self._base_args("consent", at_ms), channel, CONSENT_STATUSES[status]]
+        await self._run(customer_id, args)
+
+    async def record_complaint(self, customer_id: str, at_ms: int) -> None:
+        """A complaint: no marketing contact for ``complaint_quiet_days`` after it."""
+        await self._run(customer_id, self._base_args("complaint", at_ms))
+
+    async def record_outside_contact(
+        self,
+        customer_id: str,
+        channel: str,
+        at_ms: int,
+        business_unit: str,
+        contact_id: str,
+        category: str = MARKETING,
+    ) -> bool:
+        """A contact another business unit made: marketing ones count against the global caps
+        (and the channel caps and back-off, since the customer sees one company).
+
+        Idempotent by (business_unit, contact_id); returns False when it was already recorded.
+        """
+        _check_channel(channel, CHANNELS)
+        if category not in (MARKETING, SERVICE):
+            raise ValueError(f"category must be marketing or service: {category!r}")
+        if not business_unit or not contact_id:
+            raise ValueError("business_unit and contact_id must not be empty")
+        key = f"x:{business_unit}:{contact_id}"
+        args = [*self._base_args("outside", at_ms), key, channel, category, business_unit]
+        return bool(await self._run(customer_id, args))
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def show(
+        self, customer_id: str, now_ms: int, segment: str | None = None
+    ) -> dict[str, Any]:
+        """What the ledger knows of a customer at ``now_ms``: contact history, the caps in
+        force with their current counts, back-off state, opt-outs and complaint quiet."""
+        dec, idx, mk, tr, cmp_key, st = self.keys(customer_id)
+
+        async def read() -> list[Any]:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.zrange(idx, 0, -1, withscores=True)
+                pipe.hgetall(dec)
+                pipe.zrange(mk, 0, -1, withscores=True)
+                pipe.zrange(tr, 0, -1, withscores=True)
+                pipe.zrange(cmp_key, 0, -1, withscores=True)
+                pipe.hgetall(st)
+                return list(await pipe.execute())
+
+        history_ids, records, contacts, marks, complaints, state = await self._guard(read)
+        return _summary(
+            self.policy,
+            segment,
+            now_ms,
+            history_ids,
+            records,
+            contacts,
+            marks,
+            complaints,
+            state,
+        )
+
+
+def _check_channel(channel: str, allowed: Sequence[str]) -> None:
+    if channel not in allowed:
+        raise ValueError(f"channel must be one of {', '.join(allowed)}: {channel!r}")
+
+
+def _details(raw: Any) -> dict[str, Any]:
+    # cjson encodes an empty table as {}; keep whatever the script reported otherwise.
+    return dict(raw) if isinstance(raw, dict) else {}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _in_window(at: float, now_ms: int, window_ms: int) -> bool:
+    return now_ms - window_ms < at <= now_ms
+
+
+def _summary(
+    policy: Policy,
+    segment: str | None,
+    now_ms: int,
+    history_ids: list[tuple[bytes, float]],
+    records: dict[bytes, bytes],
+    contacts: list[tuple[bytes, float]],
+    marks: list[tuple[bytes, float]],
+    complaints: list[tuple[bytes, float]],
+    state: dict[bytes, bytes],
+) -> dict[str, Any]:
+    caps = policy.caps_for(segment)
+    history = []
+    for raw_id, at in history_ids:
+        record = json.loads(records.get(raw_id, b"{}"))
+        history.append(
+            {
+                "id": _text(raw_id),
+                "decided_at_ms": int(at),
+                "outcome": record.get("o"),
+                "channel": record.get("c"),
+                "category": record.get("k"),
+                "trigger": record.get("g"),
+                "business_unit": record.get("bu"),
+                "reasons": [r for r in record.get("r", "").split(",") if r],
+            }
+        )
+    contact_list = [(_text(m).split("|", 1)[0], at) for m, at in contacts]
+
+    def count(window_ms: int, channel: str | None = None) -> int:
+        return sum(
+            1
+            for ch, at in contact_list
+            if _in_window(at, now_ms, window_ms) and (channel is None or ch == channel)
+        )
+
+    st = {_text(k): _text(v) for k, v in state.items()}
+    consents = {
+        k.removeprefix("consent:"): v.split("|", 1)
+        for k, v in st.items()
+        if k.startswith("consent:")
+    }
+
+    def opted_out(channel: str) -> bool:
+        own, every = consents.get(channel), consents.get("all")
+        picked = [c for c in (own, every) if c is not None]
+        if not picked:
+            return False
+        latest = max(int(c[0]) for c in picked)
+        return any(c[1] == "out" for c in picked if int(c[0]) == latest)
+
+    streak = int(st.get("streak", "0"))
+    quiet = [int(at) for _, at in complaints if _in_window(at, now_ms, policy.complaint_quiet_ms)]
+    cooldowns: dict[str, int] = {}
+    for member, at in marks:
+        trigger = _text(member).split("|", 1)[0]
+        if _in_window(at, now_ms, policy.cooldown_ms):
+            cooldowns[trigger] = max(cooldowns.get(trigger, 0), int(at) + policy.cooldown_ms)
+    return {
+        "now_ms": now_ms,
+        "segment": segment,
+        "history": history,
+        "caps": {
+            "global_7d": {"count": count(GLOBAL_WINDOW_7D_MS), "cap": caps.global_7d},
+            "global_30d": {"count": count(GLOBAL_WINDOW_30D_MS), "cap": caps.global_30d},
+            "channels": {
+                name: {
+                    "count": count(cap.window_ms, name),
+                    "cap": cap.max,
+                    "days": cap.window_ms // MS_PER_DAY,
+                }
+                for name, cap in caps.channels.items()
+            },
+        },
+        "non_responder": {
+            "unanswered": streak,
+            "after": policy.non_responder_after,
+            "active": streak >= policy.non_responder_after,
+            "count": count(policy.non_responder_window_ms),
+            "cap": policy.non_responder_max_contacts,
+            "engaged_at_ms": int(st["engaged_at"]) if "engaged_at" in st else None,
+            "last_engagement": json.loads(st["last_engagement"])
+            if "last_engagement" in st
+            else None,
+        },
+        "opted_out": [c for c in CHANNELS if opted_out(c)],
+        "complaint_quiet_until_ms": max(quiet) + policy.complaint_quiet_ms if quiet else None,
+        "trigger_cooldown_until_ms": cooldowns,
+    }
