@@ -1,0 +1,136 @@
+"""The pure core the Faust shell calls: ``step`` for an event, ``advance`` for the clock.
+
+No Faust, Redis or aiokafka here. Both functions return a new state (the input is never
+mutated) and the candidates the call fired; ``next_due_ms`` says when ``advance`` could next fire
+something for this customer, so the shell keeps one due-index entry per customer.
+
+Contract for the shell:
+
+- ``now_ms`` is the processor clock (event mode: the partition's stream time). An event may be up
+  to the allowed lateness older than it and still takes part in every trigger.
+- Call ``step`` for an event before ``advance`` with the same ``now`` ("an event stamped exactly
+  at a due time is applied first"). Time-based occurrences are evaluated as of their due time
+  from event times, so it does not matter how often ``advance`` is called, only that it is
+  called once the clock reaches ``next_due_ms``. After a ``step`` the due time may already be
+  <= now (a late event completed an overdue occurrence): call ``advance`` then too.
+- Every occurrence fires at most once; its ``instance`` is stable, so decision ids repeat on a
+  replay. A repeated ``event_id`` returns the state unchanged with ``duplicate=True``.
+- ``state.applied_offsets`` belongs to the shell and is carried through untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+
+from streams.decisions import Candidate
+from streams.events import Consent, Engagement, Event, Profile
+from streams.state import DAY_MS, CustomerState, id_hash
+from streams.triggers import (
+    DueItem,
+    Emitter,
+    TriggerParams,
+    reactivation,
+    recurrence,
+    renewal,
+    savings,
+)
+
+FAMILIES: Sequence[ModuleType] = (savings, renewal, reactivation, recurrence)
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """The state after the call, the candidates it fired, and whether the event was a repeat."""
+
+    state: CustomerState
+    candidates: list[Candidate] = field(default_factory=list)
+    duplicate: bool = False
+
+
+def step(
+    state: CustomerState | None, event: Event, now_ms: int, params: TriggerParams
+) -> StepResult:
+    """Apply one event; return the new state and the event-driven candidates it completes."""
+    if state is None:
+        state = CustomerState(customer_id=event.customer_id, floor_ms=now_ms - params.lateness_ms)
+    event_hash = id_hash(event.event_id)
+    if state.has_seen(event_hash):
+        return StepResult(state, [], True)
+    new = state.copy()
+    new.remember(event_hash, event.occurred_at_ms)
+    _apply_profile(new, event)
+    emitter = Emitter(new, params, now_ms)
+    for family in FAMILIES:
+        if family.apply(new, event, params):
+            family.on_event(new, event, emitter)
+    _settle(new, params, now_ms)
+    return StepResult(new, _ordered(emitter.candidates))
+
+
+def advance(state: CustomerState, now_ms: int, params: TriggerParams) -> StepResult:
+    """Fire every time-based occurrence due at or before ``now_ms``; prune what is past."""
+    new = state.copy()
+    emitter = Emitter(new, params, now_ms)
+    for item in sorted(due_items(new, params), key=lambda i: (i.due_ms, i.trigger, i.instance)):
+        if item.due_ms > now_ms:
+            break
+        emitter.emit(item.trigger, item.instance, item.evidence, item.due_ms)
+        item.mark()  # also when the hash says it fired before: the family's own mark catches up
+    _settle(new, params, now_ms)
+    return StepResult(new, _ordered(emitter.candidates))
+
+
+def next_due_ms(state: CustomerState | None) -> int | None:
+    """The earliest time at which ``advance`` could fire something (None: nothing pending)."""
+    return None if state is None else state.due_ms
+
+
+def due_items(state: CustomerState, params: TriggerParams) -> list[DueItem]:
+    """Every time-based occurrence valid as of its due time and not fired yet."""
+    items: list[DueItem] = []
+    for family in FAMILIES:
+        items.extend(family.due_items(state, params))
+    return items
+
+
+def _settle(state: CustomerState, params: TriggerParams, now_ms: int) -> None:
+    """Move the floor, prune, and cache the next due time.
+
+    The floor trails both the clock and the earliest pending occurrence by the lateness, so
+    pruning never loses an occurrence that is pending (even when ``advance`` is late) nor data an
+    event within the lateness could still need.
+    """
+    items = due_items(state, params)
+    due = min((i.due_ms for i in items), default=None)
+    horizon = now_ms if due is None else min(now_ms, due)
+    state.floor_ms = max(state.floor_ms, horizon - params.lateness_ms)
+    for family in FAMILIES:
+        family.prune(state, params)
+    floor = state.floor_ms
+    state.seen = [s for s in state.seen if s[1] + DAY_MS > floor]  # stamped with their day
+    state.fired = [f for f in state.fired if f[1] >= floor]
+    state.due_ms = due
+
+
+def _apply_profile(state: CustomerState, event: Event) -> None:
+    """Consent, unsubscribes and profile fields: the latest by event time wins."""
+    t = event.occurred_at_ms
+    if isinstance(event, Consent | Engagement):
+        if isinstance(event, Engagement) and event.action != "unsubscribed":
+            return
+        out = 1 if isinstance(event, Engagement) or event.status == "opted_out" else 0
+        current = state.consent.get(event.channel)
+        if current is None or t >= current[0]:
+            state.consent[event.channel] = (t, out)
+    elif isinstance(event, Profile):
+        for attr in ("segment", "business_unit", "timezone"):
+            value = getattr(event, attr)
+            current = getattr(state, attr)
+            if value is not None and (current is None or t >= current[0]):
+                setattr(state, attr, (t, value))
+
+
+def _ordered(candidates: list[Candidate]) -> list[Candidate]:
+    return sorted(candidates, key=lambda c: (c.triggered_at_ms, -c.priority, c.trigger, c.instance))

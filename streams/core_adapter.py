@@ -1,0 +1,55 @@
+"""The pure core (``streams/core.py``) with its trigger parameters bound, as the shell uses it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from streams import core
+from streams.config import build_config
+from streams.decisions import Candidate
+from streams.events import Event
+from streams.state import CustomerState
+from streams.triggers import TriggerParams
+
+
+class BoundCore:
+    """``streams.processor.CoreAdapter`` over ``CustomerState`` and ``TriggerParams``."""
+
+    def __init__(self, params: TriggerParams) -> None:
+        self.params = params
+
+    def load(self, raw: bytes) -> CustomerState:
+        return CustomerState.from_bytes(raw)
+
+    def dump(self, state: CustomerState) -> bytes:
+        return state.to_bytes()
+
+    def applied_offset(self, state: CustomerState, kind: str) -> int:
+        return state.applied_offsets.get(kind, -1)
+
+    def with_applied_offset(self, state: CustomerState, kind: str, offset: int) -> CustomerState:
+        # step() returned a fresh copy (or, for a duplicate, the loaded record): ours to change.
+        state.applied_offsets[kind] = offset
+        return state
+
+    def segment(self, state: CustomerState) -> str | None:
+        return None if state.segment is None else state.segment[1]
+
+    def step(
+        self, state: CustomerState | None, event: Event, now_ms: int
+    ) -> tuple[CustomerState, list[Candidate], bool]:
+        result = core.step(state, event, now_ms, self.params)
+        return result.state, result.candidates, result.duplicate
+
+    def advance(self, state: CustomerState, now_ms: int) -> tuple[CustomerState, list[Candidate]]:
+        result = core.advance(state, now_ms, self.params)
+        return result.state, result.candidates
+
+    def next_due_ms(self, state: CustomerState) -> int | None:
+        return core.next_due_ms(state)
+
+
+def build_core(config: Mapping[str, Any] | None) -> BoundCore:
+    """The core for a validated configuration (None: the built-in defaults)."""
+    return BoundCore(TriggerParams.from_config(config if config is not None else build_config()))

@@ -1,0 +1,405 @@
+"""Customer state: one compact, bounded record per customer, and its serialization.
+
+The record holds only what the triggers need. Every collection is bounded twice: by time (data
+no trigger can look at any more is pruned as the clock moves, see ``CustomerState.floor_ms``)
+and by count (a fixed cap, oldest evicted), so a record stays small whatever the history.
+Serialization is orjson with short keys; empty collections are left out.
+
+``floor_ms`` is the pruning watermark: no occurrence due before it can fire any more, and no
+event older than it can change anything (it trails both the clock and the earliest pending due
+time by the allowed lateness). The trigger families prune relative to it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+
+DAY_MS = 86_400_000
+
+# Count caps: the backstop behind time-based pruning (which keeps typical records far below).
+MAX_SEEN = 64
+MAX_FIRED = 32
+MAX_SAVINGS_ACCOUNTS = 4
+MAX_OBSERVATIONS = 128  # per savings account, exact ones and day buckets each
+MAX_DEBITS = 32
+MAX_DROPS = 8
+MAX_FOLLOW_UPS = 16
+MAX_CONTRACTS = 8
+MAX_VERSIONS = 6
+MAX_USAGE_KEYS = 12
+MAX_POINTS = 8  # per thinned time list (usage per key, complaints, card activity)
+MAX_VISITS = 8
+MAX_CARDS = 6
+MAX_STATEMENTS = 12
+MAX_CATEGORIES = 8
+MAX_PURCHASES = 8
+PURCHASE_IDS_KEPT = 2  # event ids kept (for evidence) on the newest purchases only
+MAX_CONSENT = 6
+
+Obs = tuple[int, int]  # (time, balance in cents)
+DayObs = tuple[int, int, int]  # (UTC day number, sum of cents, count): older observations
+Debit = tuple[int, int, str]  # (time, cents, event id)
+FollowUp = tuple[int, int, str, str]  # (time, cents, kind "c" checking credit | "w" wire, id)
+# (time, status, expires_at, auto_renew 1/0 or -1 "as before" for auto_renew_charged, event id)
+Version = tuple[int, str, int, int, str]
+Point = tuple[int, str]  # (time, event id)
+
+T = TypeVar("T")
+
+
+def id_hash(text: str) -> int:
+    """A stable 48-bit hash (collisions among a few dozen ids are negligible)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=6).digest(), "big")
+
+
+# --- thinned time lists -----------------------------------------------------------------
+#
+# "Was there an event in [x - W, x]?" is all the usage, complaint and card-activity triggers ask.
+# A point may be dropped when its neighbours are at most W apart: every such question, for any
+# x and any window >= W, keeps its answer (and so does every gap longer than W, which is what a
+# lapse is). Daily logins thus cost a handful of points, not one per day.
+
+
+def thin(items: list[T], key: Callable[[T], int], window_ms: int) -> list[T]:
+    """``items`` (sorted by ``key``) without the points no window >= ``window_ms`` can miss."""
+    out: list[T] = []
+    for item in items:
+        out.append(item)
+        while len(out) >= 3 and key(out[-1]) - key(out[-3]) <= window_ms:
+            del out[-2]
+    return out
+
+
+def insert_thinned(items: list[T], item: T, key: Callable[[T], int], window_ms: int) -> list[T]:
+    """``items`` with ``item`` inserted in time order (a repeated time is ignored), thinned."""
+    t = key(item)
+    keys = [key(x) for x in items]
+    i = bisect.bisect_left(keys, t)
+    if i < len(keys) and keys[i] == t:
+        return items
+    if 0 < i < len(keys) and keys[i] - keys[i - 1] <= window_ms:
+        # Its neighbours already answer every question it could (a replayed point that was
+        # thinned away before comes back to nothing): the list stays byte-for-byte the same.
+        return items
+    new = list(items)
+    new.insert(i, item)
+    return thin(new, key, window_ms)
+
+
+def keep_since(items: list[T], key: Callable[[T], int], cutoff_ms: int) -> list[T]:
+    """Items at or after ``cutoff_ms`` plus the latest one before it (it answers "last ...")."""
+    i = 0
+    while i + 1 < len(items) and key(items[i + 1]) < cutoff_ms:
+        i += 1
+    if items and key(items[i]) < cutoff_ms:
+        return items[i:]
+    return items
+
+
+def any_between(times: list[int], lo_ms: int, hi_ms: int) -> bool:
+    return any(lo_ms <= t <= hi_ms for t in times)
+
+
+# --- records ----------------------------------------------------------------------------
+
+# PinnedDrop.flags
+CHECKING_FIRED = 1
+WIRE_FIRED = 2
+UNEXPLAINED_FIRED = 4
+UNEXPLAINED_DECIDED = 8
+
+
+@dataclass(slots=True)
+class PinnedDrop:
+    """A savings drop something was decided on: frozen, so late debits cannot regroup it."""
+
+    first_id: str
+    start_ms: int
+    drop_ms: int
+    amount_cents: int
+    debit_ids: tuple[str, ...]
+    flags: int = 0
+
+
+@dataclass(slots=True)
+class SavingsAccount:
+    obs: list[Obs] = field(default_factory=list)  # exact, near where drops can still start
+    days: list[DayObs] = field(default_factory=list)  # older ones, one bucket per UTC day
+    debits: list[Debit] = field(default_factory=list)  # not (yet) part of a pinned drop
+    drops: list[PinnedDrop] = field(default_factory=list)
+    last_ms: int = 0
+
+
+@dataclass(slots=True)
+class ContractState:
+    product: str | None = None
+    versions: list[Version] = field(default_factory=list)  # by time; older ones collapsed
+    marks: list[tuple[int, int]] = field(default_factory=list)  # fired (code, due time)
+
+
+@dataclass(slots=True)
+class VisitState:
+    """A recent positive visit: a late contract event can still complete its renewal offer."""
+
+    event_id: str
+    at_ms: int
+    contract_id: str | None
+    fired: list[str] = field(default_factory=list)  # contract ids already offered
+
+
+@dataclass(slots=True)
+class CardState:
+    opened: Point | None = None
+    closed_ms: int | None = None
+    activity: list[Point] = field(default_factory=list)  # debits, thinned
+    statements: list[tuple[int, int]] = field(default_factory=list)  # (time, paid in full 1/0)
+    # Statements before the floor only matter as "paid in full" bits (every due time that can
+    # still fire is after them): "1" / "0", oldest first, the last few.
+    earlier: str = ""
+    lapse_marks: list[int] = field(default_factory=list)  # activity times whose lapse fired
+    never_done: bool = False
+    last_ms: int = 0
+
+
+@dataclass(slots=True)
+class CategoryState:
+    purchases: list[Point] = field(default_factory=list)  # newest MAX_PURCHASES, by time
+    count: int = 0  # purchases ever seen (the "3 or more" rule)
+    marks: list[tuple[int, int]] = field(default_factory=list)  # fired (code, purchase time)
+
+
+@dataclass(slots=True)
+class CustomerState:
+    """Everything the triggers remember about one customer.
+
+    ``applied_offsets`` (topic kind -> highest applied input offset) belongs to the shell: the
+    pure functions carry it through untouched. ``due_ms`` is the earliest time at which
+    ``advance`` could fire something (None: nothing pending); the core keeps it current.
+    """
+
+    customer_id: str
+    floor_ms: int = 0
+    due_ms: int | None = None
+    applied_offsets: dict[str, int] = field(default_factory=dict)
+    seen: list[tuple[int, int]] = field(default_factory=list)  # (id hash, event's UTC day)
+    fired: list[tuple[int, int]] = field(default_factory=list)  # (occurrence hash, keep until)
+    savings: dict[str, SavingsAccount] = field(default_factory=dict)
+    follow_ups: list[FollowUp] = field(default_factory=list)
+    contracts: dict[str, ContractState] = field(default_factory=dict)
+    usage: dict[str, list[int]] = field(default_factory=dict)  # "c:<contract>"/"p:<product>"
+    complaints: list[int] = field(default_factory=list)  # thinned
+    visits: list[VisitState] = field(default_factory=list)
+    cards: dict[str, CardState] = field(default_factory=dict)
+    categories: dict[str, CategoryState] = field(default_factory=dict)
+    consent: dict[str, tuple[int, int]] = field(default_factory=dict)  # channel -> (t, out)
+    segment: tuple[int, str] | None = None
+    business_unit: tuple[int, str] | None = None
+    timezone: tuple[int, str] | None = None
+
+    # --- queries the shell and the policy use ---------------------------------------
+
+    @property
+    def last_complaint_ms(self) -> int | None:
+        return self.complaints[-1] if self.complaints else None
+
+    def opted_out(self, channel: str) -> bool:
+        """The latest consent word (by event time) for the channel or for ``all``."""
+        entries = [self.consent[c] for c in (channel, "all") if c in self.consent]
+        return bool(max(entries)[1]) if entries else False
+
+    # --- de-duplication ---------------------------------------------------------------
+
+    def has_seen(self, event_hash: int) -> bool:
+        return any(h == event_hash for h, _ in self.seen)
+
+    def remember(self, event_hash: int, at_ms: int) -> None:
+        # The day is enough to prune by (pruning keeps the whole day), and it serializes short.
+        self.seen.append((event_hash, at_ms - at_ms % DAY_MS))
+        if len(self.seen) > MAX_SEEN:
+            self.seen.sort(key=lambda s: s[1])
+            del self.seen[: len(self.seen) - MAX_SEEN]
+
+    def was_fired(self, occurrence_hash: int) -> bool:
+        return any(h == occurrence_hash for h, _ in self.fired)
+
+    # --- serialization ------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(_encode(self))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CustomerState:
+        return _decode(orjson.loads(data))
+
+    def copy(self) -> CustomerState:
+        """A deep copy (through the serialized form, which is also what the table stores)."""
+        return CustomerState.from_bytes(self.to_bytes())
+
+
+# --- compact encoding -----------------------------------------------------------------------
+#
+# Short keys, empty collections left out, and every time stored relative to the floor (which is
+# stored absolute): recent times then take 9-10 digits instead of 13. Day numbers of balance
+# buckets are relative to the floor's day.
+
+
+def _put(obj: dict[str, Any], key: str, value: Any) -> None:
+    if value:  # empty collections are left out
+        obj[key] = value
+
+
+def _drop_empty(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v not in (None, 0, [], (), {}, "")}
+
+
+def _encode(s: CustomerState) -> dict[str, Any]:
+    b = s.floor_ms
+    bd = b // DAY_MS
+    o: dict[str, Any] = {"c": s.customer_id, "f": b}
+    if s.due_ms is not None:
+        o["n"] = s.due_ms - b
+    _put(o, "o", s.applied_offsets)
+    _put(o, "s", [[h, t // DAY_MS - bd] for h, t in s.seen])
+    _put(o, "x", [[h, t - b] for h, t in s.fired])
+    _put(
+        o,
+        "sv",
+        {
+            k: _drop_empty(
+                {
+                    "o": [[t - b, c] for t, c in a.obs],
+                    "b": [[d - bd, c] if n == 1 else [d - bd, c, n] for d, c, n in a.days],
+                    "d": [[t - b, c, i] for t, c, i in a.debits],
+                    "p": [
+                        [p.first_id, p.start_ms - b, p.drop_ms - b, p.amount_cents, p.debit_ids]
+                        + ([p.flags] if p.flags else [])
+                        for p in a.drops
+                    ],
+                    "l": a.last_ms - b,
+                }
+            )
+            for k, a in s.savings.items()
+        },
+    )
+    _put(o, "fu", [[t - b, c, kind, i] for t, c, kind, i in s.follow_ups])
+    _put(
+        o,
+        "ct",
+        {
+            k: _drop_empty(
+                {
+                    "p": c.product,
+                    "v": [[t - b, st, e - b, ar, i] for t, st, e, ar, i in c.versions],
+                    "m": [[code, d - b] for code, d in c.marks],
+                }
+            )
+            for k, c in s.contracts.items()
+        },
+    )
+    _put(o, "u", {k: [t - b for t in v] for k, v in s.usage.items()})
+    _put(o, "cp", [t - b for t in s.complaints])
+    _put(o, "v", [[v.event_id, v.at_ms - b, v.contract_id, v.fired] for v in s.visits])
+    _put(
+        o,
+        "cc",
+        {
+            k: _drop_empty(
+                {
+                    "o": [c.opened[0] - b, c.opened[1]] if c.opened else None,
+                    "x": None if c.closed_ms is None else [c.closed_ms - b],
+                    "a": [[t - b, i] if i else t - b for t, i in c.activity],
+                    "s": [[t - b, p] for t, p in c.statements],
+                    "e": c.earlier,
+                    "m": [u - b for u in c.lapse_marks],
+                    "n": 1 if c.never_done else 0,
+                    "l": c.last_ms - b,
+                }
+            )
+            for k, c in s.cards.items()
+        },
+    )
+    _put(
+        o,
+        "pc",
+        {
+            k: _drop_empty(
+                {
+                    "p": [[t - b, i] if i else t - b for t, i in c.purchases],
+                    "n": c.count,
+                    "m": [[code, t - b] for code, t in c.marks],
+                }
+            )
+            for k, c in s.categories.items()
+        },
+    )
+    _put(o, "cs", {k: [t - b, out] for k, (t, out) in s.consent.items()})
+    for key, value in (("sg", s.segment), ("bu", s.business_unit), ("tz", s.timezone)):
+        if value is not None:
+            o[key] = [value[0] - b, value[1]]
+    return o
+
+
+def _point(item: Any, b: int) -> tuple[int, str]:
+    return (item[0] + b, item[1]) if isinstance(item, list) else (item + b, "")
+
+
+def _decode(o: dict[str, Any]) -> CustomerState:
+    b = o.get("f", 0)
+    bd = b // DAY_MS
+    s = CustomerState(customer_id=o["c"], floor_ms=b)
+    if "n" in o:
+        s.due_ms = o["n"] + b
+    s.applied_offsets = dict(o.get("o", {}))
+    s.seen = [(h, (t + bd) * DAY_MS) for h, t in o.get("s", [])]
+    s.fired = [(h, t + b) for h, t in o.get("x", [])]
+    for k, a in o.get("sv", {}).items():
+        s.savings[k] = SavingsAccount(
+            obs=[(t + b, c) for t, c in a.get("o", [])],
+            days=[(x[0] + bd, x[1], x[2] if len(x) > 2 else 1) for x in a.get("b", [])],
+            debits=[(t + b, c, i) for t, c, i in a.get("d", [])],
+            drops=[
+                PinnedDrop(p[0], p[1] + b, p[2] + b, p[3], tuple(p[4]), p[5] if len(p) > 5 else 0)
+                for p in a.get("p", [])
+            ],
+            last_ms=a.get("l", 0) + b,
+        )
+    s.follow_ups = [(t + b, c, kind, i) for t, c, kind, i in o.get("fu", [])]
+    for k, c in o.get("ct", {}).items():
+        s.contracts[k] = ContractState(
+            product=c.get("p"),
+            versions=[(t + b, st, e + b, ar, i) for t, st, e, ar, i in c.get("v", [])],
+            marks=[(code, d + b) for code, d in c.get("m", [])],
+        )
+    s.usage = {k: [t + b for t in v] for k, v in o.get("u", {}).items()}
+    s.complaints = [t + b for t in o.get("cp", [])]
+    s.visits = [VisitState(i, t + b, cid, list(f)) for i, t, cid, f in o.get("v", [])]
+    for k, c in o.get("cc", {}).items():
+        opened = c.get("o")
+        closed = c.get("x")
+        s.cards[k] = CardState(
+            opened=(opened[0] + b, opened[1]) if opened else None,
+            closed_ms=closed[0] + b if closed else None,
+            activity=[_point(a, b) for a in c.get("a", [])],
+            statements=[(t + b, p) for t, p in c.get("s", [])],
+            earlier=c.get("e", ""),
+            lapse_marks=[u + b for u in c.get("m", [])],
+            never_done=bool(c.get("n", 0)),
+            last_ms=c.get("l", 0) + b,
+        )
+    for k, c in o.get("pc", {}).items():
+        s.categories[k] = CategoryState(
+            purchases=[_point(p, b) for p in c.get("p", [])],
+            count=c.get("n", 0),
+            marks=[(code, t + b) for code, t in c.get("m", [])],
+        )
+    s.consent = {k: (t + b, out) for k, (t, out) in o.get("cs", {}).items()}
+    for key, attr in (("sg", "segment"), ("bu", "business_unit"), ("tz", "timezone")):
+        if key in o:
+            setattr(s, attr, (o[key][0] + b, o[key][1]))
+    return s

@@ -1,0 +1,281 @@
+"""Customer state: serialization, carried-through fields, pruning and the size bound.
+
+Given / When / Then, with a comment on why each expectation holds.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams import events as ev
+from streams.core import advance, next_due_ms, step
+from streams.state import CustomerState, any_between, insert_thinned, thin
+from streams.timeutil import parse_rfc3339_ms
+from streams.triggers import TriggerParams
+
+DAY = 86_400_000
+T0 = parse_rfc3339_ms("2023-01-02T00:00:00Z") or 0
+PARAMS = TriggerParams.defaults()
+
+
+def feed(events: list[ev.Event], sizes: list[int] | None = None) -> CustomerState:
+    """Shell-like: advance to every due time before an event, step, advance at its time."""
+    state: CustomerState | None = None
+    now = T0
+    for event in sorted(events, key=lambda e: e.occurred_at_ms):
+        while state is not None and (due := next_due_ms(state)) is not None:
+            if due >= event.occurred_at_ms:
+                break
+            state = advance(state, due, PARAMS).state
+        now = max(now, event.occurred_at_ms)
+        state = step(state, event, now, PARAMS).state
+        state = advance(state, now, PARAMS).state
+        if sizes is not None:
+            sizes.append(len(state.to_bytes()))
+    assert state is not None
+    return state
+
+
+def realistic_history(years: int, seed: int = 7, heavy: bool = False) -> list[ev.Event]:
+    """A bank-and-subscription customer, UUID event ids, every family active for years.
+
+    Typical: weekly savings balances and a few transfers a month, a checking account, two cards
+    used a few times a week with monthly statements, two yearly contracts renewed on time with
+    weekly usage, monthly visits, air filters every quarter, a yearly holiday, a phone. Heavy:
+    daily balances and daily card use on top.
+    """
+    rng = random.Random(seed)
+    out: list[ev.Event] = []
+
+    def add(cls: type[ev.Event], day: float, **fields: object) -> None:
+        t = T0 + int(day * DAY) + rng.randrange(3_600_000)
+        out.append(
+            cls(
+                event_id=str(uuid.UUID(int=rng.getrandbits(128))),
+                customer_id="cust-42",
+                occurred_at_ms=t,
+                **fields,
+            )
+        )  # type: ignore[arg-type]
+
+    add(ev.Profile, 0, segment="standard", business_unit="retail", timezone="Europe/Berlin")
+    add(ev.Consent, 1, channel="sms", status="opted_out")
+    for card in ("cc-a", "cc-b"):
+        add(ev.AccountOpened, 2, account_id=card, account_type="credit_card")
+    days = years * 365
+    balance = 3_000_000
+    for day in range(0, days):
+        if day % 7 == 0 or heavy:
+            add(ev.Balance, day, account_id="sav-1", account_type="savings", balance_cents=balance)
+        if day % 10 == 3:
+            balance += 50_000
+            add(
+                ev.Transaction,
+                day,
+                account_id="sav-1",
+                account_type="savings",
+                direction="credit",
+                amount_cents=50_000,
+                rail="ach",
+                balance_after_cents=balance,
+            )
+        if day % 14 == 5:
+            add(
+                ev.Transaction,
+                day,
+                account_id="chk-1",
+                account_type="checking",
+                direction="credit",
+                amount_cents=40_000,
+                rail="internal",
+                transfer_id="tr",
+            )
+        for card in ("cc-a", "cc-b"):
+            if heavy or day % 3 == 0:
+                add(
+                    ev.Transaction,
+                    day,
+                    account_id=card,
+                    account_type="credit_card",
+                    direction="debit",
+                    amount_cents=2_000,
+                    rail="card",
+                )
+            if day % 30 == 20:
+                add(
+                    ev.Statement,
+                    day,
+                    account_id=card,
+                    statement_balance_cents=50_000,
+                    amount_paid_cents=50_000 if rng.random() < 0.7 else 5_000,
+                    minimum_due_cents=2_500,
+                )
+        if day % 365 == 30:
+            for cid, product in (("ct-pass", "annual_pass"), ("ct-sw", "software_license")):
+                add(
+                    ev.Contract,
+                    day,
+                    contract_id=cid,
+                    product=product,
+                    status="active",
+                    expires_at_ms=T0 + (day + 365) * DAY,
+                    auto_renew=cid == "ct-sw",
+                )
+        if day % 7 == 1:
+            add(ev.ProductUsage, day, product="software_license", activity="login")
+        if day % 30 == 11:
+            add(ev.Visit, day, venue="annual_pass", sentiment=rng.choice(["positive", "neutral"]))
+        if day % 180 == 90:
+            add(ev.Complaint, day, category="billing")
+        if day % 90 == 15:
+            add(ev.Purchase, day, product_category="air_filter", amount_cents=3_000)
+        if day % 365 == 200:
+            add(ev.Purchase, day, product_category="holiday", amount_cents=150_000)
+        if day % 30 == 25:
+            add(ev.Engagement, day, channel="email", action="opened")
+    add(ev.Purchase, 50, product_category="phone", amount_cents=80_000)
+    return out
+
+
+# --- serialization ----------------------------------------------------------------------------
+
+
+def test_round_trip_keeps_everything() -> None:
+    # Given a state built from a year of realistic history
+    state = feed(realistic_history(1))
+    # When it is serialized and read back
+    again = CustomerState.from_bytes(state.to_bytes())
+    # Then it is equal and serializes to the same bytes (the table stores exactly this)
+    assert again == state
+    assert again.to_bytes() == state.to_bytes()
+
+
+def test_applied_offsets_are_carried_through_untouched() -> None:
+    # Given a state whose shell recorded applied offsets
+    state = feed(realistic_history(1))
+    state.applied_offsets = {"account": 41, "usage": 7}
+    event = ev.Complaint(
+        event_id="x-1", customer_id="cust-42", occurred_at_ms=T0 + 400 * DAY, category="fees"
+    )
+    # When the pure functions run on it
+    after_step = step(state, event, T0 + 400 * DAY, PARAMS).state
+    after_advance = advance(after_step, T0 + 500 * DAY, PARAMS).state
+    # Then the shell's offsets come out unchanged (the shell alone sets them)
+    assert (
+        after_step.applied_offsets == after_advance.applied_offsets == {"account": 41, "usage": 7}
+    )
+    assert CustomerState.from_bytes(after_advance.to_bytes()).applied_offsets == {
+        "account": 41,
+        "usage": 7,
+    }
+
+
+def test_step_never_mutates_its_input() -> None:
+    # Given a state and its bytes
+    state = feed(realistic_history(1))
+    before = state.to_bytes()
+    # When an event and the clock are applied
+    event = ev.Purchase(
+        event_id="p-x",
+        customer_id="cust-42",
+        occurred_at_ms=T0 + 366 * DAY,
+        product_category="air_filter",
+        amount_cents=100,
+    )
+    step(state, event, T0 + 366 * DAY, PARAMS)
+    advance(state, T0 + 900 * DAY, PARAMS)
+    # Then the input is as it was: the functions are pure
+    assert state.to_bytes() == before
+
+
+# --- size ---------------------------------------------------------------------------------
+
+
+def test_typical_record_stays_under_2_kb_over_three_years() -> None:
+    # Given three years of a typical customer (about 1,400 events, UUID event ids)
+    sizes: list[int] = []
+    events = realistic_history(3)
+    feed(events, sizes)
+    # Then after the first year the typical (median) record is at most 2 KB and none exceeds
+    # 2.5 KB, however long the history: every collection is pruned by time and capped by count
+    steady = sorted(sizes[len(sizes) // 3 :])
+    assert len(events) > 1_200
+    median = steady[len(steady) // 2]
+    assert median <= 2_048, (median, steady[-1])
+    assert steady[-1] <= 2_560, (median, steady[-1])
+
+
+def test_heavy_record_is_bounded() -> None:
+    # Given two years of a heavy customer (daily balances, daily use of two cards)
+    sizes: list[int] = []
+    feed(realistic_history(2, heavy=True), sizes)
+    # Then the record is still bounded (day buckets of the 90-day baseline dominate)
+    assert max(sizes) <= 8_192, max(sizes)
+
+
+def test_old_data_is_pruned_as_the_clock_moves() -> None:
+    # Given a year of history, then a year of silence
+    state = feed(realistic_history(1))
+    later = advance(state, T0 + 1_100 * DAY, PARAMS).state
+    # Then the balances, follow-ups, visits and de-dup ids of long ago are gone; what remains
+    # is the long-lived part (open dates, last purchases, the cards' last activity)
+    assert later.savings == {} and later.follow_ups == [] and later.visits == []
+    assert later.seen == []
+    assert len(later.to_bytes()) < len(state.to_bytes()) // 2
+
+
+def test_consent_latest_by_event_time_and_unsubscribe() -> None:
+    # Given an opt-out of all channels, then an opt-in of email stamped later
+    state: CustomerState | None = None
+    for i, (cls, fields) in enumerate(
+        [
+            (ev.Consent, {"channel": "all", "status": "opted_out"}),
+            (ev.Consent, {"channel": "email", "status": "opted_in"}),
+            (ev.Engagement, {"channel": "push", "action": "unsubscribed"}),
+        ]
+    ):
+        event = cls(event_id=f"k{i}", customer_id="c", occurred_at_ms=T0 + i * DAY, **fields)
+        state = step(state, event, T0 + i * DAY, PARAMS).state
+    assert state is not None
+    # Then email is open again, sms stays out (all), push was unsubscribed
+    assert not state.opted_out("email")
+    assert state.opted_out("sms") and state.opted_out("push")
+
+
+# --- thinned time lists -------------------------------------------------------------------
+
+times_st = st.lists(st.integers(0, 2_000), min_size=0, max_size=40, unique=True)
+
+
+def _windows(points: list[int]) -> Iterator[int]:
+    yield from range(-5, 2_100, 7)
+
+
+@settings(max_examples=150, deadline=None)
+@given(times=times_st, window=st.integers(1, 300), extra=st.integers(0, 200))
+def test_thinning_keeps_every_answer(times: list[int], window: int, extra: int) -> None:
+    # Given any set of event times, inserted in any order and thinned for `window`
+    thinned: list[int] = []
+    for t in times:
+        thinned = insert_thinned(thinned, t, lambda x: x, window)
+    full = sorted(times)
+    # Then "any event in [x - w, x]" has the same answer for every x and every w >= window,
+    # and every gap longer than `window` (a lapse) starts at the same point
+    for w in (window, window + extra):
+        for x in _windows(full):
+            assert any_between(thinned, x - w, x) == any_between(full, x - w, x), (x, w)
+
+    def gaps(points: list[int]) -> list[int]:
+        nexts: list[int | None] = [*points[1:], None][: len(points)]
+        return [a for a, b in zip(points, nexts, strict=True) if b is None or b - a > window]
+
+    assert gaps(thinned) == gaps(full)
+    # ... and thinning what is already thinned changes nothing (replays are no-ops)
+    assert thin(thinned, lambda x: x, window) == thinned
+    for t in times:
+        assert insert_thinned(thinned, t, lambda x: x, window) == thinned
