@@ -10,23 +10,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
 import mode
+import orjson
+from faust.types import TP
 
+from streams.clock import Clock
+from streams.core_adapter import build_core
+from streams.decisions import Decision
 from streams.errors import ConfigError
+from streams.events import Event
+from streams.gate import LedgerGate
 from streams.http import HttpEndpoints
 from streams.ingest import Decoder
+from streams.ledger import ContactLedger
 from streams.metrics import Metrics
+from streams.ordering import EventTimeMerger
 from streams.pipeline import Ingest, Rejected
+from streams.policy import Policy
+from streams.processor import Gate, Processor, Stores
 from streams.settings import Settings
 from streams.timeutil import wall_ms
 from streams.topics import TopicNames, check_copartitioned, ensure_topics
 
 log = logging.getLogger(__name__)
+
+
+TICK_INTERVAL_SECONDS = 1.0
+REDIS_PROBE_SECONDS = 5.0
 
 
 @dataclass
@@ -36,6 +51,7 @@ class Worker:
     app: faust.App
     metrics: Metrics
     http: HttpEndpoints
+    processor: Processor
 
 
 def _faust_settings(settings: Settings) -> dict[str, Any]:
@@ -51,6 +67,9 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
         "broker_session_timeout": settings.session_timeout,
         "broker_heartbeat_interval": settings.heartbeat_interval,
         "consumer_auto_offset_reset": "earliest",
+        # Records held for event-time ordering are unacked by design: a rebalance must not wait
+        # for them (the new owner reads them again from the committed offset).
+        "stream_wait_empty": False,
         "key_serializer": "raw",
         "value_serializer": "raw",
     }
@@ -61,8 +80,21 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
     return conf
 
 
-def build_worker(settings: Settings) -> Worker:
-    """Build the Faust app for ``settings``: topics, the processing agent, health endpoints."""
+def ticks_topic_name(settings: Settings) -> str:
+    """The internal topic that carries wall-clock ticks, co-partitioned with the inputs."""
+    return f"{settings.app_id}-clock-ticks"
+
+
+def build_worker(
+    settings: Settings,
+    partitions: int,
+    gate: Gate | None = None,
+) -> Worker:
+    """Build the Faust app for ``settings``: topics, tables, the agent, ticks and health.
+
+    ``partitions`` is the input topics' partition count; every table and the tick topic use it
+    so that one customer's events, state and due items share a partition number.
+    """
     app = faust.App(settings.app_id, **_faust_settings(settings))
     metrics = Metrics()
     topics = TopicNames.from_config(settings.topics)
@@ -73,27 +105,144 @@ def build_worker(settings: Settings) -> Worker:
         metrics,
         wall_ms,
     )
-    source = app.topic(*topics.inputs, key_serializer="raw", value_serializer="raw")
+    wall_clock = settings.clock == "wall"
+    ticks = ticks_topic_name(settings)
+    source = app.topic(
+        *topics.inputs, ticks, key_serializer="raw", value_serializer="raw", partitions=partitions
+    )
     dead_letters = app.topic(topics.dead_letters, key_serializer="raw", value_serializer="raw")
+    decisions_topic = app.topic(
+        topics.contact_decisions, key_serializer="raw", value_serializer="raw"
+    )
+    tick_topic = app.topic(ticks, key_serializer="raw", value_serializer="raw")
 
-    async def process(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for event in stream.events():
+    def table(name: str) -> Any:
+        # bytes keys and values make faust use the "raw" codec for the changelog (else "json",
+        # which writes our bytes but cannot read them back in recovery).
+        return app.Table(
+            name, default=None, partitions=partitions, key_type=bytes, value_type=bytes
+        )
+
+    stores = Stores(
+        customers=table("customers"), due=table("due-index"), clock=table("stream-time")
+    )
+
+    async def publish(decision: Decision) -> Any:
+        return await decisions_topic.send(
+            key=decision.candidate.customer_id.encode(),
+            value=orjson.dumps(decision.to_record()),
+        )
+
+    if gate is None:
+        ledger = ContactLedger(
+            settings.redis_url,
+            Policy.from_config(settings.config["policy"]),
+            namespace=settings.ledger_namespace,
+        )
+        gate = LedgerGate(ledger, metrics)
+    processor = Processor(
+        build_core(settings.config),
+        stores,
+        Clock(settings.clock),
+        gate,
+        publish,
+        metrics,
+    )
+    redis_ok = {"value": False}
+
+    if isinstance(gate, LedgerGate):
+        ledger_gate = gate
+
+        @app.timer(interval=REDIS_PROBE_SECONDS)
+        async def probe_redis() -> None:
+            redis_ok["value"] = await ledger_gate.ping()
+
+        @app.task
+        async def first_probe() -> None:
+            redis_ok["value"] = await ledger_gate.ping()
+    else:
+        redis_ok["value"] = True
+    owned: dict[str, Any] = {"partitions": set(), "stale": True, "assigned": False}
+    merger: EventTimeMerger[tuple[Any, Event]] = EventTimeMerger(
+        topics.inputs, wait_unknown_ms=stream_conf["max_order_wait_ms"]
+    )
+    last_seen: dict[tuple[str, int], int] = {}
+
+    def pending_for(partition: int) -> Callable[[str], bool | None]:
+        def pending(topic: str) -> bool | None:
+            # The fetch high watermark (reliable on Kafka and Tansu, unlike ListOffsets) tells
+            # whether this topic-partition holds records we have not received yet.
+            seen = last_seen.get((topic, partition))
+            try:
+                highwater = app.consumer.highwater(TP(topic, partition))
+            except Exception:  # noqa: BLE001 - not fetched yet, or the partition just moved
+                return None
+            if highwater is None or seen is None:
+                return None if highwater is None or highwater > 0 else False
+            return bool(highwater > seen + 1)
+
+        return pending
+
+    async def release(partition: int) -> None:
+        ready = merger.release(partition, wall_ms(), pending_for(partition))
+        for held, typed in ready:
+            msg = held.message
+            await processor.on_event(topics.kind_of(msg.topic), msg.partition, msg.offset, typed)
+            held.ack()
+
+    async def process(stream: Any) -> AsyncIterator[None]:  # faust.Stream; StreamT lacks noack
+        # Acks are ours: an event is acked once processed, which may be after later events of
+        # the other input topic (event-time merge), so no offset is committed past it.
+        async for event in stream.noack().events():
             msg = event.message
+            if owned["stale"]:
+                owned["stale"] = False
+                processor.restore_partitions(set(owned["partitions"]))
+            if msg.topic == ticks:
+                await release(msg.partition)
+                if wall_clock:
+                    await processor.on_time(msg.partition)
+                event.ack()
+                yield None
+                continue
+            last_seen[(msg.topic, msg.partition)] = msg.offset
             result = ingest.accept(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
             if isinstance(result, Rejected):
                 # Buffered; Faust flushes the producer before it commits this offset.
                 await dead_letters.send(key=result.key, value=result.value)
+                event.ack()
+            else:
+                merger.add(
+                    msg.partition, msg.topic, result.occurred_at_ms, wall_ms(), (event, result)
+                )
+            # Releasing only this partition's records keeps every table write in the context
+            # of an event of the same partition, so changelog records land where they belong.
+            await release(msg.partition)
             yield None
 
     app.agent(source, name="lifecycle.process", sink=None)(process)
 
-    assigned = {"value": False}
+    @app.timer(interval=TICK_INTERVAL_SECONDS)
+    async def tick() -> None:
+        # Faust writes tables only inside a stream event: time reaches the agent as a tick per
+        # owned partition, in that partition. In wall mode it fires due items within a second;
+        # in both modes it releases records held for event-time ordering.
+        for p in sorted(owned["partitions"]):
+            await tick_topic.send(value=b"", partition=p)
 
     async def on_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
-        assigned["value"] = True
+        assigned = kwargs.get("assigned", args[0] if args else set())
+        owned["partitions"] = {tp.partition for tp in assigned if tp.topic in topics.inputs}
+        owned["stale"] = True
+        owned["assigned"] = True
 
     async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
-        assigned["value"] = False
+        owned["assigned"] = False
+        revoked = kwargs.get("revoked", args[0] if args else set())
+        for tp in revoked:
+            # Held records were never acked: their new owner reads them again.
+            merger.drop(tp.partition)
+            last_seen.pop((tp.topic, tp.partition), None)
 
     # faust's signal stubs want a receiver typed with its internal signal class; ours takes Any.
     app.on_partitions_assigned.connect(cast(Any, on_assigned))
@@ -101,11 +250,14 @@ def build_worker(settings: Settings) -> Worker:
 
     def is_ready() -> bool:
         return (
-            assigned["value"] and not app.rebalancing and app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+            bool(owned["assigned"])
+            and redis_ok["value"]
+            and not app.rebalancing
+            and app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
         )
 
     http = HttpEndpoints(metrics, settings.metrics_port, is_ready)
-    return Worker(app, metrics, http)
+    return Worker(app, metrics, http, processor)
 
 
 class _HttpService(mode.Service):
@@ -123,12 +275,25 @@ class _HttpService(mode.Service):
 
 
 async def prepare_topics(settings: Settings) -> int:
-    """Create missing contract topics; refuse input topics that are not co-partitioned."""
+    """Create missing contract topics; refuse input topics that are not co-partitioned.
+
+    Returns the input partition count; the internal tick topic is created with it.
+    """
     topics = TopicNames.from_config(settings.topics)
     counts = await ensure_topics(
         settings.bootstrap_servers, topics.all, settings.partitions, settings.replication_factor
     )
-    return check_copartitioned(topics, counts)
+    partitions = check_copartitioned(topics, counts)
+    ticks = ticks_topic_name(settings)
+    got = await ensure_topics(
+        settings.bootstrap_servers, (ticks,), partitions, settings.replication_factor
+    )
+    if got[ticks] != partitions:
+        raise ConfigError(
+            f"topic {ticks!r} has {got[ticks]} partitions, the inputs {partitions}: "
+            "delete it (it holds only clock ticks) so that the worker recreates it"
+        )
+    return partitions
 
 
 def run_worker(settings: Settings) -> int:
@@ -151,7 +316,7 @@ def run_worker(settings: Settings) -> int:
     )
     if settings.store == "rocksdb":
         settings.state_dir.mkdir(parents=True, exist_ok=True)
-    built = build_worker(settings)
+    built = build_worker(settings, partitions)
     worker = faust.Worker(
         built.app,
         _HttpService(built.http, loop=loop),

@@ -70,6 +70,9 @@ DEFAULTS: dict[str, Any] = {
         "allowed_lateness_days": 7,
         "max_message_bytes": 65_536,
         "max_future_seconds": 86_400,
+        # How long a record may wait for the other input topic of its partition when that
+        # topic's backlog is not known yet (event-time merge; see streams/ordering.py).
+        "max_order_wait_ms": 1_000,
     },
     "triggers": {
         "savings_drop_to_checking": dict(_SAVINGS_DROP),

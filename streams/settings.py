@@ -111,6 +111,12 @@ OPTIONS: tuple[Option, ...] = (
         "1",
         "replication factor of topics the worker creates (3 on a production cluster)",
     ),
+    Option(
+        "--ledger-namespace",
+        "LEDGER_NAMESPACE",
+        "lt",
+        "key prefix of the contact ledger in Redis (a back-test uses its own)",
+    ),
     Option("--log-level", "LOG_LEVEL", "info", "debug, info, warning or error"),
 )
 
@@ -184,6 +190,7 @@ class Settings:
     session_timeout: float
     heartbeat_interval: float
     replication_factor: int
+    ledger_namespace: str
     log_level: str
 
     @property
@@ -239,6 +246,12 @@ class Settings:
             raise ConfigError(
                 f"{names['app_id']}: letters, digits, '.', '_' and '-' only, got {app_id!r}"
             )
+        namespace = text("ledger_namespace")
+        if not namespace or any(c in namespace for c in "{}: "):
+            raise ConfigError(
+                f"{names['ledger_namespace']}: must be non-empty, without '{{', '}}', ':' or "
+                f"spaces, got {namespace!r}"
+            )
         config_path = Path(raw["config"]) if raw["config"] else None
         log_level = _choice(
             names["log_level"], text("log_level").lower(), ("debug", "info", "warning", "error")
@@ -260,5 +273,6 @@ class Settings:
             replication_factor=_int(
                 names["replication_factor"], text("replication_factor"), 1, 100
             ),
+            ledger_namespace=namespace,
             log_level=log_level,
         )

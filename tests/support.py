@@ -218,9 +218,10 @@ async def read_changelog(bootstrap: str, topic: str, timeout: float = 10.0) -> d
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning()
-        ends = await consumer.end_offsets(tps)
         table: dict[bytes, bytes] = {}
-        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+        # The fetch high watermark, not ListOffsets: Tansu answers the latter with the last
+        # batch's base offset + 1.
+        while True:
             if time.monotonic() > deadline:
                 raise AssertionError(f"could not read {topic} to its end")
             batch = await consumer.getmany(timeout_ms=300)
@@ -230,6 +231,15 @@ async def read_changelog(bootstrap: str, topic: str, timeout: float = 10.0) -> d
                         table.pop(rec.key, None)
                     else:
                         table[rec.key] = rec.value
+            if batch:
+                continue
+            done = True
+            for tp in tps:
+                highwater = consumer.highwater(tp)
+                if highwater is None or await consumer.position(tp) < highwater:
+                    done = False
+            if done:
+                break
         return table
     finally:
         await consumer.stop()
