@@ -122,7 +122,14 @@ def _check_catalogue(decisions: list[dict[str, Any]]) -> None:
         assert d["evidence"], d
 
 
-def _start(stack: DevStack, tmp: Path, topics: TopicNames, app_id: str) -> WorkerProcess:
+def _start(
+    stack: DevStack,
+    tmp: Path,
+    topics: TopicNames,
+    app_id: str,
+    store: str = "memory",
+    clock: str = "event",
+) -> WorkerProcess:
     config = write_config(tmp / f"{app_id}.yaml", topics, POLICY)
     worker = WorkerProcess(
         stack,
@@ -130,8 +137,8 @@ def _start(stack: DevStack, tmp: Path, topics: TopicNames, app_id: str) -> Worke
         app_id,
         tmp / f"{app_id}-state",
         partitions=PARTITIONS,
-        clock="event",
-        store="memory",
+        clock=clock,
+        store=store,
     )
     worker.start()
     worker.wait_ready()
@@ -212,10 +219,13 @@ def test_restart_mid_stream_gives_the_same_decisions_and_state(
         assert ref.stop() == 0
     ref_state = _final_state(dev_stack, f"ref-{tag}")
 
-    # The same input, with the worker stopped once in the middle of it.
+    # The same input, with the worker stopped once in the middle of it. The SIGTERM run uses
+    # the RocksDB store and comes back on its own state directory (a warm restart); the
+    # SIGKILL run uses the memory store and recovers everything from the changelog.
+    store = "rocksdb" if sig == signal.SIGTERM else "memory"
     topics = unique_topics("cut")
     app_id = f"cut-{tag}"
-    first = _start(dev_stack, tmp_path, topics, app_id)
+    first = _start(dev_stack, tmp_path, topics, app_id, store=store)
     run(_produce(dev_stack.bootstrap_servers, topics, records))
     deadline = time.monotonic() + 60
     while (
@@ -227,7 +237,7 @@ def test_restart_mid_stream_gives_the_same_decisions_and_state(
     ):
         time.sleep(0.05)
     first.stop(sig)
-    second = _start(dev_stack, tmp_path, topics, app_id)
+    second = _start(dev_stack, tmp_path, topics, app_id, store=store)
     try:
         published = _decisions(
             run(
@@ -265,3 +275,50 @@ def test_restart_mid_stream_gives_the_same_decisions_and_state(
     assert set(state) == set(ref_state)
     for customer, raw in state.items():
         assert core.load(raw) == core.load(ref_state[customer]), customer
+
+
+def test_wall_clock_fires_due_items_from_ticks(dev_stack: DevStack, tmp_path: Path) -> None:
+    """With ``--clock wall``, a reminder comes due a few seconds after the only event of its
+    customer: nothing else arrives, so only the worker's clock ticks can fire it."""
+    tag = uuid.uuid4().hex[:8]
+    topics = unique_topics("wall")
+    worker = _start(dev_stack, tmp_path, topics, f"wall-{tag}", clock="wall")
+    try:
+        now = int(time.time() * 1000)
+        due = now + 3_000  # the T-30 reminder: expiry 30 days and 3 s from now
+        contract = {
+            "event_id": f"w-{tag}-1",
+            "customer_id": f"w-{tag}",
+            "type": "contract",
+            "occurred_at": format_ms(now),
+            "contract_id": "k",
+            "product": "auto_insurance",
+            "status": "active",
+            "expires_at": format_ms(due + 30 * MS_PER_DAY),
+            "auto_renew": False,
+        }
+        run(
+            _produce(
+                dev_stack.bootstrap_servers,
+                topics,
+                [("account", None, contract["customer_id"], orjson.dumps(contract))],
+            )
+        )
+        published = _decisions(
+            run(
+                consume(
+                    dev_stack.bootstrap_servers,
+                    topics.contact_decisions,
+                    until=1,
+                    timeout=60,
+                    settle=1,
+                )
+            )
+        )
+    finally:
+        assert worker.stop() == 0, worker.log_text()[-3000:]
+    assert [(d["trigger"], d["triggered_at"]) for d in published] == [
+        ("renewal_reminder", format_ms(due))
+    ]
+    # Never before its time: the wall clock had reached the due time when it was decided.
+    assert (parse_rfc3339_ms(published[0]["decided_at"]) or 0) >= due
