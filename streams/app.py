@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 
 TICK_INTERVAL_SECONDS = 1.0
+GAUGE_INTERVAL_SECONDS = 5.0
 REDIS_PROBE_SECONDS = 5.0
 
 
@@ -162,21 +164,30 @@ def build_worker(
             redis_ok["value"] = await ledger_gate.ping()
     else:
         redis_ok["value"] = True
-    owned: dict[str, Any] = {"partitions": set(), "stale": True, "assigned": False}
+    owned: dict[str, Any] = {
+        "partitions": set(),
+        "stale": True,
+        "assigned": False,
+        "assigned_at": time.monotonic(),
+    }
     merger: EventTimeMerger[tuple[Any, Event]] = EventTimeMerger(
         topics.inputs, wait_unknown_ms=stream_conf["max_order_wait_ms"]
     )
     last_seen: dict[tuple[str, int], int] = {}
 
+    def highwater_of(topic: str, partition: int) -> int | None:
+        """The fetch high watermark (reliable on Kafka and Tansu, unlike ListOffsets)."""
+        try:
+            value: int | None = app.consumer.highwater(TP(topic, partition))
+        except Exception:  # noqa: BLE001 - not fetched yet, or the partition just moved
+            return None
+        return value
+
     def pending_for(partition: int) -> Callable[[str], bool | None]:
         def pending(topic: str) -> bool | None:
-            # The fetch high watermark (reliable on Kafka and Tansu, unlike ListOffsets) tells
-            # whether this topic-partition holds records we have not received yet.
+            # Whether this topic-partition holds records we have not received yet.
             seen = last_seen.get((topic, partition))
-            try:
-                highwater = app.consumer.highwater(TP(topic, partition))
-            except Exception:  # noqa: BLE001 - not fetched yet, or the partition just moved
-                return None
+            highwater = highwater_of(topic, partition)
             if highwater is None or seen is None:
                 return None if highwater is None or highwater > 0 else False
             return bool(highwater > seen + 1)
@@ -198,6 +209,9 @@ def build_worker(
             if owned["stale"]:
                 owned["stale"] = False
                 processor.restore_partitions(set(owned["partitions"]))
+                # Faust runs agents only once table recovery is done: this is the first moment
+                # the worker processes again after an assignment.
+                metrics.recovery_seconds.set(time.monotonic() - owned["assigned_at"])
             if msg.topic == ticks:
                 await release(msg.partition)
                 if wall_clock:
@@ -230,7 +244,19 @@ def build_worker(
         for p in sorted(owned["partitions"]):
             await tick_topic.send(value=b"", partition=p)
 
+    @app.timer(interval=GAUGE_INTERVAL_SECONDS)
+    async def update_gauges() -> None:
+        for p in sorted(owned["partitions"]):
+            metrics.due_items.labels(str(p)).set(processor.due_index.size(p))
+            for topic in topics.inputs:
+                seen = last_seen.get((topic, p))
+                highwater = highwater_of(topic, p)
+                if highwater is not None and seen is not None:
+                    metrics.consumer_lag.labels(topic, str(p)).set(max(0, highwater - seen - 1))
+
     async def on_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
+        metrics.rebalances.inc()
+        owned["assigned_at"] = time.monotonic()
         assigned = kwargs.get("assigned", args[0] if args else set())
         owned["partitions"] = {tp.partition for tp in assigned if tp.topic in topics.inputs}
         owned["stale"] = True

@@ -17,6 +17,7 @@ index entry is derived from the record each time the customer is touched.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,6 +29,7 @@ from streams.decisions import Candidate, Decision
 from streams.due_index import DueIndex
 from streams.events import Event
 from streams.metrics import Metrics
+from streams.timeutil import wall_ms
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +117,9 @@ class Processor:
         gate: Gate,
         publish: Publish,
         metrics: Metrics,
+        wall_ms: Callable[[], int] = wall_ms,
     ) -> None:
+        self._wall_ms = wall_ms
         self._core = core
         self._stores = stores
         self._clock = clock
@@ -164,6 +168,8 @@ class Processor:
         now = self._clock.now(partition)
         assert now is not None  # noqa: S101 - observed just above in event mode
         raw = self._stores.customers.get(key)
+        if raw is None:
+            self._metrics.state_records.labels(str(partition)).inc()
         state = None if raw is None else self._core.load(raw)
         if state is not None and self._core.applied_offset(state, kind) >= offset:
             # A replay after a crash or rebalance: the record already holds this event, and
@@ -201,6 +207,7 @@ class Processor:
     async def _decide_and_publish(self, candidates: list[Candidate], now: int, state: Any) -> None:
         if not candidates:
             return
+        started = time.perf_counter()
         for candidate in candidates:
             self._metrics.triggers_fired.labels(candidate.trigger).inc()
         decisions = await self._gate.decide(candidates, now, self._core.segment(state))
@@ -209,6 +216,16 @@ class Processor:
             await ack
         for d in decisions:
             self._metrics.decisions.labels(d.candidate.trigger, d.outcome).inc()
+        latency = self._metrics.event_to_decision_seconds
+        latency.labels("processing_time").observe(time.perf_counter() - started)
+        if not self._clock.is_event_time:
+            # From the event's own time (or the due time) to the acknowledged decision; with
+            # the event clock this would measure the age of replayed history, so it is skipped.
+            wall = self._wall_ms()
+            for d in decisions:
+                latency.labels("event_time").observe(
+                    max(0, wall - d.candidate.triggered_at_ms) / 1000
+                )
 
     def _index(self, partition: int, key: bytes, state: Any) -> None:
         """Derive the customer's due-index entry from its record (idempotent: replays too)."""
