@@ -25,6 +25,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from streams.devstack import DevStack
+from streams.events import ACCOUNT_EVENT_TYPES
 from streams.scenarios import SETTLE_DAYS, Scenario, all_scenarios
 from streams.timeutil import MS_PER_DAY, format_ms, parse_rfc3339_ms
 from streams.topics import TopicNames
@@ -47,15 +48,7 @@ CATALOGUE = {
     "replacement_due": ("replacement_reminder", "email", "marketing"),
     "usual_booking_missed": ("rebooking_offer", "email", "marketing"),
 }
-ACCOUNT_TYPES = {
-    "account_opened",
-    "account_closed",
-    "balance",
-    "transaction",
-    "statement",
-    "contract",
-    "auto_renew_charged",
-}
+ACCOUNT_TYPES = set(ACCOUNT_EVENT_TYPES)
 # No holdouts, so that every planted decision is a contact and outcomes are comparable.
 POLICY = {"policy": {"holdout_rate": 0}}
 
