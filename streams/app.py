@@ -75,6 +75,8 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
         "key_serializer": "raw",
         "value_serializer": "raw",
     }
+    if settings.group_instance_id:
+        conf["consumer_group_instance_id"] = settings.group_instance_id
     if settings.broker_kind == "tansu":
         # Tansu answers ListOffsets(latest) with the last batch's base offset + 1, so changelog
         # recovery would drop the tail of a multi-record batch: one record per batch avoids it.

@@ -112,6 +112,13 @@ OPTIONS: tuple[Option, ...] = (
         "replication factor of topics the worker creates (3 on a production cluster)",
     ),
     Option(
+        "--group-instance-id",
+        "GROUP_INSTANCE_ID",
+        None,
+        "static group membership id (e.g. the pod name): a restart within the session timeout "
+        "keeps its partitions without a rebalance",
+    ),
+    Option(
         "--ledger-namespace",
         "LEDGER_NAMESPACE",
         "lt",
@@ -190,6 +197,7 @@ class Settings:
     session_timeout: float
     heartbeat_interval: float
     replication_factor: int
+    group_instance_id: str | None
     ledger_namespace: str
     log_level: str
 
@@ -273,6 +281,7 @@ class Settings:
             replication_factor=_int(
                 names["replication_factor"], text("replication_factor"), 1, 100
             ),
+            group_instance_id=raw["group_instance_id"] or None,
             ledger_namespace=namespace,
             log_level=log_level,
         )

@@ -80,6 +80,9 @@ class WorkerProcess:
                 "STATE_DIR": str(self.state_dir),
                 "STATE_STORE": self.store,
                 "APP_ID": self.app_id,
+                # Each worker test has its own ledger keys: runs compared with each other must
+                # not answer one another's decisions.
+                "LEDGER_NAMESPACE": self.app_id,
             }
         )
         env.update(self.extra_env)

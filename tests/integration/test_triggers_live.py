@@ -53,7 +53,9 @@ ACCOUNT_TYPES = set(ACCOUNT_EVENT_TYPES)
 POLICY = {"policy": {"holdout_rate": 0}}
 
 
-def _records(scenarios: list[Scenario], tag: str) -> list[tuple[str, int | None, str, bytes]]:
+def _records(
+    scenarios: list[Scenario], tag: str, partitions: int = PARTITIONS
+) -> list[tuple[str, int | None, str, bytes]]:
     """(kind, partition or None, key, value) in event-time order.
 
     Besides the scenarios, every partition gets a clock event every two days from an unrelated
@@ -66,7 +68,7 @@ def _records(scenarios: list[Scenario], tag: str) -> list[tuple[str, int | None,
         kind = "account" if e["type"] in ACCOUNT_TYPES else "usage"
         at = parse_rfc3339_ms(e["occurred_at"]) or 0
         timeline.append((at, kind, None, e["customer_id"], orjson.dumps(e)))
-    for p in range(PARTITIONS):
+    for p in range(partitions):
         cid = f"clock-{tag}-p{p}"
         for day in range(0, SETTLE_DAYS + 1, 2):
             at = START_MS + day * MS_PER_DAY
