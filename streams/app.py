@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 TICK_INTERVAL_SECONDS = 1.0
 GAUGE_INTERVAL_SECONDS = 5.0
+# A topic-partition whose high watermark says "more" but that delivered nothing for this long
+# is not waited for by the event-time merge (its remaining offsets are not data).
+STALLED_TOPIC_MS = 30_000
 REDIS_PROBE_SECONDS = 5.0
 
 
@@ -171,33 +174,69 @@ def build_worker(
         "stale": True,
         "assigned": False,
         "assigned_at": time.monotonic(),
+        "assigned_wall": wall_ms(),
     }
     merger: EventTimeMerger[tuple[Any, Event]] = EventTimeMerger(
         topics.inputs, wait_unknown_ms=stream_conf["max_order_wait_ms"]
     )
     last_seen: dict[tuple[str, int], int] = {}
+    last_delivery: dict[tuple[str, int], int] = {}
+
+    def fetch_state(topic: str, partition: int) -> tuple[int, int] | None:
+        """(high watermark, fetch position) of a topic-partition in the consumer, if known.
+
+        The high watermark comes from fetch responses (reliable on Kafka and Tansu, unlike
+        ListOffsets); the position is the next offset aiokafka will hand out, past any
+        transaction markers. Read across faust's consumer thread: two ints, no locking needed.
+        """
+        try:
+            consumer = app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
+            state = consumer._subscription.subscription.assignment.state_value(TP(topic, partition))
+        except Exception:  # noqa: BLE001 - not started, or the partition just moved
+            return None
+        if state is None or state.highwater is None or not state.has_valid_position:
+            return None
+        return int(state.highwater), int(state.position)
 
     def highwater_of(topic: str, partition: int) -> int | None:
-        """The fetch high watermark (reliable on Kafka and Tansu, unlike ListOffsets)."""
-        try:
-            value: int | None = app.consumer.highwater(TP(topic, partition))
-        except Exception:  # noqa: BLE001 - not fetched yet, or the partition just moved
-            return None
-        return value
+        known = fetch_state(topic, partition)
+        return None if known is None else known[0]
 
     def pending_for(partition: int) -> Callable[[str], bool | None]:
         def pending(topic: str) -> bool | None:
-            # Whether this topic-partition holds records we have not received yet.
+            # Whether this topic-partition holds records the agent has not received yet.
+            known = fetch_state(topic, partition)
+            if known is None:
+                metrics.order_forced.labels("unknown").inc()
+                return None
+            highwater, position = known
+            if highwater > position:
+                return True  # on the broker or in aiokafka's buffer, not handed out yet
             seen = last_seen.get((topic, partition))
-            highwater = highwater_of(topic, partition)
-            if highwater is None or seen is None:
-                return None if highwater is None or highwater > 0 else False
-            return bool(highwater > seen + 1)
+            # faust's read offset: the committed position after an assignment, then the last
+            # record faust handed to the stream.
+            read = app.consumer._read_offset.get(TP(topic, partition))  # type: ignore[attr-defined]
+            if seen is not None and read is not None and read > seen:
+                return True  # handed to the stream, on its way to us
+            handed_out = position - 1  # the last offset aiokafka gave to faust
+            if handed_out <= (seen if seen is not None else (read or 0) - 1):
+                return False  # everything handed out has reached us
+            # aiokafka handed out more than reached us: either faust is still putting it into
+            # the stream (the channel is full), or the rest are transaction markers, which
+            # never arrive. Wait while the topic keeps delivering.
+            quiet_since = last_delivery.get((topic, partition), owned["assigned_wall"])
+            if wall_ms() - quiet_since < STALLED_TOPIC_MS:
+                return True
+            metrics.order_forced.labels("stalled").inc()
+            return False
 
         return pending
 
     async def release(partition: int) -> None:
+        forced = merger.forced
         ready = merger.release(partition, wall_ms(), pending_for(partition))
+        if merger.forced > forced:
+            metrics.order_forced.labels("buffer_full").inc(merger.forced - forced)
         for held, typed in ready:
             msg = held.message
             await processor.on_event(topics.kind_of(msg.topic), msg.partition, msg.offset, typed)
@@ -222,6 +261,7 @@ def build_worker(
                 yield None
                 continue
             last_seen[(msg.topic, msg.partition)] = msg.offset
+            last_delivery[(msg.topic, msg.partition)] = wall_ms()
             result = ingest.accept(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
             if isinstance(result, Rejected):
                 # Buffered; Faust flushes the producer before it commits this offset.
@@ -259,6 +299,7 @@ def build_worker(
     async def on_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
         metrics.rebalances.inc()
         owned["assigned_at"] = time.monotonic()
+        owned["assigned_wall"] = wall_ms()
         assigned = kwargs.get("assigned", args[0] if args else set())
         owned["partitions"] = {tp.partition for tp in assigned if tp.topic in topics.inputs}
         owned["stale"] = True
@@ -271,6 +312,7 @@ def build_worker(
             # Held records were never acked: their new owner reads them again.
             merger.drop(tp.partition)
             last_seen.pop((tp.topic, tp.partition), None)
+            last_delivery.pop((tp.topic, tp.partition), None)
 
     # faust's signal stubs want a receiver typed with its internal signal class; ours takes Any.
     app.on_partitions_assigned.connect(cast(Any, on_assigned))

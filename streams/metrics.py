@@ -116,6 +116,13 @@ class Metrics:
             "Duration of the last partition assignment until tables were recovered.",
             registry=r,
         )
+        self.order_forced = Counter(
+            "lifecycle_order_forced_releases_total",
+            "Event-time merge decisions made without full knowledge of the other input topic: "
+            "buffer_full (released early), stalled, unknown (backlog not known yet).",
+            ["reason"],
+            registry=r,
+        )
         self.ready = Gauge(
             "lifecycle_worker_ready",
             "1 when partitions are assigned and recovery is done, else 0.",

@@ -40,25 +40,25 @@ class _Partition(Generic[T]):
 class EventTimeMerger(Generic[T]):
     """Holds records per (partition, topic) and releases them in event-time order.
 
-    ``wait_unknown_ms``: how long a record may wait for a topic whose backlog is unknown.
-    ``wait_pending_ms``: how long it may wait for a topic known to have records pending (a
-    safety bound; they normally arrive within a fetch). ``max_held``: per partition; beyond it
-    the earliest record is released regardless, so memory stays bounded.
+    ``wait_unknown_ms``: how long a record may wait for a topic whose backlog is unknown. A
+    topic known to have records pending is waited for as long as the caller says so (the
+    caller decides when a backlog that delivers nothing is no backlog, e.g. transaction
+    markers). ``max_held``: per partition; beyond it the earliest record is released
+    regardless, so memory stays bounded.
     """
 
     def __init__(
         self,
         topics: Sequence[str],
         wait_unknown_ms: int = 1_000,
-        wait_pending_ms: int = 10_000,
         max_held: int = 10_000,
     ) -> None:
         self._topics = tuple(topics)
         self._wait_unknown_ms = wait_unknown_ms
-        self._wait_pending_ms = wait_pending_ms
         self._max_held = max_held
         self._partitions: dict[int, _Partition[T]] = {}
         self._seq = 0
+        self.forced = 0  # records released before their turn because max_held was reached
 
     def add(self, partition: int, topic: str, event_time_ms: int, arrived_ms: int, item: T) -> None:
         part = self._partitions.setdefault(partition, _Partition())
@@ -84,8 +84,11 @@ class EventTimeMerger(Generic[T]):
         while total:
             heads = [(q[0], t) for t, q in part.queues.items() if q]
             head, topic = min(heads, key=lambda h: (h[0].event_time_ms, h[0].seq))
-            if total <= self._max_held and not self._may_go(part, head, now_ms, pending):
-                break
+            if total <= self._max_held:
+                if not self._may_go(part, head, now_ms, pending):
+                    break
+            else:
+                self.forced += 1
             part.queues[topic].popleft()
             out.append(head.item)
             total -= 1
@@ -99,7 +102,7 @@ class EventTimeMerger(Generic[T]):
             more = pending(topic)
             if more is None and waited < self._wait_unknown_ms:
                 return False
-            if more and waited < self._wait_pending_ms:
+            if more:
                 return False
         return True
 
