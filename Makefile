@@ -28,8 +28,8 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 
 install: system-deps $(STAMP) ## create .venv with the project, dev tools and the Tansu broker
 
-demo: install ## start the dev stack, a worker and sample events; Ctrl-C stops it all
-	$(BIN)/lifecycle-triggers dev --sample
+demo: install ## simulated customers with planted scenarios through the dev stack; ends with a summary
+	$(BIN)/lifecycle-triggers demo
 
 dev: install ## start the dev stack and a worker (no sample events)
 	$(BIN)/lifecycle-triggers dev

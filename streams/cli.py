@@ -67,9 +67,11 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("TRIGGERS_CONFIG"),
         help="YAML configuration file [env: TRIGGERS_CONFIG]",
     )
+    from streams.demo_cli import add_demo_commands
     from streams.ledger_cli import add_ledger_commands
 
     add_ledger_commands(sub)
+    add_demo_commands(sub)
     return parser
 
 
@@ -170,7 +172,21 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
     return run_ledger_command(args)
 
 
-COMMANDS = {"worker": _cmd_worker, "dev": _cmd_dev, "config": _cmd_config, "ledger": _cmd_ledger}
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from streams.demo_cli import run_demo_command
+
+    return run_demo_command(args)
+
+
+COMMANDS = {
+    "worker": _cmd_worker,
+    "dev": _cmd_dev,
+    "config": _cmd_config,
+    "ledger": _cmd_ledger,
+    "simulate": _cmd_demo,
+    "demo": _cmd_demo,
+    "backtest": _cmd_demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

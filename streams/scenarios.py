@@ -177,23 +177,23 @@ def renewal_reminder(h: _History, near_miss: bool) -> dict[str, int]:
 
 
 def auto_renew_confirmation(h: _History, near_miss: bool) -> dict[str, int]:
-    # Used before its unused-check (day 670), so the charge is the only decision; the renewed
-    # term's check (day 1025) lies beyond the horizon.
+    # A quarterly licence, used in every term, so the charge is the only decision: the first
+    # term's unused-check (day 70) sees the use on day 50, the renewed term's (day 170) the use
+    # on day 120, and the renewed term then expires quietly on day 200.
     h.add(
         0,
         "contract",
         contract_id="lic",
         product="software_license",
         status="active",
-        expires_at=format_ms(h.at(700)),
+        expires_at=format_ms(h.at(100)),
         auto_renew=True,
     )
-    h.add(650, "product_usage", product="software_license", activity="software_update")
-    if near_miss:
+    h.add(50, "product_usage", product="software_license", activity="software_update")
+    if near_miss:  # never charged: the licence simply runs out on day 100
         return {}
-    h.add(
-        690, "auto_renew_charged", contract_id="lic", amount=99.0, expires_at=format_ms(h.at(1055))
-    )
+    h.add(95, "auto_renew_charged", contract_id="lic", amount=99.0, expires_at=format_ms(h.at(200)))
+    h.add(120, "product_usage", product="software_license", activity="login")
     return {"auto_renew_confirmation": 1}
 
 
@@ -280,6 +280,25 @@ BUILDERS: dict[str, Builder] = {
     "never_activated": never_activated,
     "replacement_due": replacement_due,
     "usual_booking_missed": usual_booking_missed,
+}
+
+# Per trigger, the day (from the scenario's start) by which its planted decisions and its
+# near-miss's are all due, absence triggers' lateness included, and after which nothing more
+# can come due for that customer: a scenario placed so that stream time passes start + span
+# is complete, wherever the run ends after that. The simulator places scenarios with it.
+SPAN_DAYS: dict[str, int] = {
+    "savings_drop_to_checking": 92 + 7 + LATENESS_DAYS,
+    "savings_drop_to_wire": 92 + 7 + LATENESS_DAYS,
+    "savings_drop_unexplained": 92 + 7 + LATENESS_DAYS,
+    "renewal_after_positive_visit": 100,  # the visit on day 81; the contract ends on day 100
+    "renewal_reminder": 120,  # reminders on days 90 and 113; expiry on day 120
+    "auto_renew_confirmation": 200,  # the renewed term ends on day 200
+    "auto_renew_unused": 150,  # the check on day 120; the renewal on day 150
+    "lapsed_transactor": 5 + 180,
+    "lapsed_revolver": 5 + 180,
+    "never_activated": 90,
+    "replacement_due": 90,
+    "usual_booking_missed": 365 + 365 + 14,
 }
 
 # Every expected decision is due by start + SETTLE_DAYS (absence triggers wait for the
