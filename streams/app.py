@@ -28,7 +28,8 @@ from streams.events import Event
 from streams.gate import LedgerGate
 from streams.http import HttpEndpoints
 from streams.ingest import Decoder
-from streams.ledger import ContactLedger
+from streams.kafka_security import faust_credentials
+from streams.ledger import ContactLedger, LedgerRefused, LedgerUnavailable
 from streams.metrics import Metrics
 from streams.ordering import EventTimeMerger
 from streams.pipeline import Ingest, Rejected
@@ -78,6 +79,9 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
         "key_serializer": "raw",
         "value_serializer": "raw",
     }
+    credentials = faust_credentials(settings.kafka_security)
+    if credentials is not None:
+        conf["broker_credentials"] = credentials
     if settings.group_instance_id:
         conf["consumer_group_instance_id"] = settings.group_instance_id
     if settings.broker_kind == "tansu":
@@ -145,6 +149,7 @@ def build_worker(
             settings.redis_url,
             Policy.from_config(settings.config["policy"]),
             namespace=settings.ledger_namespace,
+            wait_replicas=settings.ledger_wait_replicas,
         )
         gate = LedgerGate(ledger, metrics)
     processor = Processor(
@@ -351,12 +356,20 @@ async def prepare_topics(settings: Settings) -> int:
     """
     topics = TopicNames.from_config(settings.topics)
     counts = await ensure_topics(
-        settings.bootstrap_servers, topics.all, settings.partitions, settings.replication_factor
+        settings.bootstrap_servers,
+        topics.all,
+        settings.partitions,
+        settings.replication_factor,
+        settings.kafka_security,
     )
     partitions = check_copartitioned(topics, counts)
     ticks = ticks_topic_name(settings)
     got = await ensure_topics(
-        settings.bootstrap_servers, (ticks,), partitions, settings.replication_factor
+        settings.bootstrap_servers,
+        (ticks,),
+        partitions,
+        settings.replication_factor,
+        settings.kafka_security,
     )
     if got[ticks] != partitions:
         raise ConfigError(
@@ -366,19 +379,39 @@ async def prepare_topics(settings: Settings) -> int:
     return partitions
 
 
+async def check_ledger(settings: Settings) -> None:
+    """Refuse to start when Redis refuses our credentials or permissions; a Redis that is
+    merely down is waited for once the stream needs it (fail closed, resume by itself)."""
+    ledger = ContactLedger(
+        settings.redis_url,
+        Policy.from_config(settings.config["policy"]),
+        namespace=settings.ledger_namespace,
+    )
+    try:
+        await ledger.ping()
+    except LedgerRefused as exc:
+        raise ConfigError(f"--redis-url (REDIS_URL): {exc}") from None
+    except LedgerUnavailable as exc:
+        log.warning("contact ledger not reachable at start, the stream will wait for it: %s", exc)
+    finally:
+        await ledger.aclose()
+
+
 def run_worker(settings: Settings) -> int:
     """Run the stream processor until SIGTERM/SIGINT; then leave the group and flush."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
+        loop.run_until_complete(check_ledger(settings))
         partitions = loop.run_until_complete(prepare_topics(settings))
     except ConfigError:
         loop.close()
         raise
     log.info(
-        "starting %s: brokers %s, redis %s, clock %s, %d input partitions, store %s",
+        "starting %s: brokers %s (%s), redis %s, clock %s, %d input partitions, store %s",
         settings.app_id,
         settings.bootstrap_servers,
+        settings.kafka_security.describe(),
         settings.redis_url_masked,
         settings.clock,
         partitions,

@@ -10,6 +10,13 @@ Cluster slot. When Redis cannot be reached, every call raises ``LedgerUnavailabl
 is decided: the caller pauses, retries later with the same candidates, and gets the same
 outcomes (fail closed).
 
+One URL setting reaches the three deployments (``streams.redis_url``): a single instance
+(``redis://``, ``rediss://``, ``unix://``), Redis Cluster (``redis+cluster://h1:p1,h2:p2``; the
+script runs on the node owning the customer's slot, picked by the first key) and Redis Sentinel
+(``redis+sentinel://s1:p1,s2:p2/service_name``; the client asks the sentinels for the current
+primary). A failover shows as ``LedgerUnavailable`` until the new primary answers; the caller's
+retry then gets the first outcome of every decision id the old primary had recorded.
+
 Readings of the contract that the script makes (and the tests pin down):
 
 - Windows are (t - w, t] on ``decided_at``; they assume one customer's clock does not run
@@ -37,8 +44,10 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis import exceptions as rex
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialBackoff, NoBackoff
 
 from streams.decisions import Candidate, Decision
 from streams.errors import LifecycleError
@@ -51,6 +60,7 @@ from streams.policy import (
     Policy,
     sort_reasons,
 )
+from streams.redis_url import mask, parse
 from streams.timeutil import MS_PER_DAY
 
 log = logging.getLogger(__name__)
@@ -68,27 +78,89 @@ class LedgerUnavailable(LifecycleError):
     decided or recorded that the caller can rely on. Pause and retry the same call later."""
 
 
-def _mask(url: str) -> str:
-    # Imported lazily: settings pulls in the option table, which this library does not need.
-    from streams.settings import mask_url
+class LedgerRefused(LedgerUnavailable):
+    """Redis answered but refused us: wrong password or ACL user, or the user may not run the
+    ledger's commands. Retrying will not help until the configuration changes; a start-up
+    check should fail on it (a caller that only knows LedgerUnavailable still retries)."""
 
-    return mask_url(url)
+
+# Errors that mean "no primary can take this call right now" (server-side replies, or the
+# cluster client's view of them): a failover in progress, a slot without a serving node.
+_NOT_READY_REPLIES = ("LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN")
+_CLUSTER_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    rex.ClusterDownError,
+    rex.TryAgainError,
+    rex.SlotNotCoveredError,
+)
+
+LedgerClient = aioredis.Redis | RedisCluster
+
+
+def connect(url: str, timeout: float = 5.0) -> tuple[LedgerClient, list[aioredis.Redis]]:
+    """A client for a ledger URL of any kind (see ``streams.redis_url``), plus the sentinel
+    clients to close with it. Connects lazily: nothing is sent before the first command."""
+    target = parse(url)
+    if target.kind == "single":
+        # Few, quick retries: a decision retried after a dropped connection is idempotent,
+        # and longer outages are the caller's to wait out (it pauses the stream).
+        client = aioredis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        )
+        return client, []
+    if target.kind == "cluster":
+        # No retries inside the client: each ledger call is one attempt on the node that owns
+        # the slot, and the caller waits out a failover (the client refreshes its slot map
+        # after the error). It also keeps EVALSHA and WAIT on one connection (see _evalsha).
+        cluster = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            **target.options,
+        )
+        return cluster, []
+    sentinel = Sentinel(
+        list(target.nodes),
+        sentinel_kwargs={
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            **target.sentinel_options,
+        },
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        **target.options,
+    )
+    return sentinel.master_for(target.service_name), list(sentinel.sentinels)
+
+
+def _describe_client(client: LedgerClient) -> str:
+    if isinstance(client, RedisCluster):
+        nodes = ",".join(f"{n.host}:{n.port}" for n in client.get_nodes()[:3])
+        return f"redis cluster at {nodes or '?'}"
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis at {kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
 
 
 class ContactLedger:
     """The shared contact ledger of one namespace (``lt`` in production; a back-test or a test
     uses its own so that it never touches real history).
 
-    ``redis`` is a URL (``redis://``, ``rediss://`` for TLS, ``unix://``; password and ACL user
-    in the URL) or an existing ``redis.asyncio.Redis`` client, which the ledger then does not
+    ``redis`` is a URL (``redis://``, ``rediss://`` for TLS, ``unix://``, ``redis+cluster://``,
+    ``redis+sentinel://``; password and ACL user in the URL, see ``streams.redis_url``) or an
+    existing ``redis.asyncio.Redis`` or ``RedisCluster`` client, which the ledger then does not
     close. ``wait_replicas`` > 0 makes every write wait for that many replicas (``WAIT``), so a
     failover cannot lose an acknowledged decision; a shortfall raises ``LedgerUnavailable``
     (the decision is recorded on the primary, and a retry returns the same outcome).
+    A malformed URL raises ``ConfigError``.
     """
 
     def __init__(
         self,
-        redis: str | aioredis.Redis,
+        redis: str | LedgerClient,
         policy: Policy,
         namespace: str = "lt",
         *,
@@ -104,27 +176,23 @@ class ContactLedger:
         self.namespace = namespace
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
+        self._extra_clients: list[aioredis.Redis] = []
         if isinstance(redis, str):
-            self._where = _mask(redis)
-            # Few, quick retries: a decision retried after a dropped connection is idempotent,
-            # and longer outages are the caller's to wait out (it pauses the stream).
-            self.client: aioredis.Redis = aioredis.from_url(
-                redis,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-            )
+            self._where = mask(redis)
+            self.client, self._extra_clients = connect(redis, timeout)
             self._owns_client = True
         else:
-            kwargs = redis.connection_pool.connection_kwargs
-            self._where = f"redis at {kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+            self._where = _describe_client(redis)
             self.client = redis
             self._owns_client = False
+        self.cluster = isinstance(self.client, RedisCluster)
 
     async def aclose(self) -> None:
         """Close the connections (only when the ledger created the client)."""
         if self._owns_client:
             await self.client.aclose()
+            for extra in self._extra_clients:
+                await extra.aclose()
 
     async def __aenter__(self) -> ContactLedger:
         return self
@@ -148,19 +216,35 @@ class ContactLedger:
         try:
             return await call()
         except rex.AuthenticationError:
-            raise LedgerUnavailable(
+            raise LedgerRefused(
                 f"{self._where} refused our credentials (wrong password or ACL user name in "
                 "the Redis URL)"
             ) from None
         except rex.NoPermissionError as exc:
-            raise LedgerUnavailable(
+            raise LedgerRefused(
                 f"{self._where}: the Redis user may not run the ledger's commands ({exc})"
             ) from None
         except (rex.ConnectionError, rex.TimeoutError, rex.ReadOnlyError, OSError) as exc:
             raise LedgerUnavailable(f"{self._where} cannot be reached: {exc}") from exc
+        except _CLUSTER_UNAVAILABLE as exc:
+            raise LedgerUnavailable(f"{self._where} is not ready: {exc}") from exc
+        except rex.RedisClusterException as exc:
+            # The bare class is what the cluster client raises when no seed node answers; its
+            # subclasses left (cross-slot and pipeline misuse) are bugs, not outages.
+            if type(exc) is not rex.RedisClusterException:
+                raise
+            raise LedgerUnavailable(f"{self._where} cannot be reached: {exc}") from exc
+        except rex.MovedError as exc:
+            if self.cluster:  # the slot moved between our map and the call: refresh the map
+                await self.client.aclose()
+                raise LedgerUnavailable(f"{self._where}: slot moved ({exc})") from exc
+            raise LedgerUnavailable(
+                f"{self._where} is a Redis Cluster node (it answered MOVED): use a "
+                "redis+cluster:// URL"
+            ) from None
         except rex.ResponseError as exc:
             # A server that is loading, failing over or has no master cannot decide either.
-            if str(exc).split(" ", 1)[0] in ("LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN"):
+            if str(exc).split(" ", 1)[0] in _NOT_READY_REPLIES:
                 raise LedgerUnavailable(f"{self._where} is not ready: {exc}") from exc
             raise
 
@@ -181,11 +265,25 @@ class ContactLedger:
     async def _evalsha(self, keys: list[str], args: Sequence[str | int]) -> Any:
         if self.wait_replicas <= 0:
             return await self.client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
-        # The script and WAIT in one round trip.
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
-            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-            result, acked = await pipe.execute(raise_on_error=False)
+        # The script and WAIT in one round trip, on one connection: WAIT counts the replicas
+        # that have this connection's last write. On a cluster both go to the node owning
+        # the customer's slot, without redirections (a moved slot is retried by the caller).
+        if isinstance(self.client, RedisCluster):
+            await self.client.initialize()  # no-op once the slot map is known
+            node = self.client.get_node_from_key(keys[0])
+            async with self.client.pipeline(transaction=False) as cpipe:
+                cpipe.execute_command(
+                    "EVALSHA", SCRIPT_SHA, len(keys), *keys, *args, target_nodes=node
+                )
+                cpipe.execute_command(
+                    "WAIT", self.wait_replicas, self.wait_timeout_ms, target_nodes=node
+                )
+                result, acked = await cpipe.execute(raise_on_error=False, allow_redirections=False)
+        else:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+                result, acked = await pipe.execute(raise_on_error=False)
         if isinstance(result, Exception):
             raise result
         if isinstance(acked, Exception) or int(acked) < self.wait_replicas:

@@ -8,10 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from streams import redis_url as redis_url_module
 from streams.config import load_config
 from streams.errors import ConfigError
+from streams.kafka_security import KafkaSecurity, from_env
 
 CLOCKS = ("wall", "event")
 STORES = ("rocksdb", "memory")
@@ -112,6 +114,12 @@ OPTIONS: tuple[Option, ...] = (
         "replication factor of topics the worker creates (3 on a production cluster)",
     ),
     Option(
+        "--ledger-wait-replicas",
+        "LEDGER_WAIT_REPLICAS",
+        "0",
+        "replicas every ledger write waits for (WAIT); 1 closes the failover window, at a cost",
+    ),
+    Option(
         "--group-instance-id",
         "GROUP_INSTANCE_ID",
         None,
@@ -142,15 +150,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """The URL with any password replaced by *** (every Redis URL form we accept)."""
+    return redis_url_module.mask(url)
 
 
 def _int(name: str, text: str, low: int, high: int) -> int:
@@ -198,8 +199,12 @@ class Settings:
     heartbeat_interval: float
     replication_factor: int
     group_instance_id: str | None
+    ledger_wait_replicas: int
     ledger_namespace: str
     log_level: str
+    # SASL/TLS for Kafka come from the environment only (KAFKA_SECURITY_PROTOCOL, ...): never
+    # a secret on a command line.
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity, repr=False)
 
     @property
     def redis_url_masked(self) -> str:
@@ -237,11 +242,16 @@ class Settings:
                 f"{names['bootstrap_servers']}: must be host:port[,host:port...], got {bootstrap!r}"
             )
         redis_url = text("redis_url")
-        if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+        if urlsplit(redis_url).scheme not in redis_url_module.SCHEMES:
             raise ConfigError(
-                f"{names['redis_url']}: must start with redis://, rediss:// or unix://, "
+                f"{names['redis_url']}: must start with one of "
+                f"{', '.join(s + '://' for s in redis_url_module.SCHEMES)}; "
                 f"got {mask_url(redis_url)!r}"
             )
+        try:
+            redis_url_module.parse(redis_url)
+        except ConfigError as exc:
+            raise ConfigError(f"{names['redis_url']}: {exc}") from None
         heartbeat = _seconds(names["heartbeat_interval"], text("heartbeat_interval"))
         session = _seconds(names["session_timeout"], text("session_timeout"))
         if heartbeat >= session:
@@ -282,6 +292,10 @@ class Settings:
                 names["replication_factor"], text("replication_factor"), 1, 100
             ),
             group_instance_id=raw["group_instance_id"] or None,
+            ledger_wait_replicas=_int(
+                names["ledger_wait_replicas"], text("ledger_wait_replicas"), 0, 16
+            ),
             ledger_namespace=namespace,
             log_level=log_level,
+            kafka_security=from_env(env),
         )

@@ -10,6 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from streams.errors import ConfigError
+from streams.kafka_security import KafkaSecurity, aiokafka_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,17 @@ async def ensure_topics(
     names: tuple[str, ...],
     partitions: int,
     replication_factor: int = 1,
+    security: KafkaSecurity | None = None,
 ) -> dict[str, int]:
     """Create the topics that do not exist yet; return every topic's partition count.
 
     Existing topics are left as they are (their partition count is reported, not changed).
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15_000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers,
+        request_timeout_ms=15_000,
+        **aiokafka_kwargs(security or KafkaSecurity()),
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
