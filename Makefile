@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check -c requirements/constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: help install system-deps demo dev test test-unit test-integration lint format typecheck check bench constraints clean
+.PHONY: help install system-deps demo dev test test-unit test-integration lint format typecheck check bench soak constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ check: lint typecheck test ## what CI runs
 
 bench: install ## run the benchmarks in bench/ (prints ratios against a baseline from the same run)
 	@for script in bench/*_bench.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+soak: install ## stream through one worker for 10 minutes; prints throughput, lag, RSS, fds each minute
+	$(BIN)/python bench/soak.py
 
 constraints: ## re-pin requirements/constraints.txt from the current .venv
 	@{ echo "# Exact versions for every install (README, .ci/run, Dockerfile): pip install -c requirements/constraints.txt ..."; \
