@@ -29,7 +29,12 @@ class DueIndex:
         if entries.get(customer) == due_ms:
             return
         entries[customer] = due_ms
-        heapq.heappush(self._heaps.setdefault(partition, []), (due_ms, customer))
+        heap = self._heaps.setdefault(partition, [])
+        heapq.heappush(heap, (due_ms, customer))
+        if len(heap) > 2 * len(entries) + 64:
+            # Superseded entries are skipped when popped, but one due far ahead is never
+            # popped: rebuild so the heap stays proportional to the live entries.
+            self.rebuild(partition, list(entries.items()))
 
     def get(self, partition: int, customer: bytes) -> int | None:
         return self._due.get(partition, {}).get(customer)
@@ -69,6 +74,10 @@ class DueIndex:
 
     def size(self, partition: int) -> int:
         return len(self._due.get(partition, {}))
+
+    def heap_size(self, partition: int) -> int:
+        """Entries in the partition's heap, superseded ones included (for tests)."""
+        return len(self._heaps.get(partition, []))
 
     def partitions(self) -> list[int]:
         return sorted(self._due)

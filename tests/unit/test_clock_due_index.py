@@ -63,3 +63,14 @@ def test_rebuild_replaces_a_partition() -> None:
     index.set(0, b"a", 5)
     index.rebuild(0, [(b"b", 7), (b"c", 3)])
     assert index.pop_due(0, 10) == [b"c", b"b"]
+
+
+def test_superseded_entries_do_not_accumulate() -> None:
+    # A busy customer moves its far-away due time on every event: the heap must not grow with
+    # the number of events, only with the number of customers that have something due.
+    index = DueIndex()
+    for i in range(10_000):
+        index.set(0, b"busy", 1_000_000 + i)
+    assert index.size(0) == 1
+    assert index.heap_size(0) <= 2 * index.size(0) + 65
+    assert index.pop_due(0, 2_000_000) == [b"busy"]
