@@ -26,23 +26,14 @@ import yaml
 from aiokafka import AIOKafkaProducer
 
 from streams.devstack import DEV_HEARTBEAT_INTERVAL, DEV_SESSION_TIMEOUT, DevStack, free_port
+from streams.events import ACCOUNT_EVENT_TYPES
 from streams.timeutil import MS_PER_DAY, format_ms, wall_ms
 from streams.topics import TopicNames
 
 REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-ACCOUNT_TYPES = frozenset(
-    {
-        "account_opened",
-        "account_closed",
-        "balance",
-        "transaction",
-        "statement",
-        "contract",
-        "auto_renew_charged",
-    }
-)
+ACCOUNT_TYPES = frozenset(ACCOUNT_EVENT_TYPES)  # the types of account-events
 
 # The mix: mostly money movement and usage, some contracts and renewals, a little engagement,
 # consent and complaints (those three also go to the Redis ledger). Weights, not percentages.

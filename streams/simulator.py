@@ -40,6 +40,7 @@ from streams.clock import Clock
 from streams.core_adapter import BoundCore, build_core
 from streams.decisions import Candidate, Decision
 from streams.errors import InvalidEvent
+from streams.events import ACCOUNT_EVENT_TYPES
 from streams.ingest import Decoder
 from streams.metrics import Metrics
 from streams.processor import ContactAll, Processor, Stores
@@ -49,17 +50,7 @@ from streams.topics import TopicNames
 
 log = logging.getLogger(__name__)
 
-ACCOUNT_TYPES = frozenset(
-    {
-        "account_opened",
-        "account_closed",
-        "balance",
-        "transaction",
-        "statement",
-        "contract",
-        "auto_renew_charged",
-    }
-)
+ACCOUNT_TYPES = frozenset(ACCOUNT_EVENT_TYPES)  # the types of account-events
 ROLES = ("planted", "near_miss", "background")
 DEFAULT_START = "2024-01-01"
 # A day of margin between a scenario's span and the end of the run: the worker's stream time

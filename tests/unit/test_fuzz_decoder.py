@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.errors import InvalidEvent
-from streams.events import Event
+from streams.events import ACCOUNT_EVENT_TYPES, Event
 from streams.ingest import DEFAULT_MAX_MESSAGE_BYTES, Decoder
 from streams.scenarios import all_scenarios
 from streams.timeutil import parse_rfc3339_ms
@@ -41,15 +41,7 @@ REASONS = {
     "key_mismatch",
     "future_timestamp",
 }
-ACCOUNT_TYPES = {
-    "account_opened",
-    "account_closed",
-    "balance",
-    "transaction",
-    "statement",
-    "contract",
-    "auto_renew_charged",
-}
+ACCOUNT_TYPES = frozenset(ACCOUNT_EVENT_TYPES)  # the types of account-events
 MUTATED_RECORDS = 110_000
 
 
