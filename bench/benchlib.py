@@ -25,7 +25,7 @@ import orjson
 import yaml
 from aiokafka import AIOKafkaProducer
 
-from streams.devstack import DEV_HEARTBEAT_INTERVAL, DEV_SESSION_TIMEOUT, DevStack, free_port
+from streams.devstack import DevStack, dev_environment, free_port, stop_process
 from streams.events import ACCOUNT_EVENT_TYPES
 from streams.timeutil import MS_PER_DAY, format_ms, wall_ms
 from streams.topics import TopicNames
@@ -292,14 +292,9 @@ class Worker:
         }
         config.write_text(yaml.safe_dump(document))
         state_dir = self.state_dir or self.workdir / f"{self.app_id}-state"
-        env = dict(os.environ)
+        env = dev_environment(self.stack)
         env.update(
             {
-                "KAFKA_BOOTSTRAP_SERVERS": self.stack.bootstrap_servers,
-                "REDIS_URL": self.stack.redis_url,
-                "BROKER_KIND": "tansu",
-                "KAFKA_SESSION_TIMEOUT": str(DEV_SESSION_TIMEOUT),
-                "KAFKA_HEARTBEAT_INTERVAL": str(DEV_HEARTBEAT_INTERVAL),
                 "CLOCK": self.clock,
                 "TRIGGERS_CONFIG": str(config),
                 "TOPIC_PARTITIONS": str(self.partitions),
@@ -384,14 +379,14 @@ class Worker:
         """SIGTERM (to py-spy too, which then writes its profile), and wait."""
         if self.proc is None:
             return None
+        if self.profile is None:
+            return stop_process(self.proc, signal.SIGTERM, timeout)
         if self.proc.poll() is None:
-            if self.profile is not None:
-                try:
-                    os.kill(self.pid, signal.SIGTERM)
-                except (OSError, RuntimeError):
-                    self.proc.send_signal(signal.SIGINT)
-            else:
-                self.proc.send_signal(signal.SIGTERM)
+            # Under py-spy: stop the worker it samples; py-spy then writes its profile and exits.
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except (OSError, RuntimeError):
+                self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -38,7 +38,7 @@ import orjson
 import yaml
 
 from streams.config import TRIGGER_NAMES
-from streams.devstack import DevStack, dev_environment, free_port
+from streams.devstack import DevStack, dev_environment, free_port, stop_process
 from streams.errors import DevStackError
 from streams.simulator import Expectation, SimConfig, Simulation, generate, produce
 from streams.topics import TopicNames
@@ -149,14 +149,7 @@ class DemoWorker:
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM (leave the group, flush), then SIGKILL if it does not exit in time."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
-        return self.proc.returncode
+        return stop_process(self.proc, signal.SIGTERM, timeout)
 
 
 # --- what came out --------------------------------------------------------------------------

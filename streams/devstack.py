@@ -53,6 +53,21 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout:
     raise DevStackError(f"{what} did not listen on 127.0.0.1:{port} within {timeout} s")
 
 
+def stop_process(
+    proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0
+) -> int:
+    """Send ``sig`` to a process we started (if it still runs), wait for it, SIGKILL it if it
+    does not exit within ``timeout``; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    return proc.returncode
+
+
 class _Process:
     """A server process we started, in its own session so that we can stop it alone."""
 
@@ -81,13 +96,8 @@ class _Process:
     def stop(self, kill: bool = False, timeout: float = 10.0) -> None:
         """SIGTERM (or SIGKILL) the process we started, and wait for it."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
+        if proc is not None:
+            stop_process(proc, signal.SIGKILL if kill else signal.SIGTERM, timeout)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from streams.devstack import DEV_HEARTBEAT_INTERVAL, DEV_SESSION_TIMEOUT, DevStack, free_port
+from streams.devstack import DevStack, dev_environment, free_port, stop_process
 from streams.topics import TopicNames
 
 
@@ -65,14 +64,9 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         self.metrics_port = free_port()
-        env = dict(os.environ)
+        env = dev_environment(self.stack)
         env.update(
             {
-                "KAFKA_BOOTSTRAP_SERVERS": self.stack.bootstrap_servers,
-                "REDIS_URL": self.stack.redis_url,
-                "BROKER_KIND": "tansu",
-                "KAFKA_SESSION_TIMEOUT": str(DEV_SESSION_TIMEOUT),
-                "KAFKA_HEARTBEAT_INTERVAL": str(DEV_HEARTBEAT_INTERVAL),
                 "CLOCK": self.clock,
                 "TRIGGERS_CONFIG": str(self.config),
                 "TOPIC_PARTITIONS": str(self.partitions),
@@ -142,14 +136,7 @@ class WorkerProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
-        return self.proc.returncode
+        return stop_process(self.proc, sig, timeout)
 
 
 Record = tuple[bytes | None, bytes | None]
