@@ -160,10 +160,11 @@ def build_worker(
             value=orjson.dumps(decision.to_record()),
         )
 
+    policy = Policy.from_config(settings.config["policy"])
     if gate is None:
         ledger = ContactLedger(
             settings.redis_url,
-            Policy.from_config(settings.config["policy"]),
+            policy,
             namespace=settings.ledger_namespace,
             wait_replicas=settings.ledger_wait_replicas,
         )
@@ -175,6 +176,7 @@ def build_worker(
         gate,
         publish,
         metrics,
+        quiet_hours=policy.quiet_hours,
     )
     redis_ok = {"value": False}
 

@@ -18,7 +18,7 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -165,9 +165,21 @@ class _ObservingGate:
         await self._gate.record(event)
 
     async def decide(
-        self, candidates: Sequence[Candidate], now_ms: int, segment: str | None
+        self,
+        candidates: Sequence[Candidate],
+        now_ms: int,
+        segment: str | None,
+        *,
+        business_unit: str | None = None,
+        skip_channels: Collection[str] = (),
     ) -> list[Decision]:
-        decisions = await self._gate.decide(candidates, now_ms, segment)
+        decisions = await self._gate.decide(
+            candidates,
+            now_ms,
+            segment,
+            business_unit=business_unit,
+            skip_channels=skip_channels,
+        )
         report = self._report
         for d in decisions:
             report.decisions[(d.candidate.trigger, d.outcome)] += 1
@@ -308,7 +320,8 @@ async def run_backtest(
                 collected.append((event.occurred_at_ms, len(collected), kind, event))
     collected.sort(key=lambda p: (p[0], p[1]))
     client = aioredis.from_url(redis_url)
-    ledger = ContactLedger(client, Policy.from_config(config["policy"]), namespace=namespace)
+    policy = Policy.from_config(config["policy"])
+    ledger = ContactLedger(client, policy, namespace=namespace)
     try:
         await ledger.ping()  # fail fast: the gate would wait out an outage forever
     except LedgerUnavailable as exc:
@@ -316,7 +329,13 @@ async def run_backtest(
         raise ConfigError(f"--redis-url: {exc}") from None
     gate = _ObservingGate(LedgerGate(ledger, Metrics()), report)
     processor = Processor(
-        build_core(config), Stores({}, {}, {}), Clock("event"), gate, _discard, Metrics()
+        build_core(config),
+        Stores({}, {}, {}),
+        Clock("event"),
+        gate,
+        _discard,
+        Metrics(),
+        quiet_hours=policy.quiet_hours,
     )
     # Offsets are numbered in replay order: the processor skips offsets it has applied.
     offsets: dict[tuple[str, int], int] = collections.defaultdict(int)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -118,6 +119,20 @@ DEFAULTS: dict[str, Any] = {
         "complaint_quiet_days": 14,
         # Per trigger, channels to try in order when its own channel is capped or opted out.
         "channel_fallbacks": {name: [] for name in TRIGGER_NAMES},
+        # The business unit our decisions are recorded under in the shared ledger; per trigger
+        # another one; and caps per business unit ({per_7_days, per_30_days}, either or both).
+        "business_unit": "lifecycle",
+        "trigger_business_units": {},
+        "business_unit_caps": {},
+        # Marketing decisions on these channels that fall between start and end in the
+        # customer's time zone (profile `timezone`, else this one) wait until the end.
+        "quiet_hours": {
+            "enabled": False,
+            "start": "21:00",
+            "end": "08:00",
+            "channels": ["sms", "phone", "push"],
+            "timezone": "UTC",
+        },
         "priorities": {
             "service": 100,
             "savings_drop_to_wire": 90,
@@ -141,9 +156,18 @@ OPEN_MAPS: dict[str, tuple[str, ...] | None] = {
     "policy.segment_cap_multipliers": None,
     "policy.channel_caps": CHANNELS,
     "policy.priorities": ("service", *TRIGGER_NAMES),
+    "policy.trigger_business_units": TRIGGER_NAMES,
+    "policy.business_unit_caps": None,
+}
+# Open maps that are empty by default: what each value must look like. A mapping template lists
+# the keys a value may have; only the keys given are kept (a missing one means "no limit").
+OPEN_MAP_TEMPLATES: dict[str, Any] = {
+    "policy.trigger_business_units": "lifecycle",
+    "policy.business_unit_caps": {"per_7_days": 1, "per_30_days": 1},
 }
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")  # a legal Kafka topic name
+_HH_MM = re.compile(r"(?:[01][0-9]|2[0-3]):[0-5][0-9]")
 
 
 def _positive(path: str, v: Any) -> None:
@@ -173,6 +197,25 @@ def _channel_list(path: str, v: Any) -> None:
         )
 
 
+def _clock_time(path: str, v: Any) -> None:
+    if _HH_MM.fullmatch(v) is None:
+        raise ConfigError(f"{path}: must be a local time HH:MM (00:00 to 23:59), got {v!r}")
+
+
+def _time_zone(path: str, v: Any) -> None:
+    try:
+        ZoneInfo(v)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise ConfigError(
+            f"{path}: {v!r} is not an IANA time zone name like Europe/Berlin"
+        ) from None
+
+
+def _business_unit(path: str, v: Any) -> None:
+    if not 1 <= len(v) <= 100 or any(ord(c) < 32 or ord(c) == 127 for c in v):
+        raise ConfigError(f"{path}: {v!r} is not a business unit name (1-100 printable characters)")
+
+
 def _days_list(path: str, v: Any) -> None:
     if not v or any(isinstance(d, bool) or not isinstance(d, int) or d <= 0 for d in v):
         raise ConfigError(f"{path}: must be a non-empty list of whole days > 0, got {v!r}")
@@ -185,6 +228,12 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "match_fraction": _fraction,
     "paid_in_full_share": _fraction,
     "priorities": _non_negative,
+    "start": _clock_time,
+    "end": _clock_time,
+    "timezone": _time_zone,
+    "business_unit": _business_unit,
+    "trigger_business_units": _business_unit,
+    "business_unit_caps": _positive,
 }
 
 
@@ -218,7 +267,7 @@ def _check_type(path: str, default: Any, value: Any) -> Any:
     if isinstance(default, list):
         if not isinstance(value, list):
             raise ConfigError(f"{path}: must be a list, got {value!r}")
-        if ".channel_fallbacks." in path:
+        if ".channel_fallbacks." in path or path == "policy.quiet_hours.channels":
             _channel_list(path, value)
         else:
             _days_list(path, value)
@@ -232,7 +281,7 @@ def _merge(path: str, default: dict[str, Any], override: Any) -> dict[str, Any]:
     merged = copy.deepcopy(default)
     open_keys = OPEN_MAPS.get(path, ())
     is_open = path in OPEN_MAPS
-    sample = next(iter(default.values()), None) if is_open else None
+    sample = next(iter(default.values()), OPEN_MAP_TEMPLATES.get(path)) if is_open else None
     for key, value in override.items():
         here = f"{path}.{key}" if path else str(key)
         if not isinstance(key, str):
@@ -244,7 +293,10 @@ def _merge(path: str, default: dict[str, Any], override: Any) -> dict[str, Any]:
         else:
             known = ", ".join(open_keys or default) if is_open else ", ".join(default)
             raise ConfigError(f"{here}: unknown key (known keys here: {known})")
-        if isinstance(template, dict):
+        if isinstance(template, dict) and key not in default and path in OPEN_MAP_TEMPLATES:
+            given = _merge(here, template, value)
+            merged[key] = {k: v for k, v in given.items() if k in value}
+        elif isinstance(template, dict):
             merged[key] = _merge(here, template, value)
         else:
             merged[key] = _check_type(here, template, value)
@@ -287,6 +339,17 @@ def build_config(override: Any = None) -> Mapping[str, Any]:
     if not usual["min_gap_days"] <= usual["usual_gap_days"] <= usual["max_gap_days"]:
         raise ConfigError(
             "triggers.usual_booking_missed: need min_gap_days <= usual_gap_days <= max_gap_days"
+        )
+    for unit, caps in merged["policy"]["business_unit_caps"].items():
+        if not caps:
+            raise ConfigError(
+                f"policy.business_unit_caps.{unit}: give per_7_days, per_30_days or both"
+            )
+    quiet = merged["policy"]["quiet_hours"]
+    if quiet["start"] == quiet["end"]:
+        raise ConfigError(
+            f"policy.quiet_hours: start and end are both {quiet['start']!r}; quiet hours need "
+            "a length (set enabled: false to turn them off)"
         )
     frozen: Mapping[str, Any] = _freeze(merged)
     return frozen

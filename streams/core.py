@@ -83,8 +83,29 @@ def advance(state: CustomerState, now_ms: int, params: TriggerParams) -> StepRes
 
 
 def next_due_ms(state: CustomerState | None) -> int | None:
-    """The earliest time at which ``advance`` could fire something (None: nothing pending)."""
-    return None if state is None else state.due_ms
+    """The earliest time at which ``advance`` could fire something or a deferred decision
+    falls due (None: nothing pending)."""
+    if state is None:
+        return None
+    if not state.deferred:
+        return state.due_ms
+    until = min(u for u, _, _ in state.deferred)
+    return until if state.due_ms is None else min(until, state.due_ms)
+
+
+def defer(state: CustomerState, candidate: Candidate, until_ms: int, at_ms: int) -> None:
+    """Keep ``candidate`` in ``state`` until ``until_ms`` (quiet hours); once per decision id."""
+    if all(c.decision_id != candidate.decision_id for _, _, c in state.deferred):
+        state.deferred.append((until_ms, at_ms, candidate))
+
+
+def take_deferred(state: CustomerState, now_ms: int) -> list[tuple[Candidate, int, int]]:
+    """Remove and return the deferred candidates due at ``now_ms``: (candidate, deferred at,
+    until), in the order they were deferred."""
+    due = [(c, at, u) for u, at, c in state.deferred if u <= now_ms]
+    if due:
+        state.deferred = [d for d in state.deferred if d[0] > now_ms]
+    return due
 
 
 def due_items(state: CustomerState, params: TriggerParams) -> list[DueItem]:

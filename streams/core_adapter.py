@@ -49,6 +49,18 @@ class BoundCore:
     def next_due_ms(self, state: CustomerState) -> int | None:
         return core.next_due_ms(state)
 
+    def business_unit(self, state: CustomerState) -> str | None:
+        return None if state.business_unit is None else state.business_unit[1]
+
+    def timezone(self, state: CustomerState) -> str | None:
+        return None if state.timezone is None else state.timezone[1]
+
+    def defer(self, state: CustomerState, candidate: Candidate, until_ms: int, at_ms: int) -> None:
+        core.defer(state, candidate, until_ms, at_ms)
+
+    def take_deferred(self, state: CustomerState, now_ms: int) -> list[tuple[Candidate, int, int]]:
+        return core.take_deferred(state, now_ms)
+
 
 def build_core(config: Mapping[str, Any] | None) -> BoundCore:
     """The core for a validated configuration (None: the built-in defaults)."""

@@ -18,6 +18,8 @@ REASON_CODES = (
     "non_responder_backoff",
     "recent_complaint",
     "opted_out",
+    # Additive (configuration extension points, never with the contract's defaults):
+    "business_unit_cap",
 )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TypeVar
 
 from streams import events as ev
@@ -86,10 +86,17 @@ class LedgerGate:
             await self._call("complaint", lambda: led.record_complaint(cid, at))
 
     async def decide(
-        self, candidates: Sequence[Candidate], now_ms: int, segment: str | None
+        self,
+        candidates: Sequence[Candidate],
+        now_ms: int,
+        segment: str | None,
+        *,
+        business_unit: str | None = None,
+        skip_channels: Collection[str] = (),
     ) -> list[Decision]:
         decisions = await self._call(
-            "decide", lambda: self.ledger.decide(candidates, now_ms, segment)
+            "decide",
+            lambda: self.ledger.decide(candidates, now_ms, segment, business_unit, skip_channels),
         )
         for d in decisions:
             for reason in d.reasons:

@@ -7,6 +7,8 @@
 --   4 tr   zset   "<trigger>|<id>" -> decided_at of marketing contacts and holdouts (cooldown)
 --   5 cmp  zset   complaint time -> complaint time
 --   6 st   hash   consent:<channel|all> = "<at>|in|out", streak, engaged_at, last_engagement
+--   7 bu   zset   id -> decided_at of the marketing contacts of one business unit (the one
+--                 deciding or recording: "<namespace>:{<customer_id>}:bu:<unit>")
 --
 -- ARGV: 1 op, 2 now (epoch ms: decided_at, or the event time of what is recorded),
 --       3 retention (ms: the longest window plus a replay margin), then per op (see below).
@@ -14,7 +16,8 @@
 -- Windows are rolling and half-open like the contract's: at time t a window of length w holds
 -- what was decided in (t - w, t]. Counts are the values before this decision.
 
-local DEC, IDX, MK, TR, CMP, ST = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local DEC, IDX, MK, TR, CMP, ST, BU = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
+  KEYS[7]
 local op = ARGV[1]
 local now = tonumber(ARGV[2])
 local retention = tonumber(ARGV[3])
@@ -39,12 +42,13 @@ local function prune()
   redis.call('ZREMRANGEBYSCORE', MK, '-inf', horizon)
   redis.call('ZREMRANGEBYSCORE', TR, '-inf', horizon)
   redis.call('ZREMRANGEBYSCORE', CMP, '-inf', horizon)
+  redis.call('ZREMRANGEBYSCORE', BU, '-inf', horizon)
 end
 
 -- Time-indexed keys expire once nothing in them can matter. The state hash is kept while it
 -- holds something that matters without a time limit (an opt-out, an unanswered streak).
 local function expire_all()
-  for _, key in ipairs({DEC, IDX, MK, TR, CMP}) do
+  for _, key in ipairs({DEC, IDX, MK, TR, CMP, BU}) do
     redis.call('PEXPIRE', key, retention)
   end
   local state = redis.call('HGETALL', ST)
@@ -118,20 +122,22 @@ end
 if op == 'decide' then
   -- ARGV 4 id, 5 category, 6 trigger, 7 holdout (1/0), 8 cap 7d, 9 cap 30d, 10 cooldown ms,
   -- 11 back-off after, 12 back-off max, 13 back-off window ms, 14 complaint quiet ms,
-  -- 15 segment, 16 multiplier, 17 number of channels, then (channel, cap, window ms) each.
+  -- 15 segment, 16 multiplier, 17 business unit, 18 its 7-day cap, 19 its 30-day cap (-1: none),
+  -- 20 number of channels, then (channel, cap, window ms) each.
   local id = ARGV[4]
   local first = redis.call('HGET', DEC, id)
   if first then return first end
   prune()
   local category, trigger = ARGV[5], ARGV[6]
   local channels = {}
-  for i = 1, tonumber(ARGV[17]) do
-    local base = 17 + (i - 1) * 3
+  for i = 1, tonumber(ARGV[20]) do
+    local base = 20 + (i - 1) * 3
     channels[i] = {name = ARGV[base + 1], cap = tonumber(ARGV[base + 2]),
                    window = tonumber(ARGV[base + 3])}
   end
+  local unit = ARGV[17]
   local result = {o = 'contact', r = '', c = channels[1].name, t = now, g = trigger,
-                  k = category}
+                  k = category, bu = unit}
   if category ~= 'marketing' then
     -- Service: never stopped by marketing rules or opt-outs, never counted; recorded.
     result.d = {}
@@ -150,6 +156,9 @@ if op == 'decide' then
   local streak = tonumber(redis.call('HGET', ST, 'streak') or '0')
   local cd_count, cd_last = count_prefix(TR, trigger .. '|', cooldown)
   local complaints = redis.call('ZRANGEBYSCORE', CMP, since(quiet), fmt(now))
+  local bu7, bu30 = tonumber(ARGV[18]), tonumber(ARGV[19])
+  local b7 = redis.call('ZCOUNT', BU, since(7 * 86400000), fmt(now))
+  local b30 = redis.call('ZCOUNT', BU, since(30 * 86400000), fmt(now))
   local complaint_at = nil
   if #complaints > 0 then complaint_at = tonumber(complaints[#complaints]) end
 
@@ -163,6 +172,11 @@ if op == 'decide' then
                      count = bo_count, cap = bo_max, days = bo_window / 86400000},
   }
   if ARGV[15] ~= '' then details.segment = ARGV[15] end
+  if bu7 >= 0 or bu30 >= 0 then
+    details.business_unit = {name = unit, count_7d = b7, count_30d = b30}
+    if bu7 >= 0 then details.business_unit.cap_7d = bu7 end
+    if bu30 >= 0 then details.business_unit.cap_30d = bu30 end
+  end
   if cd_last then details.trigger_cooldown.last_at = cd_last end
   if complaint_at then
     details.complaint = {at = complaint_at, quiet_until = complaint_at + quiet}
@@ -196,6 +210,9 @@ if op == 'decide' then
   local common = {}
   if c7 >= cap7 then common[#common + 1] = 'global_cap_7d' end
   if c30 >= cap30 then common[#common + 1] = 'global_cap_30d' end
+  if (bu7 >= 0 and b7 >= bu7) or (bu30 >= 0 and b30 >= bu30) then
+    common[#common + 1] = 'business_unit_cap'
+  end
   if cd_count > 0 then common[#common + 1] = 'trigger_cooldown' end
   if streak >= after and bo_count >= bo_max then
     common[#common + 1] = 'non_responder_backoff'
@@ -218,6 +235,7 @@ if op == 'decide' then
     result.c = chosen
     if chosen ~= channels[1].name then details.fallback_from = channels[1].name end
     redis.call('ZADD', MK, fmt(now), chosen .. '|' .. id)
+    redis.call('ZADD', BU, fmt(now), id)
     redis.call('ZADD', TR, fmt(now), trigger .. '|' .. id)
     count_unanswered(now)
   else
@@ -271,6 +289,7 @@ elseif op == 'outside' then
   prune()
   if ARGV[6] == 'marketing' then
     redis.call('ZADD', MK, fmt(now), ARGV[5] .. '|' .. id)
+    redis.call('ZADD', BU, fmt(now), id)
     count_unanswered(now)
   end
   record(id, now, {o = 'contact', r = '', c = ARGV[5], t = now, k = ARGV[6], bu = ARGV[7]})

@@ -37,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from importlib import resources
 from types import TracebackType
 from typing import Any, TypeVar
@@ -50,7 +50,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff, NoBackoff
 
 from streams.decisions import Candidate, Decision
-from streams.errors import LifecycleError
+from streams.errors import ConfigError, LifecycleError
 from streams.events import CHANNELS, CONSENT_CHANNELS, ENGAGEMENT_ACTIONS
 from streams.policy import (
     GLOBAL_WINDOW_7D_MS,
@@ -58,6 +58,7 @@ from streams.policy import (
     MARKETING,
     SERVICE,
     Policy,
+    check_business_unit,
     sort_reasons,
 )
 from streams.redis_url import mask, parse
@@ -207,9 +208,12 @@ class ContactLedger:
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def keys(self, customer_id: str) -> list[str]:
-        """The customer's keys, in the order the script expects them."""
-        return [f"{self.namespace}:{{{customer_id}}}:{part}" for part in KEY_PARTS]
+    def keys(self, customer_id: str, business_unit: str | None = None) -> list[str]:
+        """The customer's keys, in the order the script expects them; the last one counts the
+        marketing contacts of ``business_unit`` (default: ``policy.business_unit``)."""
+        prefix = f"{self.namespace}:{{{customer_id}}}:"
+        unit = business_unit or self.policy.business_unit
+        return [*(prefix + part for part in KEY_PARTS), f"{prefix}bu:{unit}"]
 
     async def _guard(self, call: Callable[[], Awaitable[T]]) -> T:
         """Run one Redis call; every way of not reaching Redis becomes ``LedgerUnavailable``."""
@@ -248,8 +252,10 @@ class ContactLedger:
                 raise LedgerUnavailable(f"{self._where} is not ready: {exc}") from exc
             raise
 
-    async def _run(self, customer_id: str, args: Sequence[str | int]) -> Any:
-        keys = self.keys(customer_id)
+    async def _run(
+        self, customer_id: str, args: Sequence[str | int], business_unit: str | None = None
+    ) -> Any:
+        keys = self.keys(customer_id, business_unit)
 
         async def call() -> Any:
             try:
@@ -308,7 +314,12 @@ class ContactLedger:
     # -- decisions -------------------------------------------------------------------------
 
     async def decide(
-        self, candidates: Sequence[Candidate], now_ms: int, segment: str | None = None
+        self,
+        candidates: Sequence[Candidate],
+        now_ms: int,
+        segment: str | None = None,
+        business_unit: str | None = None,
+        skip_channels: Collection[str] = (),
     ) -> list[Decision]:
         """Decide candidates in priority order, each seeing the ones before it.
 
@@ -316,17 +327,31 @@ class ContactLedger:
         candidate whose decision id was decided before gets its first decision back, with its
         first ``decided_at``. Raises ``LedgerUnavailable`` (decisions made before the failure
         stay recorded; calling again with the same candidates returns them unchanged).
+
+        ``business_unit`` is the customer's (profile); each decision is recorded for
+        ``Policy.business_unit_for`` its trigger. Fallback channels in ``skip_channels`` (those
+        in the customer's quiet hours) are not tried.
         """
-        return [await self.decide_one(c, now_ms, segment) for c in self.policy.order(candidates)]
+        return [
+            await self.decide_one(c, now_ms, segment, business_unit, skip_channels)
+            for c in self.policy.order(candidates)
+        ]
 
     async def decide_one(
-        self, candidate: Candidate, now_ms: int, segment: str | None = None
+        self,
+        candidate: Candidate,
+        now_ms: int,
+        segment: str | None = None,
+        business_unit: str | None = None,
+        skip_channels: Collection[str] = (),
     ) -> Decision:
         """Decide and record one candidate (see ``decide``)."""
         policy = self.policy
         caps = policy.caps_for(segment)
+        unit = policy.business_unit_for(candidate.trigger, business_unit)
+        unit_cap = policy.business_unit_cap(unit, segment)
         if candidate.category == MARKETING:
-            channels = policy.channels_for(candidate)
+            channels = policy.channels_for(candidate, skip_channels)
         elif candidate.category == SERVICE:
             channels = (candidate.channel,)
         else:
@@ -349,12 +374,15 @@ class ContactLedger:
             policy.complaint_quiet_ms,
             segment or "",
             policy.multiplier(segment),
+            unit,
+            _cap_arg(None if unit_cap is None else unit_cap.per_7_days),
+            _cap_arg(None if unit_cap is None else unit_cap.per_30_days),
             len(channels),
         ]
         for channel in channels:
             cap = caps.channels[channel]
             args += [channel, cap.max, cap.window_ms]
-        raw = await self._run(candidate.customer_id, args)
+        raw = await self._run(candidate.customer_id, args, unit)
         result = json.loads(raw)
         return Decision(
             candidate=candidate,
@@ -414,9 +442,13 @@ class ContactLedger:
             raise ValueError(f"category must be marketing or service: {category!r}")
         if not business_unit or not contact_id:
             raise ValueError("business_unit and contact_id must not be empty")
+        try:
+            check_business_unit("business_unit", business_unit)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         key = f"x:{business_unit}:{contact_id}"
         args = [*self._base_args("outside", at_ms), key, channel, category, business_unit]
-        return bool(await self._run(customer_id, args))
+        return bool(await self._run(customer_id, args, business_unit))
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -425,7 +457,8 @@ class ContactLedger:
     ) -> dict[str, Any]:
         """What the ledger knows of a customer at ``now_ms``: contact history, the caps in
         force with their current counts, back-off state, opt-outs and complaint quiet."""
-        dec, idx, mk, tr, cmp_key, st = self.keys(customer_id)
+        dec, idx, mk, tr, cmp_key, st, _ = self.keys(customer_id)
+        units = sorted({self.policy.business_unit, *self.policy.business_unit_caps})
 
         async def read() -> list[Any]:
             async with self.client.pipeline(transaction=True) as pipe:
@@ -435,10 +468,12 @@ class ContactLedger:
                 pipe.zrange(tr, 0, -1, withscores=True)
                 pipe.zrange(cmp_key, 0, -1, withscores=True)
                 pipe.hgetall(st)
+                for unit in units:
+                    pipe.zrange(self.keys(customer_id, unit)[-1], 0, -1, withscores=True)
                 return list(await pipe.execute())
 
-        history_ids, records, contacts, marks, complaints, state = await self._guard(read)
-        return _summary(
+        history_ids, records, contacts, marks, complaints, state, *by_unit = await self._guard(read)
+        summary = _summary(
             self.policy,
             segment,
             now_ms,
@@ -449,6 +484,25 @@ class ContactLedger:
             complaints,
             state,
         )
+        unit_caps = {}
+        for unit, members in zip(units, by_unit, strict=True):
+            cap = self.policy.business_unit_cap(unit, segment)
+            times = [at for _, at in members]
+            entry: dict[str, Any] = {
+                "count_7d": sum(1 for at in times if _in_window(at, now_ms, GLOBAL_WINDOW_7D_MS)),
+                "count_30d": sum(1 for at in times if _in_window(at, now_ms, GLOBAL_WINDOW_30D_MS)),
+            }
+            if cap is not None and cap.per_7_days is not None:
+                entry["cap_7d"] = cap.per_7_days
+            if cap is not None and cap.per_30_days is not None:
+                entry["cap_30d"] = cap.per_30_days
+            unit_caps[unit] = entry
+        summary["caps"]["business_units"] = unit_caps
+        return summary
+
+
+def _cap_arg(cap: int | None) -> int:
+    return -1 if cap is None else cap
 
 
 def _check_channel(channel: str, allowed: Sequence[str]) -> None:

@@ -163,6 +163,11 @@ def format_summary(customer_id: str, s: dict[str, Any]) -> str:
     lines.append(f"  global 30 days: {caps['global_30d']['count']}/{caps['global_30d']['cap']}")
     for name, cap in caps["channels"].items():
         lines.append(f"  {name} {cap['days']} days: {cap['count']}/{cap['cap']}")
+    for unit, c in caps.get("business_units", {}).items():
+        lines.append(
+            f"  business unit {unit}: 7 days {c['count_7d']}/{c.get('cap_7d', '-')}, "
+            f"30 days {c['count_30d']}/{c.get('cap_30d', '-')}"
+        )
     nr = s["non_responder"]
     state = "ACTIVE" if nr["active"] else "inactive"
     lines.append(

@@ -56,6 +56,12 @@ class Metrics:
             ["trigger", "outcome"],
             registry=r,
         )
+        self.decisions_deferred = Counter(
+            "lifecycle_decisions_deferred_total",
+            "Marketing candidates held for the end of the customer's quiet hours, by trigger.",
+            ["trigger"],
+            registry=r,
+        )
         self.decision_reasons = Counter(
             "lifecycle_decision_reasons_total",
             "Reasons behind suppressed decisions (one per reason that applied), by trigger.",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,6 +29,7 @@ from streams.decisions import Candidate, Decision
 from streams.due_index import DueIndex
 from streams.events import Event
 from streams.metrics import Metrics
+from streams.policy import MARKETING, QuietHours
 from streams.timeutil import wall_ms
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,13 @@ class Gate(Protocol):
         """Take note of an input event the policy cares about (engagement, consent, ...)."""
 
     async def decide(
-        self, candidates: Sequence[Candidate], now_ms: int, segment: str | None
+        self,
+        candidates: Sequence[Candidate],
+        now_ms: int,
+        segment: str | None,
+        *,
+        business_unit: str | None = None,
+        skip_channels: Collection[str] = (),
     ) -> list[Decision]:
         """Decide one customer's candidates of one moment, in priority order."""
 
@@ -77,6 +84,14 @@ class CoreAdapter(Protocol):
 
     def next_due_ms(self, state: Any) -> int | None: ...
 
+    def business_unit(self, state: Any) -> str | None: ...
+
+    def timezone(self, state: Any) -> str | None: ...
+
+    def defer(self, state: Any, candidate: Candidate, until_ms: int, at_ms: int) -> None: ...
+
+    def take_deferred(self, state: Any, now_ms: int) -> list[tuple[Candidate, int, int]]: ...
+
 
 class ContactAll:
     """The gate until the contact ledger is wired in: every candidate becomes a contact."""
@@ -85,7 +100,13 @@ class ContactAll:
         return None
 
     async def decide(
-        self, candidates: Sequence[Candidate], now_ms: int, segment: str | None
+        self,
+        candidates: Sequence[Candidate],
+        now_ms: int,
+        segment: str | None,
+        *,
+        business_unit: str | None = None,
+        skip_channels: Collection[str] = (),
     ) -> list[Decision]:
         ordered = sorted(candidates, key=lambda c: (-c.priority, c.trigger, c.instance))
         return [Decision(c, "contact", (), now_ms) for c in ordered]
@@ -118,8 +139,10 @@ class Processor:
         publish: Publish,
         metrics: Metrics,
         wall_ms: Callable[[], int] = wall_ms,
+        quiet_hours: QuietHours | None = None,
     ) -> None:
         self._wall_ms = wall_ms
+        self._quiet = quiet_hours
         self._core = core
         self._stores = stores
         self._clock = clock
@@ -198,19 +221,48 @@ class Processor:
                 del self._stores.due[key]
                 continue
             state, candidates = self._core.advance(self._core.load(raw), now)
-            await self._decide_and_publish(candidates, now, state)
+            deferred = self._core.take_deferred(state, now)
+            await self._decide_and_publish(candidates, now, state, deferred)
             self._stores.customers[key] = self._core.dump(state)
             self._index(partition, key, state)
 
     # --- helpers ----------------------------------------------------------------------
 
-    async def _decide_and_publish(self, candidates: list[Candidate], now: int, state: Any) -> None:
-        if not candidates:
+    async def _decide_and_publish(
+        self,
+        candidates: list[Candidate],
+        now: int,
+        state: Any,
+        deferred: Sequence[tuple[Candidate, int, int]] = (),
+    ) -> None:
+        """Decide and publish the candidates that fired now and the deferred ones now due;
+        candidates that fall in the customer's quiet hours are deferred into ``state``."""
+        if not candidates and not deferred:
             return
         started = time.perf_counter()
         for candidate in candidates:
             self._metrics.triggers_fired.labels(candidate.trigger).inc()
-        decisions = await self._gate.decide(candidates, now, self._core.segment(state))
+        skip: Collection[str] = ()
+        if self._quiet is not None:
+            timezone = self._core.timezone(state)
+            skip = self._quiet.quiet_channels(now, timezone)
+            if skip:
+                candidates = self._defer(candidates, now, state, timezone)
+        was_deferred = {c.decision_id: (at, until) for c, at, until in deferred}
+        candidates = [*candidates, *(c for c, _, _ in deferred)]
+        if not candidates:
+            return
+        decisions = await self._gate.decide(
+            candidates,
+            now,
+            self._core.segment(state),
+            business_unit=self._core.business_unit(state),
+            skip_channels=skip,
+        )
+        for d in decisions:
+            if d.decision_id in was_deferred:
+                at, until = was_deferred[d.decision_id]
+                d.details["deferred"] = {"at": at, "until": until}
         acks = [await self._publish(d) for d in decisions]
         for ack in acks:
             await ack
@@ -226,6 +278,25 @@ class Processor:
                 latency.labels("event_time").observe(
                     max(0, wall - d.candidate.triggered_at_ms) / 1000
                 )
+
+    def _defer(
+        self, candidates: list[Candidate], now: int, state: Any, timezone: str | None
+    ) -> list[Candidate]:
+        """Keep marketing candidates on a channel in its quiet hours in ``state`` until the
+        hours end; return the rest. Service messages are never deferred."""
+        assert self._quiet is not None  # noqa: S101 - only called with quiet hours
+        kept = []
+        for c in candidates:
+            until = None
+            if c.category == MARKETING:
+                until = self._quiet.defer_until(now, c.channel, timezone)
+            if until is None:
+                kept.append(c)
+            else:
+                self._core.defer(state, c, until, now)
+                self._metrics.decisions_deferred.labels(c.trigger).inc()
+                log.debug("deferred %s of %s until %d", c.trigger, c.customer_id, until)
+        return kept
 
     def _index(self, partition: int, key: bytes, state: Any) -> None:
         """Derive the customer's due-index entry from its record (idempotent: replays too)."""

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import orjson
 
+from streams.decisions import Candidate
+
 DAY_MS = 86_400_000
 
 # Count caps: the backstop behind time-based pruning (which keeps typical records far below).
@@ -201,6 +203,8 @@ class CustomerState:
     segment: tuple[int, str] | None = None
     business_unit: tuple[int, str] | None = None
     timezone: tuple[int, str] | None = None
+    # Decisions waiting for the end of the customer's quiet hours: (until, deferred at, what).
+    deferred: list[tuple[int, int, Candidate]] = field(default_factory=list)
 
     # --- queries the shell and the policy use ---------------------------------------
 
@@ -342,6 +346,15 @@ def _encode(s: CustomerState) -> dict[str, Any]:
     for key, value in (("sg", s.segment), ("bu", s.business_unit), ("tz", s.timezone)):
         if value is not None:
             o[key] = [value[0] - b, value[1]]
+    _put(
+        o,
+        "df",
+        [
+            [u - b, at - b, c.trigger, c.instance, c.action, c.channel, c.category,
+             c.priority, list(c.evidence), c.triggered_at_ms - b]
+            for u, at, c in s.deferred
+        ],
+    )  # fmt: skip
     return o
 
 
@@ -402,4 +415,8 @@ def _decode(o: dict[str, Any]) -> CustomerState:
     for key, attr in (("sg", "segment"), ("bu", "business_unit"), ("tz", "timezone")):
         if key in o:
             setattr(s, attr, (o[key][0] + b, o[key][1]))
+    s.deferred = [
+        (u + b, at + b, Candidate(s.customer_id, tr, ins, act, ch, cat, pr, tuple(ev), t + b))
+        for u, at, tr, ins, act, ch, cat, pr, ev, t in o.get("df", [])
+    ]
     return s

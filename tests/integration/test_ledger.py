@@ -23,11 +23,13 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streams.config import build_config
 from streams.decisions import REASON_CODES, Candidate, Decision
 from streams.devstack import DevStack, free_port
+from streams.errors import ConfigError
 from streams.ledger import SCRIPT_SHA, ContactLedger, LedgerUnavailable
 from streams.ledger_cli import add_ledger_commands, run_ledger_command
-from streams.policy import Policy
+from streams.policy import BusinessUnitCap, ChannelCap, Policy
 from streams.timeutil import MS_PER_DAY
 
 DAY = MS_PER_DAY
@@ -484,6 +486,149 @@ def test_channel_fallback_when_capped_or_opted_out(dev_stack: DevStack) -> None:
     with_ledger(dev_stack, body, policy)
 
 
+def test_quiet_channels_are_not_used_as_fallbacks(dev_stack: DevStack) -> None:
+    policy = dataclasses.replace(
+        NO_HOLDOUT, channel_fallbacks={"never_activated": ("push", "direct_mail")}
+    )
+
+    async def body(ledger: ContactLedger) -> None:
+        c = new_id()
+        await ledger.record_consent(c, "email", "opted_out", T0)
+        # Push is in its quiet hours: the next fallback is used instead.
+        (d,) = await ledger.decide([cand(c, "never_activated")], T0, skip_channels={"push"})
+        assert (d.outcome, d.channel) == ("contact", "direct_mail")
+        # With every fallback quiet, nothing else is tried: opted out of its own channel.
+        (d,) = await ledger.decide(
+            [cand(c, "never_activated", "2")], T0 + 1, skip_channels={"push", "direct_mail"}
+        )
+        assert (d.outcome, d.reasons) == ("suppressed", ("trigger_cooldown", "opted_out"))
+        assert set(d.details["channels"]) == {"email"}
+
+    with_ledger(dev_stack, body, policy)
+
+
+# -- business units ----------------------------------------------------------------------------
+
+BU_POLICY = dataclasses.replace(
+    NO_HOLDOUT,
+    global_cap_7d=10,
+    global_cap_30d=20,
+    non_responder_after=99,
+    channel_caps={ch: ChannelCap(10, 7) for ch in NO_HOLDOUT.channel_caps},
+    trigger_business_units={"lapsed_revolver": "cards", "lapsed_transactor": "cards"},
+    business_unit_caps={
+        "cards": BusinessUnitCap(per_7_days=1, per_30_days=2),
+        "lifecycle": BusinessUnitCap(per_7_days=None, per_30_days=3),
+    },
+)
+
+
+def test_business_unit_7_day_cap_on_both_sides(dev_stack: DevStack) -> None:
+    async def body(ledger: ContactLedger) -> None:
+        c = new_id()
+        first = await one(ledger, cand(c, "lapsed_revolver", "1"), T0)
+        assert outcome(first) == ("contact", ())
+        assert first.details["business_unit"] == {
+            "name": "cards", "count_7d": 0, "count_30d": 0, "cap_7d": 1, "cap_30d": 2,
+        }  # fmt: skip
+        # Another trigger of the same unit inside 7 days: the unit's cap, not the global one.
+        d = await one(ledger, cand(c, "lapsed_transactor", "1"), T0 + 7 * DAY - 1)
+        assert outcome(d) == ("suppressed", ("business_unit_cap",))
+        assert d.details["business_unit"]["count_7d"] == 1
+        # Another unit's trigger is not held by the cards cap.
+        d = await one(ledger, cand(c, "never_activated", "1"), T0 + 7 * DAY - 1)
+        assert outcome(d) == ("contact", ())
+        # The first contact leaves the 7-day window at T0 + 7 days.
+        d = await one(ledger, cand(c, "lapsed_transactor", "2"), T0 + 7 * DAY)
+        assert outcome(d) == ("contact", ())
+
+    with_ledger(dev_stack, body, BU_POLICY)
+
+
+def test_business_unit_30_day_cap_and_segment_doubling(dev_stack: DevStack) -> None:
+    async def body(ledger: ContactLedger) -> None:
+        c, vip = new_id(), new_id()
+        # Our own unit ("lifecycle"): no 7-day cap, 3 in 30 days.
+        for i in range(3):
+            d = await one(ledger, cand(c, f"t{i}"), T0 + i * 8 * DAY)
+            assert outcome(d) == ("contact", ()), i
+        d = await one(ledger, cand(c, "t3"), T0 + 30 * DAY - 1)
+        assert outcome(d) == ("suppressed", ("business_unit_cap",))
+        assert d.details["business_unit"]["count_30d"] == 3
+        assert "cap_7d" not in d.details["business_unit"]
+        d = await one(ledger, cand(c, "t4"), T0 + 30 * DAY)  # the first one has left
+        assert outcome(d) == ("contact", ())
+        # high_affinity tolerates twice the unit's caps too: 2 cards contacts in 7 days.
+        hi = "high_affinity"
+        assert outcome(await one(ledger, cand(vip, "lapsed_revolver"), T0, hi))[0] == "contact"
+        assert outcome(await one(ledger, cand(vip, "lapsed_transactor"), T0, hi))[0] == "contact"
+        d = await one_for(ledger, cand(vip, "never_activated"), T0 + 1, "cards", hi)
+        assert outcome(d) == ("suppressed", ("business_unit_cap",))
+        assert d.details["business_unit"]["cap_7d"] == 2
+        assert d.details["business_unit"]["count_7d"] == 2
+
+    with_ledger(dev_stack, body, BU_POLICY)
+
+
+def test_outside_contacts_count_against_their_units_cap(dev_stack: DevStack) -> None:
+    async def body(ledger: ContactLedger) -> None:
+        c, p = new_id(), new_id()
+        assert await ledger.record_outside_contact(c, "sms", T0, "cards", "k-1")
+        assert not await ledger.record_outside_contact(c, "sms", T0, "cards", "k-1")
+        await ledger.record_outside_contact(c, "sms", T0, "cards", "s-1", category="service")
+        d = await one(ledger, cand(c, "lapsed_revolver"), T0 + 1)
+        assert outcome(d) == ("suppressed", ("business_unit_cap",))
+        assert d.details["business_unit"]["count_7d"] == 1  # once, and service not counted
+        # Another unit's contacts count globally, not against the cards cap.
+        await ledger.record_outside_contact(p, "sms", T0, "insurance", "k-1")
+        d = await one(ledger, cand(p, "lapsed_revolver"), T0 + 1)
+        assert outcome(d) == ("contact", ()) and d.details["global_7d"]["count"] == 1
+        # The customer's profile unit applies to triggers without one of their own.
+        d = await one_for(ledger, cand(p, "never_activated"), T0 + 2, "cards")
+        assert outcome(d) == ("suppressed", ("business_unit_cap",))
+        shown = await ledger.show(p, T0 + 3)
+        assert shown["caps"]["business_units"]["cards"] == {
+            "count_7d": 1, "count_30d": 1, "cap_7d": 1, "cap_30d": 2,
+        }  # fmt: skip
+        assert shown["caps"]["business_units"]["lifecycle"]["count_30d"] == 0
+        history = {h["trigger"] or "outside": h["business_unit"] for h in shown["history"]}
+        assert history == {"outside": "insurance", "lapsed_revolver": "cards",
+                           "never_activated": "cards"}  # fmt: skip
+
+    with_ledger(dev_stack, body, BU_POLICY)
+
+
+def test_business_unit_caps_from_the_configuration() -> None:
+    policy = Policy.from_config(
+        build_config(
+            {
+                "policy": {
+                    "business_unit": "retention",
+                    "trigger_business_units": {"lapsed_revolver": "cards"},
+                    "business_unit_caps": {"cards": {"per_30_days": 2}},
+                }
+            }
+        )["policy"]
+    )
+    assert policy.business_unit_for("lapsed_revolver", "mortgages") == "cards"
+    assert policy.business_unit_for("never_activated", "mortgages") == "mortgages"
+    assert policy.business_unit_for("never_activated", None) == "retention"
+    assert policy.business_unit_cap("cards", None) == BusinessUnitCap(None, 2)
+    assert policy.business_unit_cap("cards", "high_affinity") == BusinessUnitCap(None, 4)
+    assert policy.business_unit_cap("retention", None) is None
+    with pytest.raises(ConfigError, match=r"policy.business_unit_caps.cards: give per_7_days"):
+        build_config({"policy": {"business_unit_caps": {"cards": {}}}})
+    with pytest.raises(ConfigError, match=r"policy.trigger_business_units.nope: unknown key"):
+        build_config({"policy": {"trigger_business_units": {"nope": "cards"}}})
+
+
+async def one_for(
+    ledger: ContactLedger, c: Candidate, now: int, business_unit: str, segment: str | None = None
+) -> Decision:
+    (decision,) = await ledger.decide([c], now, segment, business_unit)
+    return decision
+
+
 # -- idempotency, outside contacts, keys ------------------------------------------------------
 
 
@@ -789,6 +934,11 @@ MODEL_POLICY = dataclasses.replace(
     holdout_rate=0.25,
     non_responder_after=3,
     channel_fallbacks={"tf": ("push", "sms")},
+    trigger_business_units={"tb": "cards"},
+    business_unit_caps={
+        "cards": BusinessUnitCap(per_7_days=1, per_30_days=3),
+        "lifecycle": BusinessUnitCap(per_7_days=None, per_30_days=4),
+    },
 )
 MODEL_TRIGGERS = ("ta", "tb", "tf")
 MODEL_CHANNELS = ("email", "sms", "push", "phone")
@@ -800,7 +950,8 @@ class Model:
 
     policy: Policy
     customer: str
-    contacts: list[tuple[int, str, str, str | None]] = dataclasses.field(default_factory=list)
+    # (decided at, channel, id, segment, business unit) of every marketing contact
+    contacts: list[tuple[int, str, str, str | None, str]] = dataclasses.field(default_factory=list)
     marks: list[tuple[int, str]] = dataclasses.field(default_factory=list)
     complaints: list[int] = dataclasses.field(default_factory=list)
     consents: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)
@@ -813,11 +964,15 @@ class Model:
         horizon = now - self.policy.retention_ms
         self.decided = {k: v for k, v in self.decided.items() if v[0] >= horizon}
 
-    def count(self, now: int, window: int, channel: str | None = None) -> int:
+    def count(
+        self, now: int, window: int, channel: str | None = None, unit: str | None = None
+    ) -> int:
         return sum(
             1
-            for at, ch, _, _ in self.contacts
-            if now - window < at <= now and (channel is None or ch == channel)
+            for at, ch, _, _, bu in self.contacts
+            if now - window < at <= now
+            and (channel is None or ch == channel)
+            and (unit is None or bu == unit)
         )
 
     def opted_out(self, channel: str) -> bool:
@@ -830,15 +985,19 @@ class Model:
             return every[1] == "out"
         return "out" in (own[1], every[1])
 
-    def decide(self, c: Candidate, now: int, segment: str | None) -> tuple[str, tuple, str]:
+    def decide(
+        self, c: Candidate, now: int, segment: str | None, unit: str | None = None
+    ) -> tuple[str, tuple, str]:
         if c.decision_id in self.decided:
             return self.decided[c.decision_id][1]
         self.prune(now)
-        result = self._decide(c, now, segment)
+        result = self._decide(c, now, segment, unit)
         self.decided[c.decision_id] = (now, result)
         return result
 
-    def _decide(self, c: Candidate, now: int, segment: str | None) -> tuple[str, tuple, str]:
+    def _decide(
+        self, c: Candidate, now: int, segment: str | None, customer_unit: str | None
+    ) -> tuple[str, tuple, str]:
         p = self.policy
         if c.category == "service":
             return ("contact", (), c.channel)
@@ -858,12 +1017,26 @@ class Model:
         ):
             self.marks.append((now, c.trigger))
             return ("holdout", (), open_channels[0])
-        unanswered = sum(1 for at, _, _, _ in self.contacts if at > self.engaged_at)
+        unanswered = sum(1 for at, _, _, _, _ in self.contacts if at > self.engaged_at)
         common = set()
         if self.count(now, 7 * DAY) >= caps.global_7d:
             common.add("global_cap_7d")
         if self.count(now, 30 * DAY) >= caps.global_30d:
             common.add("global_cap_30d")
+        unit = p.trigger_business_units.get(c.trigger) or customer_unit or p.business_unit
+        unit_cap = p.business_unit_caps.get(unit)
+        m = p.multiplier(segment)
+        if unit_cap is not None and (
+            (
+                unit_cap.per_7_days is not None
+                and self.count(now, 7 * DAY, unit=unit) >= unit_cap.per_7_days * m
+            )
+            or (
+                unit_cap.per_30_days is not None
+                and self.count(now, 30 * DAY, unit=unit) >= unit_cap.per_30_days * m
+            )
+        ):
+            common.add("business_unit_cap")
         if cooled:
             common.add("trigger_cooldown")
         if unanswered >= p.non_responder_after and (
@@ -881,7 +1054,7 @@ class Model:
             if self.opted_out(ch):
                 own.add("opted_out")
             if not common and not own:
-                self.contacts.append((now, ch, c.decision_id, segment))
+                self.contacts.append((now, ch, c.decision_id, segment, unit))
                 self.marks.append((now, c.trigger))
                 return ("contact", (), ch)
             every |= own
@@ -904,6 +1077,7 @@ _decide = st.tuples(
         max_size=3,
     ),
     st.sampled_from([None, None, "high_affinity"]),
+    st.sampled_from([None, None, "cards"]),  # the customer's business unit (profile)
 )
 _other = {
     "engage": st.tuples(
@@ -922,6 +1096,7 @@ _other = {
         st.sampled_from(MODEL_CHANNELS),
         st.integers(0, 3),
         st.sampled_from(["marketing", "service"]),
+        st.sampled_from(["bu", "cards", "lifecycle"]),
     ),
 }
 # Weighted towards decisions and time: opt-outs and complaints stop everything, so they are
@@ -959,8 +1134,8 @@ def test_script_matches_the_model_and_never_exceeds_a_cap(
                     cand(customer, trig, f"i{inst}", channel=ch, category=cat, priority=len(trig))
                     for trig, inst, ch, cat in step[1]
                 ]
-                got = await ledger.decide(cands, now, step[2])
-                want = [model.decide(c, now, step[2]) for c in Policy.order(cands)]
+                got = await ledger.decide(cands, now, step[2], step[3])
+                want = [model.decide(c, now, step[2], step[3]) for c in Policy.order(cands)]
                 assert [(d.outcome, d.reasons, d.channel) for d in got] == want, step
             elif kind == "engage":
                 model.prune(now)
@@ -978,36 +1153,42 @@ def test_script_matches_the_model_and_never_exceeds_a_cap(
                 await ledger.record_consent(customer, step[1], step[2], now)
                 _consent(model, step[1], "out" if step[2] == "opted_out" else "in", now)
             elif kind == "outside":
-                key = f"x:bu:o{step[2]}"
+                key = f"x:{step[4]}:o{step[2]}"
                 new = await ledger.record_outside_contact(
-                    customer, step[1], now, "bu", f"o{step[2]}", step[3]
+                    customer, step[1], now, step[4], f"o{step[2]}", step[3]
                 )
                 assert new == (key not in model.decided)
                 if new:
                     model.prune(now)
                     model.decided[key] = (now, ("contact", (), step[1]))
                     if step[3] == "marketing":
-                        model.contacts.append((now, step[1], key, None))
+                        model.contacts.append((now, step[1], key, None, step[4]))
         # What Redis recorded is what the model recorded ...
         members = await ledger.client.zrange(ledger.keys(customer)[2], 0, -1, withscores=True)
         # (History older than the retention may already be pruned: compare what must remain.)
         kept = now - MODEL_POLICY.retention_ms
         recorded = sorted((int(at), m.decode().split("|", 1)[0]) for m, at in members)
         assert [r for r in recorded if r[0] >= kept] == sorted(
-            (at, ch) for at, ch, _, _ in model.contacts if at >= kept
+            (at, ch) for at, ch, _, _, _ in model.contacts if at >= kept
         )
         # ... and no contact the ledger made broke a rolling window of the caps in force when
         # it was made (the segment can differ per decision). Outside contacts are facts.
-        for i, (at, ch, did, segment) in enumerate(model.contacts):
+        for i, (at, ch, did, segment, unit) in enumerate(model.contacts):
             if did.startswith("x:"):
                 continue
             caps = MODEL_POLICY.caps_for(segment)
             before = model.contacts[: i + 1]
-            assert sum(1 for t, _, _, _ in before if at - 7 * DAY < t <= at) <= caps.global_7d
-            assert sum(1 for t, _, _, _ in before if at - 30 * DAY < t <= at) <= caps.global_30d
+            assert sum(1 for t, *_ in before if at - 7 * DAY < t <= at) <= caps.global_7d
+            assert sum(1 for t, *_ in before if at - 30 * DAY < t <= at) <= caps.global_30d
             cap = caps.channels[ch]
-            in_channel = [t for t, c, _, _ in before if c == ch and at - cap.window_ms < t <= at]
+            in_channel = [t for t, c, *_ in before if c == ch and at - cap.window_ms < t <= at]
             assert len(in_channel) <= cap.max
+            unit_cap = MODEL_POLICY.business_unit_cap(unit, segment)
+            assert unit_cap is not None  # both units of the model's triggers have caps
+            of_unit = [t for t, _, _, _, u in before if u == unit]
+            for window, limit in ((7 * DAY, unit_cap.per_7_days), (30 * DAY, unit_cap.per_30_days)):
+                if limit is not None:
+                    assert sum(1 for t in of_unit if at - window < t <= at) <= limit
 
     with_ledger(dev_stack, body, MODEL_POLICY)
 
@@ -1027,4 +1208,23 @@ def test_model_agrees_with_a_hand_worked_example() -> None:
         "suppressed",
         ("global_cap_7d",),
         "push",
+    )
+    # The business unit caps of the property test's policy: cards 1 in 7 days (2 for
+    # high_affinity), for trigger tb and for any trigger of a customer of the cards unit.
+    m = Model(dataclasses.replace(MODEL_POLICY, holdout_rate=0.0), "c")
+    assert m.decide(cand("c", "tb", "1"), T0, None) == ("contact", (), "email")
+    assert m.decide(cand("c", "ta", "1"), T0 + 1, None, "cards") == (
+        "suppressed",
+        ("business_unit_cap",),
+        "email",
+    )
+    assert m.decide(cand("c", "ta", "2"), T0 + 2, "high_affinity", "cards") == (
+        "contact",
+        (),
+        "email",
+    )
+    # Both count globally: a third contact in 7 days is over the global cap, not a unit cap.
+    assert m.decide(cand("c", "tf", "1"), T0 + 3, None)[:2] == (
+        "suppressed",
+        ("global_cap_7d", "channel_cap"),  # email is at its cap too
     )

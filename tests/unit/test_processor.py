@@ -66,6 +66,18 @@ class TinyCore:
         due: int | None = state["due"]
         return due
 
+    def business_unit(self, state: dict[str, Any]) -> str | None:
+        return None
+
+    def timezone(self, state: dict[str, Any]) -> str | None:
+        return None
+
+    def defer(self, state: dict[str, Any], candidate: Candidate, until_ms: int, at_ms: int) -> None:
+        raise AssertionError("no quiet hours in these tests")
+
+    def take_deferred(self, state: dict[str, Any], now_ms: int) -> list[Any]:
+        return []
+
 
 def _candidate(cid: str, trigger: str, instance: str, at: int) -> Candidate:
     return Candidate(cid, trigger, instance, "a", "email", "marketing", 1, (instance,), at)
