@@ -18,7 +18,7 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 
 from streams.clock import Clock
 from streams.core_adapter import build_core
-from streams.decisions import Candidate, Decision
+from streams.decisions import NOBODY, Candidate, Decision, Recipient
 from streams.errors import ConfigError, InvalidEvent
 from streams.events import Event
 from streams.gate import LedgerGate
@@ -165,21 +165,9 @@ class _ObservingGate:
         await self._gate.record(event)
 
     async def decide(
-        self,
-        candidates: Sequence[Candidate],
-        now_ms: int,
-        segment: str | None,
-        *,
-        business_unit: str | None = None,
-        skip_channels: Collection[str] = (),
+        self, candidates: Sequence[Candidate], now_ms: int, recipient: Recipient = NOBODY
     ) -> list[Decision]:
-        decisions = await self._gate.decide(
-            candidates,
-            now_ms,
-            segment,
-            business_unit=business_unit,
-            skip_channels=skip_channels,
-        )
+        decisions = await self._gate.decide(candidates, now_ms, recipient)
         report = self._report
         for d in decisions:
             report.decisions[(d.candidate.trigger, d.outcome)] += 1

@@ -30,6 +30,20 @@ def decision_id(customer_id: str, trigger: str, instance: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Recipient:
+    """What the contact policy needs to know of a customer besides the ledger's history: the
+    segment (cap multiplier), the customer's business unit (profile) and the channels that are
+    in the customer's quiet hours at the moment of deciding (not used as fallbacks)."""
+
+    segment: str | None = None
+    business_unit: str | None = None
+    quiet_channels: frozenset[str] = frozenset()
+
+
+NOBODY = Recipient()
+
+
+@dataclass(frozen=True, slots=True)
 class Candidate:
     """One trigger occurrence for one customer, before the contact policy has decided on it.
 

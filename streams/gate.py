@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from streams import events as ev
-from streams.decisions import Candidate, Decision
+from streams.decisions import NOBODY, Candidate, Decision, Recipient
 from streams.ledger import ContactLedger, LedgerUnavailable
 from streams.metrics import Metrics
 
@@ -86,17 +86,17 @@ class LedgerGate:
             await self._call("complaint", lambda: led.record_complaint(cid, at))
 
     async def decide(
-        self,
-        candidates: Sequence[Candidate],
-        now_ms: int,
-        segment: str | None,
-        *,
-        business_unit: str | None = None,
-        skip_channels: Collection[str] = (),
+        self, candidates: Sequence[Candidate], now_ms: int, recipient: Recipient = NOBODY
     ) -> list[Decision]:
         decisions = await self._call(
             "decide",
-            lambda: self.ledger.decide(candidates, now_ms, segment, business_unit, skip_channels),
+            lambda: self.ledger.decide(
+                candidates,
+                now_ms,
+                recipient.segment,
+                recipient.business_unit,
+                recipient.quiet_channels,
+            ),
         )
         for d in decisions:
             for reason in d.reasons:

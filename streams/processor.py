@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
 from streams.clock import Clock
-from streams.decisions import Candidate, Decision
+from streams.decisions import NOBODY, Candidate, Decision, Recipient
 from streams.due_index import DueIndex
 from streams.events import Event
 from streams.metrics import Metrics
@@ -54,13 +54,7 @@ class Gate(Protocol):
         """Take note of an input event the policy cares about (engagement, consent, ...)."""
 
     async def decide(
-        self,
-        candidates: Sequence[Candidate],
-        now_ms: int,
-        segment: str | None,
-        *,
-        business_unit: str | None = None,
-        skip_channels: Collection[str] = (),
+        self, candidates: Sequence[Candidate], now_ms: int, recipient: Recipient = NOBODY
     ) -> list[Decision]:
         """Decide one customer's candidates of one moment, in priority order."""
 
@@ -100,13 +94,7 @@ class ContactAll:
         return None
 
     async def decide(
-        self,
-        candidates: Sequence[Candidate],
-        now_ms: int,
-        segment: str | None,
-        *,
-        business_unit: str | None = None,
-        skip_channels: Collection[str] = (),
+        self, candidates: Sequence[Candidate], now_ms: int, recipient: Recipient = NOBODY
     ) -> list[Decision]:
         ordered = sorted(candidates, key=lambda c: (-c.priority, c.trigger, c.instance))
         return [Decision(c, "contact", (), now_ms) for c in ordered]
@@ -242,23 +230,18 @@ class Processor:
         started = time.perf_counter()
         for candidate in candidates:
             self._metrics.triggers_fired.labels(candidate.trigger).inc()
-        skip: Collection[str] = ()
+        quiet: frozenset[str] = frozenset()
         if self._quiet is not None:
             timezone = self._core.timezone(state)
-            skip = self._quiet.quiet_channels(now, timezone)
-            if skip:
+            quiet = self._quiet.quiet_channels(now, timezone)
+            if quiet:
                 candidates = self._defer(candidates, now, state, timezone)
         was_deferred = {c.decision_id: (at, until) for c, at, until in deferred}
         candidates = [*candidates, *(c for c, _, _ in deferred)]
         if not candidates:
             return
-        decisions = await self._gate.decide(
-            candidates,
-            now,
-            self._core.segment(state),
-            business_unit=self._core.business_unit(state),
-            skip_channels=skip,
-        )
+        recipient = Recipient(self._core.segment(state), self._core.business_unit(state), quiet)
+        decisions = await self._gate.decide(candidates, now, recipient)
         for d in decisions:
             if d.decision_id in was_deferred:
                 at, until = was_deferred[d.decision_id]

@@ -218,7 +218,7 @@ class Stream:
         async def customer(cid: str) -> None:
             for r in range(self.first_round, self.first_round + self.rounds):
                 self.started_at[_cand(cid, r).decision_id] = time.monotonic()
-                (decision,) = await self.gate.decide([_cand(cid, r)], _now(r), None)
+                (decision,) = await self.gate.decide([_cand(cid, r)], _now(r))
                 self.seen[decision.candidate.decision_id] = decision
                 self.done_at[decision.candidate.decision_id] = time.monotonic()
                 self.progress += 1
@@ -485,7 +485,7 @@ def test_sentinel_failover_through_the_same_url_setting(tmp_path: Path) -> None:
                 killed_at = time.monotonic()
                 group.master.stop(kill=True)
                 ledger.wait_replicas = 0  # the promoted replica has no replica of its own
-                (decision,) = await gate.decide([_cand("s-new", 10)], _now(10), None)
+                (decision,) = await gate.decide([_cand("s-new", 10)], _now(10))
                 figures["resumed_s"] = time.monotonic() - killed_at
                 assert decision.outcome == "contact"
                 await _check_nothing_lost_or_doubled(ledger, first)

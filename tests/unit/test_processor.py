@@ -165,6 +165,6 @@ def test_contact_all_orders_by_priority_then_trigger() -> None:
             Candidate("c", "a", "1", "a", "email", "marketing", 10, (), 0),
             Candidate("c", "z", "1", "a", "email", "service", 100, (), 0),
         ]
-        return [d.candidate.trigger for d in await ContactAll().decide(cands, 0, None)]
+        return [d.candidate.trigger for d in await ContactAll().decide(cands, 0)]
 
     assert asyncio.run(run()) == ["z", "a", "b"]
