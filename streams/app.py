@@ -20,6 +20,7 @@ import mode
 import orjson
 from faust.types import TP
 
+from streams import tansu
 from streams.clock import Clock
 from streams.core_adapter import build_core
 from streams.decisions import Decision
@@ -95,11 +96,17 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
         conf["broker_credentials"] = credentials
     if settings.group_instance_id:
         conf["consumer_group_instance_id"] = settings.group_instance_id
-    if settings.broker_kind == "tansu":
-        # Tansu answers ListOffsets(latest) with the last batch's base offset + 1, so changelog
-        # recovery would drop the tail of a multi-record batch: one record per batch avoids it.
-        conf["producer_max_batch_size"] = 1
     return conf
+
+
+class _TansuApp(faust.App):
+    """The app on the Tansu broker: exact changelog ends for recovery (``streams/tansu.py``)."""
+
+    def _new_transport(self) -> Any:
+        return tansu.Transport(self.conf.broker_consumer, self)
+
+    def _new_producer_transport(self) -> Any:
+        return tansu.Transport(self.conf.broker_producer, self)
 
 
 def ticks_topic_name(settings: Settings) -> str:
@@ -117,7 +124,8 @@ def build_worker(
     ``partitions`` is the input topics' partition count; every table and the tick topic use it
     so that one customer's events, state and due items share a partition number.
     """
-    app = faust.App(settings.app_id, **_faust_settings(settings))
+    app_class = _TansuApp if settings.broker_kind == "tansu" else faust.App
+    app = app_class(settings.app_id, **_faust_settings(settings))
     metrics = Metrics()
     topics = TopicNames.from_config(settings.topics)
     stream_conf = settings.config["stream"]
