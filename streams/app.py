@@ -451,5 +451,8 @@ def run_worker(settings: Settings) -> int:
         loglevel=settings.log_level.upper(),
         redirect_stdouts=False,
     )
+    # At WARNING and above faust's worker installs a terminal spinner that sets the root logger
+    # to DEBUG, so every library debug call (aiokafka logs each send) builds a record.
+    worker.spinner = None
     worker.execute_from_commandline()
     return 0  # pragma: no cover - execute_from_commandline exits
