@@ -12,6 +12,12 @@ skip to lose nothing, a record carrying a new offset is written only after the d
 event caused are acknowledged by the broker. Due items work the same way: the customer's
 record (which knows what has fired) is written after the decisions are acknowledged, and the
 index entry is derived from the record each time the customer is touched.
+
+Batches. ``apply_event`` and ``apply_time`` hand decisions to the producer and keep the
+resulting table writes in a record cache (``streams/pending_writes.py``: the last value per
+key); ``flush`` waits for the decisions' acknowledgements and only then writes the cache, the
+changed due-index entries and each partition's stream time to the tables. The caller acks the
+batch's input after ``flush``. ``on_event`` and ``on_time`` are one-event batches.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from streams.decisions import Candidate, Decision
 from streams.due_index import DueIndex
 from streams.events import Event
 from streams.metrics import Metrics
+from streams.pending_writes import PendingWrites
 from streams.timeutil import wall_ms
 
 log = logging.getLogger(__name__)
@@ -94,6 +101,15 @@ class ContactAll:
 Publish = Callable[[Decision], Awaitable[Awaitable[Any]]]
 """Send a decision; the outer await hands it to the producer, the inner one is its ack."""
 
+EnterPartition = Callable[[int], bool]
+"""Called before a partition's writes are flushed: makes the writes belong to that partition
+(Faust: the current event); False when the partition is no longer ours (its writes are
+dropped, its input is read again by the new owner)."""
+
+
+def _anywhere(partition: int) -> bool:
+    return True
+
 
 @dataclass
 class Stores:
@@ -127,6 +143,12 @@ class Processor:
         self._publish = publish
         self._metrics = metrics
         self.due_index = DueIndex()
+        self._customers = PendingWrites(stores.customers)
+        self._due = PendingWrites(stores.due)
+        # Partitions whose stream time moved since it was last written.
+        self._clock_dirty: set[int] = set()
+        # Decisions handed to the producer, not yet acknowledged: (decision, ack, started).
+        self._unacked: list[tuple[Decision, Awaitable[Any], float]] = []
 
     # --- partitions -------------------------------------------------------------------
 
@@ -134,12 +156,13 @@ class Processor:
         """Rebuild the in-memory due index and clock of the partitions this worker now owns.
 
         Reads only the due table (one entry per customer with a due item) and the clock table,
-        never the customers table.
+        never the customers table. Pending writes of partitions not owned are dropped.
         """
         for p in self.due_index.partitions():
             if p not in partitions:
                 self.due_index.drop(p)
                 self._clock.forget(p)
+        self.drop_partitions(self.pending_partitions() - partitions)
         by_partition: dict[int, list[tuple[bytes, int]]] = {p: [] for p in partitions}
         for customer, raw in self._stores.due.items():
             partition, due_ms = orjson.loads(raw)
@@ -156,26 +179,58 @@ class Processor:
             sorted(partitions),
         )
 
+    def drop_partitions(self, partitions: set[int]) -> None:
+        """Forget the unwritten changes and the stream time of revoked partitions.
+
+        Their input was not acked, so whoever owns them next reads it again from the committed
+        offset; the stream time is restored from the table then, not kept ahead of it.
+        """
+        if not partitions:
+            return
+        self._customers.discard(partitions)
+        self._due.discard(partitions)
+        for p in partitions:
+            self._clock_dirty.discard(p)
+            self._clock.forget(p)
+            self.due_index.drop(p)
+
+    def pending_partitions(self) -> set[int]:
+        """Partitions with writes waiting for ``flush``."""
+        return self._customers.partitions() | self._due.partitions() | self._clock_dirty
+
     # --- input ------------------------------------------------------------------------
 
     async def on_event(self, kind: str, partition: int, offset: int, event: Event) -> None:
-        """Apply one valid input event of ``kind`` (account/usage) at ``partition``/``offset``."""
+        """Apply one valid input event and write its state (a batch of one)."""
+        await self.apply_event(kind, partition, offset, event)
+        await self.flush()
+
+    async def on_time(self, partition: int) -> None:
+        """Fire every due item of ``partition`` whose time has come and write the state."""
+        await self.apply_time(partition)
+        await self.flush()
+
+    async def apply_event(self, kind: str, partition: int, offset: int, event: Event) -> None:
+        """Apply one valid input event of ``kind`` (account/usage) at ``partition``/``offset``.
+
+        Its decisions are handed to the producer; its state is written by ``flush``.
+        """
         key = event.customer_id.encode()
-        if self._clock.is_event_time and self._clock.observe(partition, event.occurred_at_ms):
-            self._stores.clock[str(partition).encode()] = str(
-                self._clock.stream_time(partition)
-            ).encode()
-        now = self._clock.now(partition)
+        clock = self._clock
+        if clock.is_event_time and clock.observe(partition, event.occurred_at_ms):
+            self._clock_dirty.add(partition)
+        now = clock.now(partition)
         assert now is not None  # noqa: S101 - observed just above in event mode
-        raw = self._stores.customers.get(key)
+        raw = self._customers.get(key)
         if raw is None:
             self._metrics.state_records.labels(str(partition)).inc()
         state = None if raw is None else self._core.load(raw)
+        durable_due = self.due_index.get(partition, key)
         if state is not None and self._core.applied_offset(state, kind) >= offset:
             # A replay after a crash or rebalance: the record already holds this event, and
             # its decisions were acknowledged before the record was written.
             self._metrics.events_replayed.labels(kind).inc()
-            self._index(partition, key, state)
+            self._index(partition, key, state, durable_due)
         else:
             await self._gate.record(event)
             new_state, candidates, duplicate = self._core.step(state, event, now)
@@ -183,24 +238,43 @@ class Processor:
                 self._metrics.events_duplicate.labels(kind).inc()
             new_state = self._core.with_applied_offset(new_state, kind, offset)
             await self._decide_and_publish(candidates, now, new_state)
-            self._stores.customers[key] = self._core.dump(new_state)
-            self._index(partition, key, new_state)
-        await self.on_time(partition)
+            self._customers.put(partition, key, self._core.dump(new_state))
+            self._index(partition, key, new_state, durable_due)
+        await self.apply_time(partition)
 
-    async def on_time(self, partition: int) -> None:
+    async def apply_time(self, partition: int) -> None:
         """Fire every due item of ``partition`` whose time has come (now >= due)."""
         now = self._clock.now(partition)
         if now is None:
             return
-        for key in self.due_index.pop_due(partition, now):
-            raw = self._stores.customers.get(key)
+        for key, due_ms in self.due_index.pop_due_items(partition, now):
+            raw = self._customers.get(key)
             if raw is None:  # pragma: no cover - an index entry always has a record
-                del self._stores.due[key]
+                self._due.put(partition, key, None)
                 continue
             state, candidates = self._core.advance(self._core.load(raw), now)
             await self._decide_and_publish(candidates, now, state)
-            self._stores.customers[key] = self._core.dump(state)
-            self._index(partition, key, state)
+            self._customers.put(partition, key, self._core.dump(state))
+            # The durable entry is still the one just popped from the in-memory index.
+            self._index(partition, key, state, due_ms)
+
+    async def flush(self, enter: EnterPartition = _anywhere) -> None:
+        """Wait for the acknowledgement of every decision so far, then write the held state.
+
+        ``enter(p)`` is called before partition ``p``'s writes (see ``EnterPartition``).
+        """
+        await self._settle()
+        for p in sorted(self.pending_partitions()):
+            if not enter(p):
+                self.drop_partitions({p})
+                continue
+            self._customers.flush(p)
+            self._due.flush(p)
+            if p in self._clock_dirty:
+                self._clock_dirty.discard(p)
+                stream_time = self._clock.stream_time(p)
+                if stream_time is not None:
+                    self._stores.clock[str(p).encode()] = str(stream_time).encode()
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -211,32 +285,39 @@ class Processor:
         for candidate in candidates:
             self._metrics.triggers_fired.labels(candidate.trigger).inc()
         decisions = await self._gate.decide(candidates, now, self._core.segment(state))
-        acks = [await self._publish(d) for d in decisions]
-        for ack in acks:
-            await ack
         for d in decisions:
-            self._metrics.decisions.labels(d.candidate.trigger, d.outcome).inc()
-        latency = self._metrics.event_to_decision_seconds
-        latency.labels("processing_time").observe(time.perf_counter() - started)
-        if not self._clock.is_event_time:
-            # From the event's own time (or the due time) to the acknowledged decision; with
-            # the event clock this would measure the age of replayed history, so it is skipped.
-            wall = self._wall_ms()
-            for d in decisions:
+            self._unacked.append((d, await self._publish(d), started))
+
+    async def _settle(self) -> None:
+        """Wait for the acknowledgement of every published decision."""
+        if not self._unacked:
+            return
+        unacked, self._unacked = self._unacked, []
+        for _, ack, _ in unacked:
+            await ack
+        metrics = self._metrics
+        latency = metrics.event_to_decision_seconds
+        acked = time.perf_counter()
+        wall = None if self._clock.is_event_time else self._wall_ms()
+        for d, _, started in unacked:
+            metrics.decisions.labels(d.candidate.trigger, d.outcome).inc()
+            latency.labels("processing_time").observe(acked - started)
+            if wall is not None:
+                # From the event's own time (or the due time) to the acknowledged decision;
+                # with the event clock this would measure the age of replayed history, so it
+                # is skipped.
                 latency.labels("event_time").observe(
                     max(0, wall - d.candidate.triggered_at_ms) / 1000
                 )
 
-    def _index(self, partition: int, key: bytes, state: Any) -> None:
-        """Derive the customer's due-index entry from its record (idempotent: replays too)."""
+    def _index(self, partition: int, key: bytes, state: Any, durable_due: int | None) -> None:
+        """Derive the customer's due-index entry from its record (idempotent: replays too).
+
+        ``durable_due`` is the entry the due table holds (or will hold once flushed): the
+        in-memory index mirrors it, except for an entry ``pop_due_items`` just removed.
+        """
         due = self._core.next_due_ms(state)
         self.due_index.set(partition, key, due)
-        # Compare with the durable entry, not the in-memory one: pop_due has already removed
-        # the in-memory entry of a customer whose item just fired.
-        raw = self._stores.due.get(key)
-        if (None if raw is None else orjson.loads(raw)[1]) == due:
+        if durable_due == due:
             return
-        if due is None:
-            del self._stores.due[key]
-        else:
-            self._stores.due[key] = orjson.dumps([partition, due])
+        self._due.put(partition, key, None if due is None else orjson.dumps([partition, due]))
