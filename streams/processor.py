@@ -18,13 +18,20 @@ resulting table writes in a record cache (``streams/pending_writes.py``: the las
 key); ``flush`` waits for the decisions' acknowledgements and only then writes the cache, the
 changed due-index entries and each partition's stream time to the tables. The caller acks the
 batch's input after ``flush``. ``on_event`` and ``on_time`` are one-event batches.
+
+Ledger calls overlap. The contact ledger keeps one customer's history under that customer's
+keys, so only one customer's calls need an order: each customer's ledger work (taking note of
+an engagement, consent or complaint; deciding candidates and handing the decisions to the
+producer) runs as a chain in event order, and chains of different customers run concurrently
+(at most ``LEDGER_CALLS_IN_FLIGHT``). ``flush`` waits for every chain before it writes state.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,6 +46,8 @@ from streams.pending_writes import PendingWrites
 from streams.timeutil import wall_ms
 
 log = logging.getLogger(__name__)
+
+LEDGER_CALLS_IN_FLIGHT = 32
 
 
 class Store(Protocol):
@@ -87,6 +96,9 @@ class CoreAdapter(Protocol):
 
 class ContactAll:
     """The gate until the contact ledger is wired in: every candidate becomes a contact."""
+
+    def wants(self, event: Event) -> bool:
+        return False
 
     async def record(self, event: Event) -> None:
         return None
@@ -149,6 +161,9 @@ class Processor:
         self._clock_dirty: set[int] = set()
         # Decisions handed to the producer, not yet acknowledged: (decision, ack, started).
         self._unacked: list[tuple[Decision, Awaitable[Any], float]] = []
+        # Each customer's ledger work of this batch, as the last task of its chain.
+        self._chains: dict[bytes, asyncio.Future[None]] = {}
+        self._limit: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     # --- partitions -------------------------------------------------------------------
 
@@ -232,12 +247,13 @@ class Processor:
             self._metrics.events_replayed.labels(kind).inc()
             self._index(partition, key, state, durable_due)
         else:
-            await self._gate.record(event)
             new_state, candidates, duplicate = self._core.step(state, event, now)
             if duplicate:
                 self._metrics.events_duplicate.labels(kind).inc()
             new_state = self._core.with_applied_offset(new_state, kind, offset)
-            await self._decide_and_publish(candidates, now, new_state)
+            if self._gate_wants(event) or candidates:
+                segment = self._core.segment(new_state)
+                self._chain(key, self._ledger_work(event, candidates, now, segment))
             self._customers.put(partition, key, self._core.dump(new_state))
             self._index(partition, key, new_state, durable_due)
         await self.apply_time(partition)
@@ -253,7 +269,9 @@ class Processor:
                 self._due.put(partition, key, None)
                 continue
             state, candidates = self._core.advance(self._core.load(raw), now)
-            await self._decide_and_publish(candidates, now, state)
+            if candidates:
+                segment = self._core.segment(state)
+                self._chain(key, self._ledger_work(None, candidates, now, segment))
             self._customers.put(partition, key, self._core.dump(state))
             # The durable entry is still the one just popped from the in-memory index.
             self._index(partition, key, state, due_ms)
@@ -278,23 +296,69 @@ class Processor:
 
     # --- helpers ----------------------------------------------------------------------
 
-    async def _decide_and_publish(self, candidates: list[Candidate], now: int, state: Any) -> None:
+    def _gate_wants(self, event: Event) -> bool:
+        # A gate may say which events its ``record`` cares about; without it, every one.
+        wants = getattr(self._gate, "wants", None)
+        return True if wants is None else bool(wants(event))
+
+    async def _ledger_work(
+        self, event: Event | None, candidates: list[Candidate], now: int, segment: str | None
+    ) -> None:
+        """One event's (or due moment's) ledger calls and decisions, in that order."""
+        if event is not None:
+            await self._gate.record(event)
         if not candidates:
             return
         started = time.perf_counter()
         for candidate in candidates:
             self._metrics.triggers_fired.labels(candidate.trigger).inc()
-        decisions = await self._gate.decide(candidates, now, self._core.segment(state))
+        decisions = await self._gate.decide(candidates, now, segment)
         for d in decisions:
             self._unacked.append((d, await self._publish(d), started))
 
+    def _chain(self, key: bytes, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` after the customer's earlier ledger work, concurrently with others'."""
+        previous = self._chains.get(key)
+        loop = asyncio.get_running_loop()
+        if self._limit is None or self._limit[0] is not loop:
+            self._limit = (loop, asyncio.Semaphore(LEDGER_CALLS_IN_FLIGHT))
+        limit = self._limit[1]
+
+        async def run() -> None:
+            try:
+                if previous is not None:
+                    await previous
+            except BaseException:
+                work.close()  # the customer's earlier work failed: this one never runs
+                raise
+            async with limit:
+                await work
+
+        self._chains[key] = asyncio.ensure_future(run())
+
     async def _settle(self) -> None:
-        """Wait for the acknowledgement of every published decision."""
-        if not self._unacked:
-            return
+        """Wait for every customer's ledger work, then for every decision's acknowledgement.
+
+        On a failure the batch's unwritten state is dropped (its input is read again) and the
+        failure is raised.
+        """
+        try:
+            if self._chains:
+                chains = list(self._chains.values())
+                self._chains.clear()
+                outcomes = await asyncio.gather(*chains, return_exceptions=True)
+                for outcome in outcomes:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+            if not self._unacked:
+                return
+            for _, ack, _ in self._unacked:
+                await ack
+        except BaseException:
+            self._unacked.clear()
+            self.drop_partitions(self.pending_partitions())
+            raise
         unacked, self._unacked = self._unacked, []
-        for _, ack, _ in unacked:
-            await ack
         metrics = self._metrics
         latency = metrics.event_to_decision_seconds
         acked = time.perf_counter()

@@ -202,11 +202,12 @@ def test_a_batch_writes_its_state_after_every_ack_and_once_per_key() -> None:
     async def scenario() -> None:
         for offset, at in enumerate((1_000, 1_001, 1_002)):
             await processor.apply_event("usage", 0, offset, _visit(f"e{offset}", at))
+        flushing = asyncio.ensure_future(processor.flush())
+        for _ in range(10):
+            await asyncio.sleep(0)
         # Three decisions handed to the producer; nothing written while unacknowledged.
         assert len(publisher.sent) == 3
         assert writes == []
-        flushing = asyncio.ensure_future(processor.flush())
-        await asyncio.sleep(0)
         for ack in publisher.acks[:2]:
             ack.set_result(None)
         await asyncio.sleep(0)
@@ -267,3 +268,58 @@ def test_revoked_partitions_lose_their_unwritten_state_and_stream_time() -> None
     assert orjson.loads(stores.customers[b"c1"])["offsets"] == {"usage": 0}
     assert processor.due_index.get(0, b"c1") == 1_010
     assert stores.clock[b"0"] == b"1000"
+
+
+class SlowGate:
+    """Records the order of its calls; customer ``slow`` takes a while at Redis."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def wants(self, event: ev.Event) -> bool:
+        return True
+
+    async def record(self, event: ev.Event) -> None:
+        if event.customer_id == "slow":
+            await asyncio.sleep(0.05)
+        self.calls.append(("record", event.event_id))
+
+    async def decide(
+        self, candidates: Sequence[Candidate], now_ms: int, segment: str | None
+    ) -> list[Decision]:
+        self.calls.append(("decide", candidates[0].instance))
+        return [Decision(c, "contact", (), now_ms) for c in candidates]
+
+
+def test_ledger_work_keeps_each_customers_order_and_overlaps_customers() -> None:
+    gate = SlowGate()
+    publisher = Publisher()
+    processor = Processor(
+        TinyCore(),
+        Stores(DictStore(), DictStore(), DictStore()),
+        Clock("event"),
+        gate,
+        publisher,
+        Metrics(),
+    )
+
+    def visit(cid: str, eid: str, at: int) -> ev.Visit:
+        return ev.Visit(
+            event_id=eid, customer_id=cid, occurred_at_ms=at, venue="v", sentiment="positive"
+        )
+
+    async def scenario() -> None:
+        await processor.apply_event("usage", 0, 0, visit("slow", "s1", 1_000))
+        await processor.apply_event("usage", 0, 1, visit("fast", "f1", 1_001))
+        await processor.apply_event("usage", 0, 2, visit("slow", "s2", 1_002))
+        await processor.flush()
+
+    asyncio.run(scenario())
+    slow = [c for c in gate.calls if c[1].startswith("s")]
+    assert slow == [("record", "s1"), ("decide", "s1"), ("record", "s2"), ("decide", "s2")]
+    # The other customer did not wait behind the slow one.
+    assert gate.calls.index(("decide", "f1")) < gate.calls.index(("record", "s1"))
+    assert [d.candidate.instance for d in publisher.sent if d.candidate.customer_id == "slow"] == [
+        "s1",
+        "s2",
+    ]
