@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -18,8 +19,10 @@ from typing import Any, cast
 import faust
 import mode
 import orjson
+from faust.streams import _current_event  # faust has no public setter
 from faust.types import TP
 
+from streams import tansu
 from streams.clock import Clock
 from streams.core_adapter import build_core
 from streams.decisions import Decision
@@ -59,6 +62,10 @@ GAUGE_INTERVAL_SECONDS = 5.0
 # is not waited for by the event-time merge (its remaining offsets are not data).
 STALLED_TOPIC_MS = 30_000
 REDIS_PROBE_SECONDS = 5.0
+PRODUCER_LINGER_SECONDS = 0.005
+PRODUCER_MAX_BATCH_BYTES = 256 * 1024
+# Input events applied before their state is written and they are acked (see process()).
+MAX_BATCH = 500
 
 
 @dataclass
@@ -89,17 +96,27 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
         "stream_wait_empty": False,
         "key_serializer": "raw",
         "value_serializer": "raw",
+        # Changelog records and decisions go out in batches: the agent awaits acks once per
+        # batch of input (processor.flush), so a short linger costs no throughput.
+        "producer_linger": PRODUCER_LINGER_SECONDS,
+        "producer_max_batch_size": PRODUCER_MAX_BATCH_BYTES,
     }
     credentials = faust_credentials(settings.kafka_security)
     if credentials is not None:
         conf["broker_credentials"] = credentials
     if settings.group_instance_id:
         conf["consumer_group_instance_id"] = settings.group_instance_id
-    if settings.broker_kind == "tansu":
-        # Tansu answers ListOffsets(latest) with the last batch's base offset + 1, so changelog
-        # recovery would drop the tail of a multi-record batch: one record per batch avoids it.
-        conf["producer_max_batch_size"] = 1
     return conf
+
+
+class _TansuApp(faust.App):
+    """The app on the Tansu broker: exact changelog ends for recovery (``streams/tansu.py``)."""
+
+    def _new_transport(self) -> Any:
+        return tansu.Transport(self.conf.broker_consumer, self)
+
+    def _new_producer_transport(self) -> Any:
+        return tansu.Transport(self.conf.broker_producer, self)
 
 
 def ticks_topic_name(settings: Settings) -> str:
@@ -117,7 +134,8 @@ def build_worker(
     ``partitions`` is the input topics' partition count; every table and the tick topic use it
     so that one customer's events, state and due items share a partition number.
     """
-    app = faust.App(settings.app_id, **_faust_settings(settings))
+    app_class = _TansuApp if settings.broker_kind == "tansu" else faust.App
+    app = app_class(settings.app_id, **_faust_settings(settings))
     metrics = Metrics()
     topics = TopicNames.from_config(settings.topics)
     stream_conf = settings.config["stream"]
@@ -255,6 +273,33 @@ def build_worker(
 
         return pending
 
+    # The batch in progress: input events whose state waits for processor.flush (acked after
+    # it), and per partition the latest stream event, in whose context that partition's table
+    # writes are made (faust sends a changelog record to the current event's partition).
+    unflushed: list[Any] = []
+    context: dict[int, Any] = {}
+
+    def enter_partition(partition: int) -> bool:
+        event = context.get(partition)
+        if (
+            event is None
+            or partition not in owned["partitions"]
+            or event.message.generation_id != app.consumer_generation_id
+        ):
+            return False
+        _current_event.set(weakref.ref(event))
+        return True
+
+    async def flush() -> None:
+        await processor.flush(enter_partition)
+        generation = app.consumer_generation_id
+        for event in unflushed:
+            # An event of an earlier generation is read again from the committed offset:
+            # acking it now could commit past state that was dropped at the revocation.
+            if event.message.generation_id == generation:
+                event.ack()
+        unflushed.clear()
+
     async def release(partition: int) -> None:
         forced = merger.forced
         ready = merger.release(partition, wall_ms(), pending_for(partition))
@@ -262,13 +307,17 @@ def build_worker(
             metrics.order_forced.labels("buffer_full").inc(merger.forced - forced)
         for held, typed in ready:
             msg = held.message
-            await processor.on_event(topics.kind_of(msg.topic), msg.partition, msg.offset, typed)
-            held.ack()
+            await processor.apply_event(topics.kind_of(msg.topic), msg.partition, msg.offset, typed)
+            unflushed.append(held)
 
     async def process(stream: Any) -> AsyncIterator[None]:  # faust.Stream; StreamT lacks noack
-        # Acks are ours: an event is acked once processed, which may be after later events of
-        # the other input topic (event-time merge), so no offset is committed past it.
-        async for event in stream.noack().events():
+        # Acks are ours: an event is acked once its state is written, which may be after later
+        # events of the other input topic (event-time merge), so no offset is committed past
+        # it. Events are applied one by one and written in batches: a batch ends when faust
+        # has nothing more buffered for this agent, or at MAX_BATCH events.
+        events = stream.noack()
+        queue = events.channel.queue
+        async for event in events.events():
             msg = event.message
             if owned["stale"]:
                 owned["stale"] = False
@@ -276,27 +325,27 @@ def build_worker(
                 # Faust runs agents only once table recovery is done: this is the first moment
                 # the worker processes again after an assignment.
                 metrics.recovery_seconds.set(time.monotonic() - owned["assigned_at"])
+            context[msg.partition] = event
             if msg.topic == ticks:
                 await release(msg.partition)
                 if wall_clock:
-                    await processor.on_time(msg.partition)
-                event.ack()
-                yield None
-                continue
-            last_seen[(msg.topic, msg.partition)] = msg.offset
-            last_delivery[(msg.topic, msg.partition)] = wall_ms()
-            result = ingest.accept(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
-            if isinstance(result, Rejected):
-                # Buffered; Faust flushes the producer before it commits this offset.
-                await dead_letters.send(key=result.key, value=result.value)
-                event.ack()
+                    await processor.apply_time(msg.partition)
+                unflushed.append(event)
             else:
-                merger.add(
-                    msg.partition, msg.topic, result.occurred_at_ms, wall_ms(), (event, result)
-                )
-            # Releasing only this partition's records keeps every table write in the context
-            # of an event of the same partition, so changelog records land where they belong.
-            await release(msg.partition)
+                last_seen[(msg.topic, msg.partition)] = msg.offset
+                last_delivery[(msg.topic, msg.partition)] = wall_ms()
+                result = ingest.accept(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+                if isinstance(result, Rejected):
+                    # Buffered; Faust flushes the producer before it commits this offset.
+                    await dead_letters.send(key=result.key, value=result.value)
+                    event.ack()
+                else:
+                    merger.add(
+                        msg.partition, msg.topic, result.occurred_at_ms, wall_ms(), (event, result)
+                    )
+                await release(msg.partition)
+            if len(unflushed) >= MAX_BATCH or queue.empty():
+                await flush()
             yield None
 
     app.agent(source, name="lifecycle.process", sink=None)(process)
@@ -331,6 +380,13 @@ def build_worker(
     async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         owned["assigned"] = False
         revoked = kwargs.get("revoked", args[0] if args else set())
+        gone = {tp.partition for tp in revoked if tp.topic in topics.inputs}
+        # Unwritten state of revoked partitions: its input was not acked, the next owner
+        # reads it again. Events of the old assignment are not acked either.
+        processor.drop_partitions(gone)
+        unflushed[:] = [e for e in unflushed if e.message.partition not in gone]
+        for p in gone:
+            context.pop(p, None)
         for tp in revoked:
             # Held records were never acked: their new owner reads them again.
             merger.drop(tp.partition)
@@ -445,5 +501,8 @@ def run_worker(settings: Settings) -> int:
         loglevel=settings.log_level.upper(),
         redirect_stdouts=False,
     )
+    # At WARNING and above faust's worker installs a terminal spinner that sets the root logger
+    # to DEBUG, so every library debug call (aiokafka logs each send) builds a record.
+    worker.spinner = None
     worker.execute_from_commandline()
     return 0  # pragma: no cover - execute_from_commandline exits

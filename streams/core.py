@@ -50,15 +50,25 @@ class StepResult:
 
 
 def step(
-    state: CustomerState | None, event: Event, now_ms: int, params: TriggerParams
+    state: CustomerState | None,
+    event: Event,
+    now_ms: int,
+    params: TriggerParams,
+    *,
+    owned: bool = False,
 ) -> StepResult:
-    """Apply one event; return the new state and the event-driven candidates it completes."""
+    """Apply one event; return the new state and the event-driven candidates it completes.
+
+    ``state`` is left as it was, unless ``owned``: a caller that holds the only reference (a
+    record just decoded) gives it up, and it is updated in place instead of copied.
+    """
     if state is None:
         state = CustomerState(customer_id=event.customer_id, floor_ms=now_ms - params.lateness_ms)
+        owned = True
     event_hash = id_hash(event.event_id)
     if state.has_seen(event_hash):
         return StepResult(state, [], True)
-    new = state.copy()
+    new = state if owned else state.copy()
     new.remember(event_hash, event.occurred_at_ms)
     _apply_profile(new, event)
     emitter = Emitter(new, params, now_ms)
@@ -69,9 +79,14 @@ def step(
     return StepResult(new, _ordered(emitter.candidates))
 
 
-def advance(state: CustomerState, now_ms: int, params: TriggerParams) -> StepResult:
-    """Fire every time-based occurrence due at or before ``now_ms``; prune what is past."""
-    new = state.copy()
+def advance(
+    state: CustomerState, now_ms: int, params: TriggerParams, *, owned: bool = False
+) -> StepResult:
+    """Fire every time-based occurrence due at or before ``now_ms``; prune what is past.
+
+    ``owned`` as for ``step``.
+    """
+    new = state if owned else state.copy()
     emitter = Emitter(new, params, now_ms)
     for item in sorted(due_items(new, params), key=lambda i: (i.due_ms, i.trigger, i.instance)):
         if item.due_ms > now_ms:

@@ -39,11 +39,12 @@ class BoundCore:
     def step(
         self, state: CustomerState | None, event: Event, now_ms: int
     ) -> tuple[CustomerState, list[Candidate], bool]:
-        result = core.step(state, event, now_ms, self.params)
+        # The shell hands over records it has just decoded: no defensive copy needed.
+        result = core.step(state, event, now_ms, self.params, owned=True)
         return result.state, result.candidates, result.duplicate
 
     def advance(self, state: CustomerState, now_ms: int) -> tuple[CustomerState, list[Candidate]]:
-        result = core.advance(state, now_ms, self.params)
+        result = core.advance(state, now_ms, self.params, owned=True)
         return result.state, result.candidates
 
     def next_due_ms(self, state: CustomerState) -> int | None:

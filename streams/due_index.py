@@ -41,16 +41,20 @@ class DueIndex:
 
     def pop_due(self, partition: int, now_ms: int) -> list[bytes]:
         """Remove and return the customers due at or before ``now_ms``, earliest first."""
+        return [customer for customer, _ in self.pop_due_items(partition, now_ms)]
+
+    def pop_due_items(self, partition: int, now_ms: int) -> list[tuple[bytes, int]]:
+        """Remove and return (customer, due time) of those due at or before ``now_ms``."""
         heap = self._heaps.get(partition)
-        if not heap:
+        if not heap or heap[0][0] > now_ms:
             return []
         entries = self._due[partition]
-        due: list[bytes] = []
+        due: list[tuple[bytes, int]] = []
         while heap and heap[0][0] <= now_ms:
             due_ms, customer = heapq.heappop(heap)
             if entries.get(customer) == due_ms:  # else a stale heap entry: skip it
                 del entries[customer]
-                due.append(customer)
+                due.append((customer, due_ms))
         return due
 
     def next_due(self, partition: int) -> int | None:

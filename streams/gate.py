@@ -70,6 +70,10 @@ class LedgerGate:
                 )
             return result
 
+    def wants(self, event: ev.Event) -> bool:
+        """Whether ``record`` has anything to tell the ledger about ``event``."""
+        return isinstance(event, ev.Engagement | ev.Consent | ev.Complaint)
+
     async def record(self, event: ev.Event) -> None:
         """Tell the ledger about responses, consent and complaints (they steer the policy)."""
         led = self.ledger

@@ -12,13 +12,26 @@ skip to lose nothing, a record carrying a new offset is written only after the d
 event caused are acknowledged by the broker. Due items work the same way: the customer's
 record (which knows what has fired) is written after the decisions are acknowledged, and the
 index entry is derived from the record each time the customer is touched.
+
+Batches. ``apply_event`` and ``apply_time`` hand decisions to the producer and keep the
+resulting table writes in a record cache (``streams/pending_writes.py``: the last value per
+key); ``flush`` waits for the decisions' acknowledgements and only then writes the cache, the
+changed due-index entries and each partition's stream time to the tables. The caller acks the
+batch's input after ``flush``. ``on_event`` and ``on_time`` are one-event batches.
+
+Ledger calls overlap. The contact ledger keeps one customer's history under that customer's
+keys, so only one customer's calls need an order: each customer's ledger work (taking note of
+an engagement, consent or complaint; deciding candidates and handing the decisions to the
+producer) runs as a chain in event order, and chains of different customers run concurrently
+(at most ``LEDGER_CALLS_IN_FLIGHT``). ``flush`` waits for every chain before it writes state.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,10 +42,13 @@ from streams.decisions import NOBODY, Candidate, Decision, Recipient
 from streams.due_index import DueIndex
 from streams.events import Event
 from streams.metrics import Metrics
+from streams.pending_writes import PendingWrites
 from streams.policy import MARKETING, QuietHours
 from streams.timeutil import wall_ms
 
 log = logging.getLogger(__name__)
+
+LEDGER_CALLS_IN_FLIGHT = 32
 
 
 class Store(Protocol):
@@ -72,6 +88,8 @@ class CoreAdapter(Protocol):
 
     def segment(self, state: Any) -> str | None: ...
 
+    # step and advance may update the state they are given in place: the shell passes only
+    # a state it has just loaded and uses only the state they return.
     def step(self, state: Any, event: Event, now_ms: int) -> tuple[Any, list[Candidate], bool]: ...
 
     def advance(self, state: Any, now_ms: int) -> tuple[Any, list[Candidate]]: ...
@@ -90,6 +108,9 @@ class CoreAdapter(Protocol):
 class ContactAll:
     """The gate until the contact ledger is wired in: every candidate becomes a contact."""
 
+    def wants(self, event: Event) -> bool:
+        return False
+
     async def record(self, event: Event) -> None:
         return None
 
@@ -102,6 +123,15 @@ class ContactAll:
 
 Publish = Callable[[Decision], Awaitable[Awaitable[Any]]]
 """Send a decision; the outer await hands it to the producer, the inner one is its ack."""
+
+EnterPartition = Callable[[int], bool]
+"""Called before a partition's writes are flushed: makes the writes belong to that partition
+(Faust: the current event); False when the partition is no longer ours (its writes are
+dropped, its input is read again by the new owner)."""
+
+
+def _anywhere(partition: int) -> bool:
+    return True
 
 
 @dataclass
@@ -138,6 +168,15 @@ class Processor:
         self._publish = publish
         self._metrics = metrics
         self.due_index = DueIndex()
+        self._customers = PendingWrites(stores.customers)
+        self._due = PendingWrites(stores.due)
+        # Partitions whose stream time moved since it was last written.
+        self._clock_dirty: set[int] = set()
+        # Decisions handed to the producer, not yet acknowledged: (decision, ack, started).
+        self._unacked: list[tuple[Decision, Awaitable[Any], float]] = []
+        # Each customer's ledger work of this batch, as the last task of its chain.
+        self._chains: dict[bytes, asyncio.Future[None]] = {}
+        self._limit: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     # --- partitions -------------------------------------------------------------------
 
@@ -145,12 +184,13 @@ class Processor:
         """Rebuild the in-memory due index and clock of the partitions this worker now owns.
 
         Reads only the due table (one entry per customer with a due item) and the clock table,
-        never the customers table.
+        never the customers table. Pending writes of partitions not owned are dropped.
         """
         for p in self.due_index.partitions():
             if p not in partitions:
                 self.due_index.drop(p)
                 self._clock.forget(p)
+        self.drop_partitions(self.pending_partitions() - partitions)
         by_partition: dict[int, list[tuple[bytes, int]]] = {p: [] for p in partitions}
         for customer, raw in self._stores.due.items():
             partition, due_ms = orjson.loads(raw)
@@ -167,100 +207,155 @@ class Processor:
             sorted(partitions),
         )
 
+    def drop_partitions(self, partitions: set[int]) -> None:
+        """Forget the unwritten changes and the stream time of revoked partitions.
+
+        Their input was not acked, so whoever owns them next reads it again from the committed
+        offset; the stream time is restored from the table then, not kept ahead of it.
+        """
+        if not partitions:
+            return
+        self._customers.discard(partitions)
+        self._due.discard(partitions)
+        for p in partitions:
+            self._clock_dirty.discard(p)
+            self._clock.forget(p)
+            self.due_index.drop(p)
+
+    def pending_partitions(self) -> set[int]:
+        """Partitions with writes waiting for ``flush``."""
+        return self._customers.partitions() | self._due.partitions() | self._clock_dirty
+
     # --- input ------------------------------------------------------------------------
 
     async def on_event(self, kind: str, partition: int, offset: int, event: Event) -> None:
-        """Apply one valid input event of ``kind`` (account/usage) at ``partition``/``offset``."""
+        """Apply one valid input event and write its state (a batch of one)."""
+        await self.apply_event(kind, partition, offset, event)
+        await self.flush()
+
+    async def on_time(self, partition: int) -> None:
+        """Fire every due item of ``partition`` whose time has come and write the state."""
+        await self.apply_time(partition)
+        await self.flush()
+
+    async def apply_event(self, kind: str, partition: int, offset: int, event: Event) -> None:
+        """Apply one valid input event of ``kind`` (account/usage) at ``partition``/``offset``.
+
+        Its decisions are handed to the producer; its state is written by ``flush``.
+        """
         key = event.customer_id.encode()
-        if self._clock.is_event_time and self._clock.observe(partition, event.occurred_at_ms):
-            self._stores.clock[str(partition).encode()] = str(
-                self._clock.stream_time(partition)
-            ).encode()
-        now = self._clock.now(partition)
+        clock = self._clock
+        if clock.is_event_time and clock.observe(partition, event.occurred_at_ms):
+            self._clock_dirty.add(partition)
+        now = clock.now(partition)
         assert now is not None  # noqa: S101 - observed just above in event mode
-        raw = self._stores.customers.get(key)
+        raw = self._customers.get(key)
         if raw is None:
             self._metrics.state_records.labels(str(partition)).inc()
         state = None if raw is None else self._core.load(raw)
+        durable_due = self.due_index.get(partition, key)
         if state is not None and self._core.applied_offset(state, kind) >= offset:
             # A replay after a crash or rebalance: the record already holds this event, and
             # its decisions were acknowledged before the record was written.
             self._metrics.events_replayed.labels(kind).inc()
-            self._index(partition, key, state)
+            self._index(partition, key, state, durable_due)
         else:
-            await self._gate.record(event)
             new_state, candidates, duplicate = self._core.step(state, event, now)
             if duplicate:
                 self._metrics.events_duplicate.labels(kind).inc()
             new_state = self._core.with_applied_offset(new_state, kind, offset)
-            await self._decide_and_publish(candidates, now, new_state)
-            self._stores.customers[key] = self._core.dump(new_state)
-            self._index(partition, key, new_state)
-        await self.on_time(partition)
+            candidates, recipient = self._prepare(candidates, now, new_state)
+            if self._gate_wants(event) or candidates:
+                self._chain(key, self._ledger_work(event, candidates, now, recipient))
+            self._customers.put(partition, key, self._core.dump(new_state))
+            self._index(partition, key, new_state, durable_due)
+        await self.apply_time(partition)
 
-    async def on_time(self, partition: int) -> None:
+    async def apply_time(self, partition: int) -> None:
         """Fire every due item of ``partition`` whose time has come (now >= due)."""
         now = self._clock.now(partition)
         if now is None:
             return
-        for key in self.due_index.pop_due(partition, now):
-            raw = self._stores.customers.get(key)
+        for key, due_ms in self.due_index.pop_due_items(partition, now):
+            raw = self._customers.get(key)
             if raw is None:  # pragma: no cover - an index entry always has a record
-                del self._stores.due[key]
+                self._due.put(partition, key, None)
                 continue
             state, candidates = self._core.advance(self._core.load(raw), now)
             deferred = self._core.take_deferred(state, now)
-            await self._decide_and_publish(candidates, now, state, deferred)
-            self._stores.customers[key] = self._core.dump(state)
-            self._index(partition, key, state)
+            candidates, recipient = self._prepare(candidates, now, state)
+            if candidates or deferred:
+                work = self._ledger_work(None, candidates, now, recipient, deferred)
+                self._chain(key, work)
+            self._customers.put(partition, key, self._core.dump(state))
+            # The durable entry is still the one just popped from the in-memory index.
+            self._index(partition, key, state, due_ms)
+
+    async def flush(self, enter: EnterPartition = _anywhere) -> None:
+        """Wait for the acknowledgement of every decision so far, then write the held state.
+
+        ``enter(p)`` is called before partition ``p``'s writes (see ``EnterPartition``).
+        """
+        await self._settle()
+        for p in sorted(self.pending_partitions()):
+            if not enter(p):
+                self.drop_partitions({p})
+                continue
+            self._customers.flush(p)
+            self._due.flush(p)
+            if p in self._clock_dirty:
+                self._clock_dirty.discard(p)
+                stream_time = self._clock.stream_time(p)
+                if stream_time is not None:
+                    self._stores.clock[str(p).encode()] = str(stream_time).encode()
 
     # --- helpers ----------------------------------------------------------------------
 
-    async def _decide_and_publish(
-        self,
-        candidates: list[Candidate],
-        now: int,
-        state: Any,
-        deferred: Sequence[tuple[Candidate, int, int]] = (),
-    ) -> None:
-        """Decide and publish the candidates that fired now and the deferred ones now due;
-        candidates that fall in the customer's quiet hours are deferred into ``state``."""
-        if not candidates and not deferred:
-            return
-        started = time.perf_counter()
+    def _gate_wants(self, event: Event) -> bool:
+        # A gate may say which events its ``record`` cares about; without it, every one.
+        wants = getattr(self._gate, "wants", None)
+        return True if wants is None else bool(wants(event))
+
+    def _prepare(
+        self, candidates: list[Candidate], now: int, state: Any
+    ) -> tuple[list[Candidate], Recipient]:
+        """Count the candidates that fired now, keep those that fall in the customer's quiet
+        hours in ``state`` (deferred), and say who the rest are decided for."""
         for candidate in candidates:
             self._metrics.triggers_fired.labels(candidate.trigger).inc()
         quiet: frozenset[str] = frozenset()
-        if self._quiet is not None:
+        if self._quiet is not None and candidates:
             timezone = self._core.timezone(state)
             quiet = self._quiet.quiet_channels(now, timezone)
             if quiet:
                 candidates = self._defer(candidates, now, state, timezone)
-        was_deferred = {c.decision_id: (at, until) for c, at, until in deferred}
-        candidates = [*candidates, *(c for c, _, _ in deferred)]
+        segment, unit = self._core.segment(state), self._core.business_unit(state)
+        return candidates, Recipient(segment, unit, quiet)
+
+    async def _ledger_work(
+        self,
+        event: Event | None,
+        candidates: list[Candidate],
+        now: int,
+        recipient: Recipient,
+        deferred: Sequence[tuple[Candidate, int, int]] = (),
+    ) -> None:
+        """One event's (or due moment's) ledger calls and decisions, in that order; deferred
+        candidates now due are decided with the rest."""
+        if event is not None:
+            await self._gate.record(event)
+        if deferred:
+            candidates = [*candidates, *(c for c, _, _ in deferred)]
         if not candidates:
             return
-        recipient = Recipient(self._core.segment(state), self._core.business_unit(state), quiet)
+        started = time.perf_counter()
         decisions = await self._gate.decide(candidates, now, recipient)
+        was_deferred = {c.decision_id: (at, until) for c, at, until in deferred}
         for d in decisions:
             if d.decision_id in was_deferred:
                 at, until = was_deferred[d.decision_id]
                 d.details["deferred"] = {"at": at, "until": until}
-        acks = [await self._publish(d) for d in decisions]
-        for ack in acks:
-            await ack
-        for d in decisions:
-            self._metrics.decisions.labels(d.candidate.trigger, d.outcome).inc()
-        latency = self._metrics.event_to_decision_seconds
-        latency.labels("processing_time").observe(time.perf_counter() - started)
-        if not self._clock.is_event_time:
-            # From the event's own time (or the due time) to the acknowledged decision; with
-            # the event clock this would measure the age of replayed history, so it is skipped.
-            wall = self._wall_ms()
-            for d in decisions:
-                latency.labels("event_time").observe(
-                    max(0, wall - d.candidate.triggered_at_ms) / 1000
-                )
+            self._unacked.append((d, await self._publish(d), started))
 
     def _defer(
         self, candidates: list[Candidate], now: int, state: Any, timezone: str | None
@@ -281,16 +376,72 @@ class Processor:
                 log.debug("deferred %s of %s until %d", c.trigger, c.customer_id, until)
         return kept
 
-    def _index(self, partition: int, key: bytes, state: Any) -> None:
-        """Derive the customer's due-index entry from its record (idempotent: replays too)."""
+    def _chain(self, key: bytes, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` after the customer's earlier ledger work, concurrently with others'."""
+        previous = self._chains.get(key)
+        loop = asyncio.get_running_loop()
+        if self._limit is None or self._limit[0] is not loop:
+            self._limit = (loop, asyncio.Semaphore(LEDGER_CALLS_IN_FLIGHT))
+        limit = self._limit[1]
+
+        async def run() -> None:
+            try:
+                if previous is not None:
+                    await previous
+            except BaseException:
+                work.close()  # the customer's earlier work failed: this one never runs
+                raise
+            async with limit:
+                await work
+
+        self._chains[key] = asyncio.ensure_future(run())
+
+    async def _settle(self) -> None:
+        """Wait for every customer's ledger work, then for every decision's acknowledgement.
+
+        On a failure the batch's unwritten state is dropped (its input is read again) and the
+        failure is raised.
+        """
+        try:
+            if self._chains:
+                chains = list(self._chains.values())
+                self._chains.clear()
+                outcomes = await asyncio.gather(*chains, return_exceptions=True)
+                for outcome in outcomes:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+            if not self._unacked:
+                return
+            for _, ack, _ in self._unacked:
+                await ack
+        except BaseException:
+            self._unacked.clear()
+            self.drop_partitions(self.pending_partitions())
+            raise
+        unacked, self._unacked = self._unacked, []
+        metrics = self._metrics
+        latency = metrics.event_to_decision_seconds
+        acked = time.perf_counter()
+        wall = None if self._clock.is_event_time else self._wall_ms()
+        for d, _, started in unacked:
+            metrics.decisions.labels(d.candidate.trigger, d.outcome).inc()
+            latency.labels("processing_time").observe(acked - started)
+            if wall is not None:
+                # From the event's own time (or the due time) to the acknowledged decision;
+                # with the event clock this would measure the age of replayed history, so it
+                # is skipped.
+                latency.labels("event_time").observe(
+                    max(0, wall - d.candidate.triggered_at_ms) / 1000
+                )
+
+    def _index(self, partition: int, key: bytes, state: Any, durable_due: int | None) -> None:
+        """Derive the customer's due-index entry from its record (idempotent: replays too).
+
+        ``durable_due`` is the entry the due table holds (or will hold once flushed): the
+        in-memory index mirrors it, except for an entry ``pop_due_items`` just removed.
+        """
         due = self._core.next_due_ms(state)
         self.due_index.set(partition, key, due)
-        # Compare with the durable entry, not the in-memory one: pop_due has already removed
-        # the in-memory entry of a customer whose item just fired.
-        raw = self._stores.due.get(key)
-        if (None if raw is None else orjson.loads(raw)[1]) == due:
+        if durable_due == due:
             return
-        if due is None:
-            del self._stores.due[key]
-        else:
-            self._stores.due[key] = orjson.dumps([partition, due])
+        self._due.put(partition, key, None if due is None else orjson.dumps([partition, due]))

@@ -35,7 +35,8 @@ from typing import Any
 
 import orjson
 
-from streams import scenarios
+from streams import core, scenarios
+from streams import events as ev
 from streams.clock import Clock
 from streams.core_adapter import BoundCore, build_core
 from streams.decisions import Candidate, Decision
@@ -639,8 +640,9 @@ class _Collect:
 class _LiveStateCore(BoundCore):
     """The bound core with states kept as objects in the stores instead of bytes.
 
-    Safe because the core never mutates a state it was given (``step`` and ``advance`` work on
-    a copy); it saves the serialization the worker's table needs and the model does not.
+    Safe because here the core is asked not to mutate a state it was given (``step`` and
+    ``advance`` work on a copy); it saves the serialization the worker's table needs and the
+    model does not.
     """
 
     def load(self, raw: Any) -> CustomerState:
@@ -649,6 +651,16 @@ class _LiveStateCore(BoundCore):
 
     def dump(self, state: CustomerState) -> Any:
         return state
+
+    def step(
+        self, state: CustomerState | None, event: ev.Event, now_ms: int
+    ) -> tuple[CustomerState, list[Candidate], bool]:
+        result = core.step(state, event, now_ms, self.params)
+        return result.state, result.candidates, result.duplicate
+
+    def advance(self, state: CustomerState, now_ms: int) -> tuple[CustomerState, list[Candidate]]:
+        result = core.advance(state, now_ms, self.params)
+        return result.state, result.candidates
 
 
 def run_model(records: Iterable[SimRecord], config: Any = None) -> list[Candidate]:

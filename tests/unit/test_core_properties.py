@@ -485,3 +485,34 @@ def test_state_size_stays_bounded_over_long_histories(
     assert max(sizes) <= 12_288, max(sizes)
     half = len(sizes) // 2
     assert max(sizes[half:]) <= max(sizes[:half]) + 1_024, (max(sizes[:half]), max(sizes[half:]))
+
+
+# --- (e) owned states -------------------------------------------------------------------------
+
+
+@PROPERTY_SETTINGS
+@given(histories())
+def test_an_owned_state_updated_in_place_ends_as_the_copied_one(events: list[ev.Event]) -> None:
+    # Given the same history fed once with defensive copies and once handing the state over
+    copied: CustomerState | None = None
+    owned: CustomerState | None = None
+    fired_copied: list[Candidate] = []
+    fired_owned: list[Candidate] = []
+    for event in events:
+        before = None if copied is None else copied.to_bytes()
+        result = step(copied, event, event.occurred_at_ms, PARAMS)
+        # the caller's state is left as it was without ``owned``
+        assert before is None or copied is None or copied.to_bytes() == before
+        copied, fired_copied = result.state, fired_copied + result.candidates
+        result = step(owned, event, event.occurred_at_ms, PARAMS, owned=True)
+        owned, fired_owned = result.state, fired_owned + result.candidates
+    if copied is not None and owned is not None:
+        end = max(e.occurred_at_ms for e in events) + 400 * 86_400_000
+        late_copied = advance(copied, end, PARAMS)
+        late_owned = advance(owned, end, PARAMS, owned=True)
+        assert late_owned.state is owned
+        fired_copied += late_copied.candidates
+        fired_owned += late_owned.candidates
+        # Then the same state and the same candidates
+        assert late_owned.state.to_bytes() == late_copied.state.to_bytes()
+    assert fired_owned == fired_copied

@@ -168,3 +168,170 @@ def test_contact_all_orders_by_priority_then_trigger() -> None:
         return [d.candidate.trigger for d in await ContactAll().decide(cands, 0)]
 
     assert asyncio.run(run()) == ["z", "a", "b"]
+
+
+class WriteLog(DictStore):
+    """A store that records every write, to count changelog records."""
+
+    def __init__(self, name: str, log: list[tuple[str, bytes]]) -> None:
+        super().__init__()
+        self._name = name
+        self._log = log
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._log.append((self._name, key))
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: bytes) -> None:
+        self._log.append((self._name, key))
+        super().__delitem__(key)
+
+
+class HeldPublisher(Publisher):
+    """Acks only when told to, so the test sees what happens before an ack."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.acks: list[asyncio.Future[None]] = []
+
+    async def __call__(self, decision: Decision) -> Any:
+        self.sent.append(decision)
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.acks.append(ack)
+        return ack
+
+
+def _logged_stores(log: list[tuple[str, bytes]]) -> Stores:
+    return Stores(WriteLog("customers", log), WriteLog("due", log), WriteLog("clock", log))
+
+
+def test_a_batch_writes_its_state_after_every_ack_and_once_per_key() -> None:
+    writes: list[tuple[str, bytes]] = []
+    stores = _logged_stores(writes)
+    publisher = HeldPublisher()
+    processor = _processor(publisher, stores)
+
+    async def scenario() -> None:
+        for offset, at in enumerate((1_000, 1_001, 1_002)):
+            await processor.apply_event("usage", 0, offset, _visit(f"e{offset}", at))
+        flushing = asyncio.ensure_future(processor.flush())
+        for _ in range(10):
+            await asyncio.sleep(0)
+        # Three decisions handed to the producer; nothing written while unacknowledged.
+        assert len(publisher.sent) == 3
+        assert writes == []
+        for ack in publisher.acks[:2]:
+            ack.set_result(None)
+        await asyncio.sleep(0)
+        assert not flushing.done() and writes == []  # the third is not acknowledged yet
+        publisher.acks[2].set_result(None)
+        await flushing
+
+    asyncio.run(scenario())
+    # One record per table: the customer's last state, its due entry, the stream time.
+    assert sorted(writes) == [("clock", b"0"), ("customers", b"c1"), ("due", b"c1")]
+    state = orjson.loads(stores.customers[b"c1"])
+    assert state["ids"] == ["e0", "e1", "e2"]  # each event saw the ones before it
+    assert state["offsets"] == {"usage": 2}
+    assert orjson.loads(stores.due[b"c1"]) == [0, 1_012]
+    assert stores.clock[b"0"] == b"1002"
+
+
+def test_unchanged_due_entries_and_stream_time_are_not_written_again() -> None:
+    writes: list[tuple[str, bytes]] = []
+    stores = _logged_stores(writes)
+    processor = _processor(Publisher(), stores)
+    asyncio.run(processor.on_event("usage", 0, 0, _visit("e0", 1_000)))
+    writes.clear()
+    # A replay of the same offset, stamped before the partition's stream time.
+    asyncio.run(processor.on_event("usage", 0, 0, _visit("e0", 1_000)))
+    assert writes == []
+
+
+def test_a_flush_drops_the_writes_of_a_partition_no_longer_owned() -> None:
+    stores = Stores(DictStore(), DictStore(), DictStore())
+    processor = _processor(Publisher(), stores)
+
+    async def scenario() -> None:
+        await processor.apply_event("usage", 3, 0, _visit("e0", 1_000))
+        assert processor.pending_partitions() == {3}
+        await processor.flush(lambda partition: partition != 3)
+
+    asyncio.run(scenario())
+    assert stores.customers == {} and stores.due == {} and stores.clock == {}
+    assert processor.pending_partitions() == set()
+    assert processor.due_index.size(3) == 0
+
+
+def test_revoked_partitions_lose_their_unwritten_state_and_stream_time() -> None:
+    stores = Stores(DictStore(), DictStore(), DictStore())
+    publisher = Publisher()
+    processor = _processor(publisher, stores)
+
+    async def scenario() -> None:
+        await processor.on_event("usage", 0, 0, _visit("e0", 1_000))
+        await processor.apply_event("usage", 0, 1, _visit("e1", 5_000))
+        processor.drop_partitions({0})
+        await processor.flush()
+        # Reassigned: state, due index and stream time come back from the tables.
+        processor.restore_partitions({0})
+
+    asyncio.run(scenario())
+    assert orjson.loads(stores.customers[b"c1"])["offsets"] == {"usage": 0}
+    assert processor.due_index.get(0, b"c1") == 1_010
+    assert stores.clock[b"0"] == b"1000"
+
+
+class SlowGate:
+    """Records the order of its calls; customer ``slow`` takes a while at Redis."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def wants(self, event: ev.Event) -> bool:
+        return True
+
+    async def record(self, event: ev.Event) -> None:
+        if event.customer_id == "slow":
+            await asyncio.sleep(0.05)
+        self.calls.append(("record", event.event_id))
+
+    async def decide(
+        self, candidates: Sequence[Candidate], now_ms: int, segment: str | None
+    ) -> list[Decision]:
+        self.calls.append(("decide", candidates[0].instance))
+        return [Decision(c, "contact", (), now_ms) for c in candidates]
+
+
+def test_ledger_work_keeps_each_customers_order_and_overlaps_customers() -> None:
+    gate = SlowGate()
+    publisher = Publisher()
+    processor = Processor(
+        TinyCore(),
+        Stores(DictStore(), DictStore(), DictStore()),
+        Clock("event"),
+        gate,
+        publisher,
+        Metrics(),
+    )
+
+    def visit(cid: str, eid: str, at: int) -> ev.Visit:
+        return ev.Visit(
+            event_id=eid, customer_id=cid, occurred_at_ms=at, venue="v", sentiment="positive"
+        )
+
+    async def scenario() -> None:
+        await processor.apply_event("usage", 0, 0, visit("slow", "s1", 1_000))
+        await processor.apply_event("usage", 0, 1, visit("fast", "f1", 1_001))
+        await processor.apply_event("usage", 0, 2, visit("slow", "s2", 1_002))
+        await processor.flush()
+
+    asyncio.run(scenario())
+    slow = [c for c in gate.calls if c[1].startswith("s")]
+    assert slow == [("record", "s1"), ("decide", "s1"), ("record", "s2"), ("decide", "s2")]
+    # The other customer did not wait behind the slow one.
+    assert gate.calls.index(("decide", "f1")) < gate.calls.index(("record", "s1"))
+    assert [d.candidate.instance for d in publisher.sent if d.candidate.customer_id == "slow"] == [
+        "s1",
+        "s2",
+    ]

@@ -1,0 +1,86 @@
+"""The record cache between the processor and its tables (streams/pending_writes.py)."""
+
+from __future__ import annotations
+
+from streams.pending_writes import PendingWrites
+
+
+class CountingStore(dict[bytes, bytes]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[bytes, bytes | None]] = []
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.writes.append((key, value))
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: bytes) -> None:
+        self.writes.append((key, None))
+        super().__delitem__(key)
+
+
+def test_reads_see_pending_values_before_the_store() -> None:
+    store = CountingStore()
+    store[b"a"] = b"old"
+    store.writes.clear()
+    cache = PendingWrites(store)
+    assert cache.get(b"a") == b"old"
+    cache.put(0, b"a", b"new")
+    assert cache.get(b"a") == b"new"
+    assert store[b"a"] == b"old"  # nothing written before the flush
+    cache.put(0, b"a", None)
+    assert cache.get(b"a") is None
+    assert cache.get(b"missing") is None
+
+
+def test_flush_writes_only_the_last_value_per_key_of_its_partition() -> None:
+    store = CountingStore()
+    cache = PendingWrites(store)
+    for i in range(5):
+        cache.put(0, b"a", f"v{i}".encode())
+    cache.put(1, b"b", b"x")
+    assert cache.partitions() == {0, 1}
+    assert len(cache) == 2
+    assert cache.flush(0) == 1
+    assert store.writes == [(b"a", b"v4")]
+    assert cache.partitions() == {1}
+    assert cache.get(b"b") == b"x" and b"b" not in store
+    assert cache.flush(0) == 0
+    cache.flush(1)
+    assert store == {b"a": b"v4", b"b": b"x"}
+    assert len(cache) == 0
+
+
+def test_deletes_reach_the_store_only_for_existing_keys() -> None:
+    store = CountingStore()
+    store[b"a"] = b"1"
+    store.writes.clear()
+    cache = PendingWrites(store)
+    cache.put(0, b"a", None)
+    cache.put(0, b"never-written", b"2")
+    cache.put(0, b"never-written", None)
+    cache.flush(0)
+    assert store.writes == [(b"a", None)]
+    assert store == {}
+
+
+def test_discard_forgets_revoked_partitions_only() -> None:
+    store = CountingStore()
+    cache = PendingWrites(store)
+    cache.put(0, b"a", b"1")
+    cache.put(1, b"b", b"2")
+    assert cache.discard({1, 7}) == 1
+    assert cache.get(b"b") is None
+    assert cache.partitions() == {0}
+    cache.flush(0)
+    assert store == {b"a": b"1"}
+
+
+def test_a_key_written_under_another_partition_keeps_one_entry() -> None:
+    store = CountingStore()
+    cache = PendingWrites(store)
+    cache.put(0, b"a", b"1")
+    cache.put(1, b"a", b"2")
+    assert cache.partitions() == {1}
+    cache.flush(1)
+    assert store.writes == [(b"a", b"2")]
