@@ -180,7 +180,7 @@ def run_peer(stack: DevStack, inputs: TopicNames, tag: str, expect: int, workdir
             "PEER_RESULT": str(result),
         }
     )
-    argv = [sys.executable, str(HERE / "faust_peer.py"), "worker", "-l", "warn"]
+    argv = [sys.executable, str(HERE / "faust_peer.py"), "worker", "-l", "warn", "--without-web"]
     log_path = workdir / f"peer-{tag}.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)

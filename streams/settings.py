@@ -108,6 +108,13 @@ OPTIONS: tuple[Option, ...] = (
         "consumer group heartbeat interval in seconds",
     ),
     Option(
+        "--commit-interval",
+        "KAFKA_COMMIT_INTERVAL",
+        "2.8",
+        "seconds between input offset commits (Faust's default); longer means more input "
+        "read again after a crash, never less safety",
+    ),
+    Option(
         "--replication-factor",
         "TOPIC_REPLICATION_FACTOR",
         "1",
@@ -197,6 +204,7 @@ class Settings:
     broker_kind: str
     session_timeout: float
     heartbeat_interval: float
+    commit_interval: float
     replication_factor: int
     group_instance_id: str | None
     ledger_wait_replicas: int
@@ -288,6 +296,7 @@ class Settings:
             broker_kind=_choice(names["broker_kind"], text("broker_kind"), BROKER_KINDS),
             session_timeout=session,
             heartbeat_interval=heartbeat,
+            commit_interval=_seconds(names["commit_interval"], text("commit_interval")),
             replication_factor=_int(
                 names["replication_factor"], text("replication_factor"), 1, 100
             ),
