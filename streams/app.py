@@ -472,20 +472,9 @@ async def check_ledger(settings: Settings) -> None:
         await ledger.aclose()
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's event loop when it is installed (it is a dependency; the fallback keeps the
-    worker usable where its wheel is missing): per record the worker schedules several
-    callbacks and tasks (producer, consumer, ledger), and uvloop runs them in C."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is installed with the package
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 def run_worker(settings: Settings) -> int:
     """Run the stream processor until SIGTERM/SIGINT; then leave the group and flush."""
-    loop = _new_loop()
+    loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
         loop.run_until_complete(check_ledger(settings))
