@@ -19,6 +19,7 @@ import yaml
 
 from streams.errors import ConfigError
 from streams.events import CHANNELS
+from streams.policy import check_business_unit
 
 TRIGGER_NAMES = (
     "savings_drop_to_checking",
@@ -212,8 +213,7 @@ def _time_zone(path: str, v: Any) -> None:
 
 
 def _business_unit(path: str, v: Any) -> None:
-    if not 1 <= len(v) <= 100 or any(ord(c) < 32 or ord(c) == 127 for c in v):
-        raise ConfigError(f"{path}: {v!r} is not a business unit name (1-100 printable characters)")
+    check_business_unit(path, v)
 
 
 def _days_list(path: str, v: Any) -> None:

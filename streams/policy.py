@@ -129,14 +129,15 @@ class QuietHours:
 
     def quiet_channels(self, now_ms: int, timezone: str | None) -> frozenset[str]:
         """The channels in their quiet hours at ``now_ms`` for a customer in ``timezone``."""
-        local = datetime.fromtimestamp(now_ms / 1000, self.zone(timezone))
-        return self.channels if self._quiet(local.hour * 60 + local.minute) else frozenset()
+        return frozenset() if self.quiet_until(now_ms, timezone) is None else self.channels
 
     def defer_until(self, now_ms: int, channel: str, timezone: str | None) -> int | None:
         """When a marketing decision on ``channel`` due at ``now_ms`` may be made: None when it
         may be made now, else the instant the customer's quiet hours end (epoch ms)."""
-        if channel not in self.channels:
-            return None
+        return self.quiet_until(now_ms, timezone) if channel in self.channels else None
+
+    def quiet_until(self, now_ms: int, timezone: str | None) -> int | None:
+        """The instant the customer's current quiet hours end (epoch ms); None outside them."""
         zone = self.zone(timezone)
         local = datetime.fromtimestamp(now_ms / 1000, zone)
         if not self._quiet(local.hour * 60 + local.minute):

@@ -325,10 +325,10 @@ class Processor:
             self._metrics.triggers_fired.labels(candidate.trigger).inc()
         quiet: frozenset[str] = frozenset()
         if self._quiet is not None and candidates:
-            timezone = self._core.timezone(state)
-            quiet = self._quiet.quiet_channels(now, timezone)
-            if quiet:
-                candidates = self._defer(candidates, now, state, timezone)
+            until = self._quiet.quiet_until(now, self._core.timezone(state))
+            if until is not None:
+                quiet = self._quiet.channels
+                candidates = self._defer(candidates, now, state, quiet, until)
         segment, unit = self._core.segment(state), self._core.business_unit(state)
         return candidates, Recipient(segment, unit, quiet)
 
@@ -358,17 +358,13 @@ class Processor:
             self._unacked.append((d, await self._publish(d), started))
 
     def _defer(
-        self, candidates: list[Candidate], now: int, state: Any, timezone: str | None
+        self, candidates: list[Candidate], now: int, state: Any, quiet: frozenset[str], until: int
     ) -> list[Candidate]:
-        """Keep marketing candidates on a channel in its quiet hours in ``state`` until the
-        hours end; return the rest. Service messages are never deferred."""
-        assert self._quiet is not None  # noqa: S101 - only called with quiet hours
+        """Keep marketing candidates on a ``quiet`` channel in ``state`` until ``until`` (the
+        end of the customer's quiet hours); return the rest. Service is never deferred."""
         kept = []
         for c in candidates:
-            until = None
-            if c.category == MARKETING:
-                until = self._quiet.defer_until(now, c.channel, timezone)
-            if until is None:
+            if c.category != MARKETING or c.channel not in quiet:
                 kept.append(c)
             else:
                 self._core.defer(state, c, until, now)
