@@ -418,7 +418,8 @@ class Consumption:
 def measure_consumption(
     worker: Worker, expect: int, timeout: float = 900.0, poll: float = 0.25
 ) -> Consumption:
-    """Poll /metrics until ``expect`` input records are consumed (valid or dead-lettered).
+    """Poll /metrics until ``expect`` input records are done with (applied or dead-lettered,
+    state written, acked: ``lifecycle_input_records_done_total``).
 
     The window runs from the first poll that sees consumption to the first that sees all of it;
     its CPU and the count at its start come from the same polls, so start-up is excluded.
@@ -432,9 +433,7 @@ def measure_consumption(
             raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
         m = worker.metrics()
         now, cpu = time.monotonic(), cpu_seconds(pid)
-        done = m.get("lifecycle_events_consumed_total", 0) + m.get(
-            "lifecycle_dead_letters_total", 0
-        )
+        done = m.get("lifecycle_input_records_done_total", 0)
         if first is None and done > 0:
             first = (now, cpu, done)
         if first is not None and done >= expect:

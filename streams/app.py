@@ -1,9 +1,10 @@
 """The Faust wiring, all in one place: topics, the agent, health, and the worker's start.
 
 The app is built by a function from a validated, frozen Settings object; there is no
-module-level app. Both input topics (co-partitioned, keyed by customer id) feed one agent as
-raw bytes; ``streams.pipeline`` does the decoding, so bad input becomes dead letters instead of
-Faust's decode errors.
+module-level app. Both input topics (co-partitioned, keyed by customer id) and the clock ticks
+reach the worker as raw bytes, a fetch at a time (``streams/fastpath.py``: Faust keeps the
+group, the tables, recovery and commits; its per-record stream is bypassed). ``streams.pipeline``
+does the decoding, so bad input becomes dead letters instead of Faust's decode errors.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import orjson
 from faust.streams import _current_event  # faust has no public setter
 from faust.types import TP
 
-from streams import tansu
+from streams import fastpath, tansu
 from streams.clock import Clock
 from streams.core_adapter import build_core
 from streams.decisions import Decision
@@ -64,8 +65,9 @@ STALLED_TOPIC_MS = 30_000
 REDIS_PROBE_SECONDS = 5.0
 PRODUCER_LINGER_SECONDS = 0.005
 PRODUCER_MAX_BATCH_BYTES = 256 * 1024
-# Input events applied before their state is written and they are acked (see process()).
-MAX_BATCH = 500
+# Records per fetch, so per batch (streams/fastpath.py): a batch's decisions and state wait
+# for its end, and the event loop (health, metrics, timers) runs between batches.
+MAX_BATCH = 1_000
 
 
 @dataclass
@@ -101,6 +103,7 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
         # batch of input (processor.flush), so a short linger costs no throughput.
         "producer_linger": PRODUCER_LINGER_SECONDS,
         "producer_max_batch_size": PRODUCER_MAX_BATCH_BYTES,
+        "broker_max_poll_records": MAX_BATCH,
     }
     credentials = faust_credentials(settings.kafka_security)
     if credentials is not None:
@@ -108,6 +111,13 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
     if settings.group_instance_id:
         conf["consumer_group_instance_id"] = settings.group_instance_id
     return conf
+
+
+class _App(faust.App):
+    """The app with the batch consumer (``streams/fastpath.py``)."""
+
+    def _new_transport(self) -> Any:
+        return fastpath.Transport(self.conf.broker_consumer, self)
 
 
 class _TansuApp(faust.App):
@@ -118,6 +128,20 @@ class _TansuApp(faust.App):
 
     def _new_producer_transport(self) -> Any:
         return tansu.Transport(self.conf.broker_producer, self)
+
+
+@dataclass(frozen=True)
+class _Where:
+    topic: str
+    partition: int
+
+
+class _PartitionContext:
+    """Stands for a Faust event where tables look for one: they read its message's topic and
+    partition (the changelog partition to write, the RocksDB partition to read)."""
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.message = _Where(topic, partition)
 
 
 def ticks_topic_name(settings: Settings) -> str:
@@ -135,7 +159,7 @@ def build_worker(
     ``partitions`` is the input topics' partition count; every table and the tick topic use it
     so that one customer's events, state and due items share a partition number.
     """
-    app_class = _TansuApp if settings.broker_kind == "tansu" else faust.App
+    app_class = _TansuApp if settings.broker_kind == "tansu" else _App
     app = app_class(settings.app_id, **_faust_settings(settings))
     metrics = Metrics()
     topics = TopicNames.from_config(settings.topics)
@@ -169,9 +193,10 @@ def build_worker(
             options=dict(ROCKSDB_OPTIONS) if settings.store == "rocksdb" else None,
         )
 
-    stores = Stores(
-        customers=table("customers"), due=table("due-index"), clock=table("stream-time")
-    )
+    changelogs = [
+        fastpath.BatchedChangelog(table(name)) for name in ("customers", "due-index", "stream-time")
+    ]
+    stores = Stores(customers=changelogs[0], due=changelogs[1], clock=changelogs[2])
 
     async def publish(decision: Decision) -> Any:
         return await decisions_topic.send(
@@ -218,7 +243,7 @@ def build_worker(
         "assigned_at": time.monotonic(),
         "assigned_wall": wall_ms(),
     }
-    merger: EventTimeMerger[tuple[Any, Event]] = EventTimeMerger(
+    merger: EventTimeMerger[tuple[TP, int, Event]] = EventTimeMerger(
         topics.inputs, wait_unknown_ms=stream_conf["max_order_wait_ms"]
     )
     last_seen: dict[tuple[str, int], int] = {}
@@ -274,79 +299,106 @@ def build_worker(
 
         return pending
 
-    # The batch in progress: input events whose state waits for processor.flush (acked after
-    # it), and per partition the latest stream event, in whose context that partition's table
-    # writes are made (faust sends a changelog record to the current event's partition).
-    unflushed: list[Any] = []
-    context: dict[int, Any] = {}
+    # Tables write to the partition of Faust's current event; the batch path has no Faust
+    # events, so each partition gets a stand-in that carries what tables read of one.
+    contexts: dict[int, _PartitionContext] = {}
+    # Bumped by every revocation and assignment: a batch that saw it change is dropped whole.
+    rebalances = {"epoch": 0}
 
-    def enter_partition(partition: int) -> bool:
-        event = context.get(partition)
-        if (
-            event is None
-            or partition not in owned["partitions"]
-            or event.message.generation_id != app.consumer_generation_id
-        ):
-            return False
-        _current_event.set(weakref.ref(event))
-        return True
+    def enter(partition: int) -> None:
+        where = contexts.get(partition)
+        if where is None:
+            where = contexts[partition] = _PartitionContext(topics.inputs[0], partition)
+        _current_event.set(weakref.ref(where))  # type: ignore[arg-type]
 
-    async def flush() -> None:
-        await processor.flush(enter_partition)
-        generation = app.consumer_generation_id
-        for event in unflushed:
-            # An event of an earlier generation is read again from the committed offset:
-            # acking it now could commit past state that was dropped at the revocation.
-            if event.message.generation_id == generation:
-                event.ack()
-        unflushed.clear()
+    def abandon(reason: str) -> None:
+        """Forget everything unwritten: its input was not acked and is read again."""
+        log.info("batch dropped (%s); its input is read again from the committed offsets", reason)
+        known = set(owned["partitions"]) | processor.pending_partitions() | set(merger.partitions())
+        processor.drop_partitions(known)
+        for p in known:
+            merger.drop(p)
+        owned["stale"] = True
 
-    async def release(partition: int) -> None:
-        forced = merger.forced
-        ready = merger.release(partition, wall_ms(), pending_for(partition))
-        if merger.forced > forced:
-            metrics.order_forced.labels("buffer_full").inc(merger.forced - forced)
-        for held, typed in ready:
-            msg = held.message
-            await processor.apply_event(topics.kind_of(msg.topic), msg.partition, msg.offset, typed)
-            unflushed.append(held)
+    async def handle(batch: fastpath.Batch, generation: int) -> None:
+        """One fetch of the inputs and ticks: ingest, merge by event time, apply, write, ack.
 
-    async def process(stream: Any) -> AsyncIterator[None]:  # faust.Stream; StreamT lacks noack
-        # Acks are ours: an event is acked once its state is written, which may be after later
-        # events of the other input topic (event-time merge), so no offset is committed past
-        # it. Events are applied one by one and written in batches: a batch ends when faust
-        # has nothing more buffered for this agent, or at MAX_BATCH events.
-        events = stream.noack()
-        queue = events.channel.queue
-        async for event in events.events():
-            msg = event.message
-            if owned["stale"]:
-                owned["stale"] = False
-                processor.restore_partitions(set(owned["partitions"]))
-                # Faust runs agents only once table recovery is done: this is the first moment
-                # the worker processes again after an assignment.
-                metrics.recovery_seconds.set(time.monotonic() - owned["assigned_at"])
-            context[msg.partition] = event
-            if msg.topic == ticks:
-                await release(msg.partition)
-                if wall_clock:
-                    await processor.apply_time(msg.partition)
-                unflushed.append(event)
-            else:
-                last_seen[(msg.topic, msg.partition)] = msg.offset
-                last_delivery[(msg.topic, msg.partition)] = wall_ms()
-                result = ingest.accept(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+        Acks come last: an input record is acked once its state is written (decisions before
+        state, see ``streams/processor.py``), so no offset commit overtakes unwritten state.
+        Records held for event-time order stay unacked until a later batch releases them.
+        """
+        epoch = rebalances["epoch"]
+        if generation != app.consumer_generation_id:
+            return  # fetched before an assignment: read again from the committed offsets
+        if owned["stale"]:
+            owned["stale"] = False
+            _current_event.set(None)  # restore reads every partition's store
+            processor.restore_partitions(set(owned["partitions"]))
+            # Faust resumes the inputs only once table recovery is done: this is the first
+            # moment the worker processes again after an assignment.
+            metrics.recovery_seconds.set(time.monotonic() - owned["assigned_at"])
+        now = wall_ms()
+        done: list[tuple[TP, int]] = []
+        touched: set[int] = set()
+        ticked: set[int] = set()
+        for tp, records in batch:
+            partition = tp.partition
+            touched.add(partition)
+            if tp.topic == ticks:
+                ticked.add(partition)
+                done.extend((tp, r.offset) for r in records)
+                continue
+            topic = tp.topic
+            for r in records:
+                result = ingest.accept(topic, partition, r.offset, r.key, r.value)
                 if isinstance(result, Rejected):
-                    # Buffered; Faust flushes the producer before it commits this offset.
                     await dead_letters.send(key=result.key, value=result.value)
-                    event.ack()
+                    done.append((tp, r.offset))
                 else:
-                    merger.add(
-                        msg.partition, msg.topic, result.occurred_at_ms, wall_ms(), (event, result)
-                    )
-                await release(msg.partition)
-            if len(unflushed) >= MAX_BATCH or queue.empty():
-                await flush()
+                    merger.add(partition, topic, result.occurred_at_ms, now, (tp, r.offset, result))
+            last_seen[(topic, partition)] = records[-1].offset
+            last_delivery[(topic, partition)] = now
+        for partition in sorted(touched):
+            enter(partition)
+            forced = merger.forced
+            ready = merger.release(partition, wall_ms(), pending_for(partition))
+            if merger.forced > forced:
+                metrics.order_forced.labels("buffer_full").inc(merger.forced - forced)
+            for tp, offset, typed in ready:
+                await processor.apply_event(topics.kind_of(tp.topic), partition, offset, typed)
+                done.append((tp, offset))
+            if partition in ticked and wall_clock:
+                enter(partition)
+                await processor.apply_time(partition)
+
+        def write_to(partition: int) -> bool:
+            if rebalances["epoch"] != epoch or partition not in owned["partitions"]:
+                return False
+            enter(partition)
+            return True
+
+        await processor.flush(write_to)
+        # What was written belongs to partitions still ours (write_to): its changelog goes out
+        # even if a rebalance starts now.
+        producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
+        for changelog in changelogs:
+            await changelog.send(producer)
+        if rebalances["epoch"] != epoch:
+            abandon("rebalance")
+            return
+        ack = consumer.ack_offset
+        inputs = 0
+        for tp, offset in done:
+            ack(tp, offset)
+            inputs += tp.topic != ticks
+        metrics.records_done.inc(inputs)
+
+    consumer = cast(fastpath.BatchConsumer, app.consumer)
+    consumer.use_batches(frozenset((*topics.inputs, ticks)), handle)
+
+    async def process(stream: Any) -> AsyncIterator[None]:
+        # Subscribes Faust to the inputs and ticks; their records reach ``handle`` instead.
+        async for _ in stream.noack():
             yield None
 
     app.agent(source, name="lifecycle.process", sink=None)(process)
@@ -377,19 +429,18 @@ def build_worker(
         owned["partitions"] = {tp.partition for tp in assigned if tp.topic in topics.inputs}
         owned["stale"] = True
         owned["assigned"] = True
+        rebalances["epoch"] += 1
 
     async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         owned["assigned"] = False
+        rebalances["epoch"] += 1
         revoked = kwargs.get("revoked", args[0] if args else set())
         gone = {tp.partition for tp in revoked if tp.topic in topics.inputs}
-        # Unwritten state of revoked partitions: its input was not acked, the next owner
-        # reads it again. Events of the old assignment are not acked either.
+        owned["partitions"] = set(owned["partitions"]) - gone
+        # Unwritten state and held records of revoked partitions: their input was not acked,
+        # the next owner reads it again. A batch in progress sees the epoch and drops the rest.
         processor.drop_partitions(gone)
-        unflushed[:] = [e for e in unflushed if e.message.partition not in gone]
-        for p in gone:
-            context.pop(p, None)
         for tp in revoked:
-            # Held records were never acked: their new owner reads them again.
             merger.drop(tp.partition)
             last_seen.pop((tp.topic, tp.partition), None)
             last_delivery.pop((tp.topic, tp.partition), None)

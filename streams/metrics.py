@@ -26,6 +26,11 @@ class Metrics:
             ["topic", "type"],
             registry=r,
         )
+        self.records_done = Counter(
+            "lifecycle_input_records_done_total",
+            "Input records done with: applied (or dead-lettered), state written, offset acked.",
+            registry=r,
+        )
         self.dead_letters = Counter(
             "lifecycle_dead_letters_total",
             "Input records rejected to the dead-letter topic, by source topic and reason class.",

@@ -29,6 +29,8 @@ from typing import Any, cast
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from streams.fastpath import BatchConsumer
+
 FETCH_MAX_WAIT_MS = 1_500  # see the module docstring: shorter waits starve large partitions
 PROBE_FETCH_WAIT_MS = 10
 PROBE_TIMEOUT_SECONDS = 30.0
@@ -87,7 +89,9 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return ends
 
 
-class Consumer(faust_aiokafka.Consumer):
+class Consumer(BatchConsumer):
+    """The batch consumer (``streams/fastpath.py``) with the Tansu consumer thread."""
+
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
