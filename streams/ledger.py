@@ -34,6 +34,7 @@ Readings of the contract that the script makes (and the tests pin down):
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -146,6 +147,63 @@ def _describe_client(client: LedgerClient) -> str:
     return f"redis at {kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
 
 
+class _Pipeliner:
+    """Runs the ledger calls issued in one turn of the event loop as one pipeline.
+
+    The worker decides many customers at once; one round trip (and one connection checkout,
+    one socket write) for all of them instead of one per call. Each call keeps its own result
+    or error: a pipeline that fails as a whole fails every call in it, and the caller's
+    retry (``LedgerGate``) repeats each, which is safe because ledger calls are idempotent. A
+    customer's calls stay in order because the caller issues the next only after the previous
+    answered. Not used on a cluster (each customer's slot may live on another node) or with
+    ``WAIT`` (which must follow its own write on its connection).
+    """
+
+    def __init__(self, client: LedgerClient) -> None:
+        self._client = client
+        self._queued: list[tuple[list[str], Sequence[str | int], asyncio.Future[Any]]] = []
+        self._running: set[asyncio.Task[None]] = set()
+
+    def evalsha(self, keys: list[str], args: Sequence[str | int]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._queued:
+            loop.call_soon(self._launch)
+        self._queued.append((keys, args, future))
+        return future
+
+    def _launch(self) -> None:
+        queued, self._queued = self._queued, []
+        task = asyncio.ensure_future(self._send(queued))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _send(
+        self, queued: list[tuple[list[str], Sequence[str | int], asyncio.Future[Any]]]
+    ) -> None:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for keys, args, _ in queued:
+                    pipe.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+                results = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            for *_, future in queued:
+                future.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - every call gets the error it would have got
+            for *_, future in queued:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (*_, future), result in zip(queued, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
 class ContactLedger:
     """The shared contact ledger of one namespace (``lt`` in production; a back-test or a test
     uses its own so that it never touches real history).
@@ -187,6 +245,7 @@ class ContactLedger:
             self.client = redis
             self._owns_client = False
         self.cluster = isinstance(self.client, RedisCluster)
+        self._batched = None if self.cluster else _Pipeliner(self.client)
 
     async def aclose(self) -> None:
         """Close the connections (only when the ledger created the client)."""
@@ -270,6 +329,8 @@ class ContactLedger:
 
     async def _evalsha(self, keys: list[str], args: Sequence[str | int]) -> Any:
         if self.wait_replicas <= 0:
+            if self._batched is not None:
+                return await self._batched.evalsha(keys, args)
             return await self.client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
         # The script and WAIT in one round trip, on one connection: WAIT counts the replicas
         # that have this connection's last write. On a cluster both go to the node owning
