@@ -785,6 +785,62 @@ def test_script_is_reloaded_after_noscript(dev_stack: DevStack) -> None:
     with_ledger(dev_stack, body)
 
 
+def test_calls_issued_together_share_pipelines_and_decide_as_one_by_one(
+    dev_stack: DevStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Per customer: engagement, then candidates that meet the global cap and a cooldown.
+    customers = [new_id() for _ in range(40)]
+
+    async def customer_calls(ledger: ContactLedger, c: str) -> list[tuple[str, tuple[str, ...]]]:
+        got = []
+        await ledger.record_engagement(c, "email", "opened", T0 - DAY, None)
+        for k, trigger in enumerate(("a", "b", "a", "c")):
+            d = await one(ledger, cand(c, trigger, str(k)), T0 + k * HOUR)
+            got.append((d.outcome, d.reasons))
+        return got
+
+    pipelines: list[int] = []
+
+    async def body() -> None:
+        async with ContactLedger(dev_stack.redis_url, NO_HOLDOUT, new_id("ns")) as alone:
+            expected = [await customer_calls(alone, c) for c in customers]
+        async with ContactLedger(dev_stack.redis_url, NO_HOLDOUT, new_id("ns")) as together:
+            real = together.client.pipeline
+
+            def counting(*args: Any, **kwargs: Any) -> Any:
+                pipe = real(*args, **kwargs)
+                execute = pipe.execute
+
+                async def counted(*a: Any, **kw: Any) -> Any:
+                    pipelines.append(len(pipe.command_stack))
+                    return await execute(*a, **kw)
+
+                pipe.execute = counted
+                return pipe
+
+            monkeypatch.setattr(together.client, "pipeline", counting)
+            await together.client.script_flush()  # NOSCRIPT inside pipelines, reloaded
+            got = await asyncio.gather(*(customer_calls(together, c) for c in customers))
+        assert got == expected
+        assert max(pipelines) > 1  # calls of different customers did share round trips
+        assert sum(pipelines) >= len(customers) * 5
+
+    run(body())
+
+
+def test_a_failed_pipeline_fails_every_call_in_it() -> None:
+    async def body() -> None:
+        url = f"redis://127.0.0.1:{free_port()}/0"
+        async with ContactLedger(url, NO_HOLDOUT, timeout=1.0) as ledger:
+            outcomes = await asyncio.gather(
+                *(ledger.decide([cand(new_id(), "a")], T0) for _ in range(5)),
+                return_exceptions=True,
+            )
+        assert all(isinstance(o, LedgerUnavailable) for o in outcomes), outcomes
+
+    run(body())
+
+
 def test_wait_for_replicas_shortfall_is_unavailable_and_retry_safe(dev_stack: DevStack) -> None:
     async def body(ledger: ContactLedger) -> None:
         c = new_id()
