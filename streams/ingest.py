@@ -237,6 +237,13 @@ FIELDS: Mapping[str, tuple[Field, ...]] = {
     ),
 }
 
+# FIELDS as plain tuples (name, check, required, attribute): validate_payload reads them for
+# every record, without a property call per field.
+_PLANS: Mapping[str, tuple[tuple[str, Check, bool, str], ...]] = {
+    type_name: tuple((f.name, f.check, f.required, f.target) for f in fields)
+    for type_name, fields in FIELDS.items()
+}
+
 TOPIC_TYPES: Mapping[str, Mapping[str, type[ev.Event]]] = {
     "account": ev.ACCOUNT_EVENT_TYPES,
     "usage": ev.USAGE_EVENT_TYPES,
@@ -272,12 +279,12 @@ def validate_payload(kind: str, payload: Any) -> ev.Event:
     }
     if "source" in payload:
         values["source"] = _TEXT("source", payload["source"])
-    for spec in FIELDS[type_name]:
-        if spec.name in payload:
-            values[spec.target] = spec.check(spec.name, payload[spec.name])
-        elif spec.required:
+    for name, check, required, target in _PLANS[type_name]:
+        if name in payload:
+            values[target] = check(name, payload[name])
+        elif required:
             raise InvalidEvent(
-                "missing_field", f"{spec.name}: required field of a {type_name} event is missing"
+                "missing_field", f"{name}: required field of a {type_name} event is missing"
             )
     return cls(**values)
 

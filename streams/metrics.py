@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -12,6 +14,27 @@ from prometheus_client import (
 
 # The *_created series double the exposition for no use on our dashboards.
 disable_created_metrics()
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+class Children(Generic[M]):
+    """One labelled metric's children by label values, each looked up once.
+
+    ``metric.labels(...)`` takes a lock and rebuilds the label tuple on every call (about
+    1.4 us, as much as the increment); the per-event counters use this instead. The label sets
+    are bounded (see the module docstring), so is this.
+    """
+
+    def __init__(self, metric: M) -> None:
+        self._metric: M = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class Metrics:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from streams.errors import InvalidEvent
 from streams.events import Event
 from streams.ingest import Decoder, dead_letter
-from streams.metrics import Metrics
+from streams.metrics import Children, Metrics
 from streams.topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class Ingest:
         self._decoder = decoder
         self._metrics = metrics
         self._wall_ms = wall_ms
+        self._consumed = Children(metrics.events_consumed)
 
     def accept(
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
@@ -62,5 +63,5 @@ class Ingest:
                 received_at_ms=now,
             )
             return Rejected(key, record, exc)
-        self._metrics.events_consumed.labels(topic, event.type).inc()
+        self._consumed(topic, event.type).inc()
         return event

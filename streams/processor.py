@@ -41,7 +41,7 @@ from streams.clock import Clock
 from streams.decisions import NOBODY, Candidate, Decision, Recipient
 from streams.due_index import DueIndex
 from streams.events import Event
-from streams.metrics import Metrics
+from streams.metrics import Children, Metrics
 from streams.pending_writes import PendingWrites
 from streams.policy import MARKETING, QuietHours
 from streams.timeutil import wall_ms
@@ -167,6 +167,8 @@ class Processor:
         self._gate = gate
         self._publish = publish
         self._metrics = metrics
+        self._state_records = Children(metrics.state_records)
+        self._triggers_fired = Children(metrics.triggers_fired)
         self.due_index = DueIndex()
         self._customers = PendingWrites(stores.customers)
         self._due = PendingWrites(stores.due)
@@ -251,7 +253,7 @@ class Processor:
         assert now is not None  # noqa: S101 - observed just above in event mode
         raw = self._customers.get(key)
         if raw is None:
-            self._metrics.state_records.labels(str(partition)).inc()
+            self._state_records(str(partition)).inc()
         state = None if raw is None else self._core.load(raw)
         durable_due = self.due_index.get(partition, key)
         if state is not None and self._core.applied_offset(state, kind) >= offset:
@@ -322,7 +324,7 @@ class Processor:
         """Count the candidates that fired now, keep those that fall in the customer's quiet
         hours in ``state`` (deferred), and say who the rest are decided for."""
         for candidate in candidates:
-            self._metrics.triggers_fired.labels(candidate.trigger).inc()
+            self._triggers_fired(candidate.trigger).inc()
         quiet: frozenset[str] = frozenset()
         if self._quiet is not None and candidates:
             until = self._quiet.quiet_until(now, self._core.timezone(state))

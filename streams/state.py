@@ -251,15 +251,11 @@ class CustomerState:
 # Short keys, empty collections left out, and every time stored relative to the floor (which is
 # stored absolute): recent times then take 9-10 digits instead of 13. Day numbers of balance
 # buckets are relative to the floor's day.
-
-
-def _put(obj: dict[str, Any], key: str, value: Any) -> None:
-    if value:  # empty collections are left out
-        obj[key] = value
-
-
-def _drop_empty(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if v not in (None, 0, [], (), {}, "")}
+#
+# This runs twice per event on the worker's hot path and most records are small, so it is
+# written for the empty case: a field is looked at once and skipped when empty, instead of
+# building an empty collection and dropping it. The bytes are the table's (and changelog's)
+# format: a key's order and presence must not change.
 
 
 def _encode(s: CustomerState) -> dict[str, Any]:
@@ -268,94 +264,108 @@ def _encode(s: CustomerState) -> dict[str, Any]:
     o: dict[str, Any] = {"c": s.customer_id, "f": b}
     if s.due_ms is not None:
         o["n"] = s.due_ms - b
-    _put(o, "o", s.applied_offsets)
-    _put(o, "s", [[h, t // DAY_MS - bd] for h, t in s.seen])
-    _put(o, "x", [[h, t - b] for h, t in s.fired])
-    _put(
-        o,
-        "sv",
-        {
-            k: _drop_empty(
-                {
-                    "o": [[t - b, c] for t, c in a.obs],
-                    "b": [[d - bd, c] if n == 1 else [d - bd, c, n] for d, c, n in a.days],
-                    "d": [[t - b, c, i] for t, c, i in a.debits],
-                    "p": [
-                        [p.first_id, p.start_ms - b, p.drop_ms - b, p.amount_cents, p.debit_ids]
-                        + ([p.flags] if p.flags else [])
-                        for p in a.drops
-                    ],
-                    "l": a.last_ms - b,
-                }
-            )
-            for k, a in s.savings.items()
-        },
-    )
-    _put(o, "fu", [[t - b, c, kind, i] for t, c, kind, i in s.follow_ups])
-    _put(
-        o,
-        "ct",
-        {
-            k: _drop_empty(
-                {
-                    "p": c.product,
-                    "v": [[t - b, st, e - b, ar, i] for t, st, e, ar, i in c.versions],
-                    "m": [[code, d - b] for code, d in c.marks],
-                }
-            )
-            for k, c in s.contracts.items()
-        },
-    )
-    _put(o, "u", {k: [t - b for t in v] for k, v in s.usage.items()})
-    _put(o, "cp", [t - b for t in s.complaints])
-    _put(o, "v", [[v.event_id, v.at_ms - b, v.contract_id, v.fired] for v in s.visits])
-    _put(
-        o,
-        "cc",
-        {
-            k: _drop_empty(
-                {
-                    "o": [c.opened[0] - b, c.opened[1]] if c.opened else None,
-                    "x": None if c.closed_ms is None else [c.closed_ms - b],
-                    "a": [[t - b, i] if i else t - b for t, i in c.activity],
-                    "s": [[t - b, p] for t, p in c.statements],
-                    "e": c.earlier,
-                    "m": [u - b for u in c.lapse_marks],
-                    "n": 1 if c.never_done else 0,
-                    "l": c.last_ms - b,
-                }
-            )
-            for k, c in s.cards.items()
-        },
-    )
-    _put(
-        o,
-        "pc",
-        {
-            k: _drop_empty(
-                {
-                    "p": [[t - b, i] if i else t - b for t, i in c.purchases],
-                    "n": c.count,
-                    "m": [[code, t - b] for code, t in c.marks],
-                }
-            )
-            for k, c in s.categories.items()
-        },
-    )
-    _put(o, "cs", {k: [t - b, out] for k, (t, out) in s.consent.items()})
-    for key, value in (("sg", s.segment), ("bu", s.business_unit), ("tz", s.timezone)):
-        if value is not None:
-            o[key] = [value[0] - b, value[1]]
-    _put(
-        o,
-        "df",
-        [
+    if s.applied_offsets:
+        o["o"] = s.applied_offsets
+    if s.seen:
+        o["s"] = [[h, t // DAY_MS - bd] for h, t in s.seen]
+    if s.fired:
+        o["x"] = [[h, t - b] for h, t in s.fired]
+    if s.savings:
+        o["sv"] = {k: _encode_savings(a, b, bd) for k, a in s.savings.items()}
+    if s.follow_ups:
+        o["fu"] = [[t - b, c, kind, i] for t, c, kind, i in s.follow_ups]
+    if s.contracts:
+        o["ct"] = {k: _encode_contract(c, b) for k, c in s.contracts.items()}
+    if s.usage:
+        o["u"] = {k: [t - b for t in v] for k, v in s.usage.items()}
+    if s.complaints:
+        o["cp"] = [t - b for t in s.complaints]
+    if s.visits:
+        o["v"] = [[v.event_id, v.at_ms - b, v.contract_id, v.fired] for v in s.visits]
+    if s.cards:
+        o["cc"] = {k: _encode_card(c, b) for k, c in s.cards.items()}
+    if s.categories:
+        o["pc"] = {k: _encode_category(c, b) for k, c in s.categories.items()}
+    if s.consent:
+        o["cs"] = {k: [t - b, out] for k, (t, out) in s.consent.items()}
+    if s.segment is not None:
+        o["sg"] = [s.segment[0] - b, s.segment[1]]
+    if s.business_unit is not None:
+        o["bu"] = [s.business_unit[0] - b, s.business_unit[1]]
+    if s.timezone is not None:
+        o["tz"] = [s.timezone[0] - b, s.timezone[1]]
+    if s.deferred:
+        o["df"] = [
             [u - b, at - b, c.trigger, c.instance, c.action, c.channel, c.category,
              c.priority, list(c.evidence), c.triggered_at_ms - b]
             for u, at, c in s.deferred
-        ],
-    )  # fmt: skip
+        ]  # fmt: skip
     return o
+
+
+# A nested record leaves out every empty or zero field (a zero time is the floor itself).
+
+
+def _encode_savings(a: SavingsAccount, b: int, bd: int) -> dict[str, Any]:
+    e: dict[str, Any] = {}
+    if a.obs:
+        e["o"] = [[t - b, c] for t, c in a.obs]
+    if a.days:
+        e["b"] = [[d - bd, c] if n == 1 else [d - bd, c, n] for d, c, n in a.days]
+    if a.debits:
+        e["d"] = [[t - b, c, i] for t, c, i in a.debits]
+    if a.drops:
+        e["p"] = [
+            [p.first_id, p.start_ms - b, p.drop_ms - b, p.amount_cents, p.debit_ids]
+            + ([p.flags] if p.flags else [])
+            for p in a.drops
+        ]
+    if a.last_ms != b:
+        e["l"] = a.last_ms - b
+    return e
+
+
+def _encode_contract(c: ContractState, b: int) -> dict[str, Any]:
+    e: dict[str, Any] = {}
+    if c.product:
+        e["p"] = c.product
+    if c.versions:
+        e["v"] = [[t - b, st, x - b, ar, i] for t, st, x, ar, i in c.versions]
+    if c.marks:
+        e["m"] = [[code, d - b] for code, d in c.marks]
+    return e
+
+
+def _encode_card(c: CardState, b: int) -> dict[str, Any]:
+    e: dict[str, Any] = {}
+    if c.opened:
+        e["o"] = [c.opened[0] - b, c.opened[1]]
+    if c.closed_ms is not None:
+        e["x"] = [c.closed_ms - b]
+    if c.activity:
+        e["a"] = [[t - b, i] if i else t - b for t, i in c.activity]
+    if c.statements:
+        e["s"] = [[t - b, p] for t, p in c.statements]
+    if c.earlier:
+        e["e"] = c.earlier
+    if c.lapse_marks:
+        e["m"] = [u - b for u in c.lapse_marks]
+    if c.never_done:
+        e["n"] = 1
+    if c.last_ms != b:
+        e["l"] = c.last_ms - b
+    return e
+
+
+def _encode_category(c: CategoryState, b: int) -> dict[str, Any]:
+    e: dict[str, Any] = {}
+    if c.purchases:
+        e["p"] = [[t - b, i] if i else t - b for t, i in c.purchases]
+    if c.count:
+        e["n"] = c.count
+    if c.marks:
+        e["m"] = [[code, t - b] for code, t in c.marks]
+    return e
 
 
 def _point(item: Any, b: int) -> tuple[int, str]:
@@ -365,58 +375,81 @@ def _point(item: Any, b: int) -> tuple[int, str]:
 def _decode(o: dict[str, Any]) -> CustomerState:
     b = o.get("f", 0)
     bd = b // DAY_MS
-    s = CustomerState(customer_id=o["c"], floor_ms=b)
-    if "n" in o:
-        s.due_ms = o["n"] + b
-    s.applied_offsets = dict(o.get("o", {}))
-    s.seen = [(h, (t + bd) * DAY_MS) for h, t in o.get("s", [])]
-    s.fired = [(h, t + b) for h, t in o.get("x", [])]
-    for k, a in o.get("sv", {}).items():
-        s.savings[k] = SavingsAccount(
-            obs=[(t + b, c) for t, c in a.get("o", [])],
-            days=[(x[0] + bd, x[1], x[2] if len(x) > 2 else 1) for x in a.get("b", [])],
-            debits=[(t + b, c, i) for t, c, i in a.get("d", [])],
-            drops=[
-                PinnedDrop(p[0], p[1] + b, p[2] + b, p[3], tuple(p[4]), p[5] if len(p) > 5 else 0)
-                for p in a.get("p", [])
-            ],
-            last_ms=a.get("l", 0) + b,
-        )
-    s.follow_ups = [(t + b, c, kind, i) for t, c, kind, i in o.get("fu", [])]
-    for k, c in o.get("ct", {}).items():
-        s.contracts[k] = ContractState(
-            product=c.get("p"),
-            versions=[(t + b, st, e + b, ar, i) for t, st, e, ar, i in c.get("v", [])],
-            marks=[(code, d + b) for code, d in c.get("m", [])],
-        )
-    s.usage = {k: [t + b for t in v] for k, v in o.get("u", {}).items()}
-    s.complaints = [t + b for t in o.get("cp", [])]
-    s.visits = [VisitState(i, t + b, cid, list(f)) for i, t, cid, f in o.get("v", [])]
-    for k, c in o.get("cc", {}).items():
-        opened = c.get("o")
-        closed = c.get("x")
-        s.cards[k] = CardState(
-            opened=(opened[0] + b, opened[1]) if opened else None,
-            closed_ms=closed[0] + b if closed else None,
-            activity=[_point(a, b) for a in c.get("a", [])],
-            statements=[(t + b, p) for t, p in c.get("s", [])],
-            earlier=c.get("e", ""),
-            lapse_marks=[u + b for u in c.get("m", [])],
-            never_done=bool(c.get("n", 0)),
-            last_ms=c.get("l", 0) + b,
-        )
-    for k, c in o.get("pc", {}).items():
-        s.categories[k] = CategoryState(
-            purchases=[_point(p, b) for p in c.get("p", [])],
-            count=c.get("n", 0),
-            marks=[(code, t + b) for code, t in c.get("m", [])],
-        )
-    s.consent = {k: (t + b, out) for k, (t, out) in o.get("cs", {}).items()}
-    for key, attr in (("sg", "segment"), ("bu", "business_unit"), ("tz", "timezone")):
-        if key in o:
-            setattr(s, attr, (o[key][0] + b, o[key][1]))
-    s.deferred = [
-        (u + b, at + b, Candidate(s.customer_id, tr, ins, act, ch, cat, pr, tuple(ev), t + b))
-        for u, at, tr, ins, act, ch, cat, pr, ev, t in o.get("df", [])
-    ]
-    return s
+    customer_id = o["c"]
+    due_ms = o["n"] + b if "n" in o else None
+    applied_offsets = dict(o["o"]) if "o" in o else {}
+    seen = [(h, (t + bd) * DAY_MS) for h, t in o["s"]] if "s" in o else []
+    fired = [(h, t + b) for h, t in o["x"]] if "x" in o else []
+    savings = {k: _decode_savings(a, b, bd) for k, a in o["sv"].items()} if "sv" in o else {}
+    follow_ups = [(t + b, c, kind, i) for t, c, kind, i in o["fu"]] if "fu" in o else []
+    contracts = {k: _decode_contract(c, b) for k, c in o["ct"].items()} if "ct" in o else {}
+    usage = {k: [t + b for t in v] for k, v in o["u"].items()} if "u" in o else {}
+    complaints = [t + b for t in o["cp"]] if "cp" in o else []
+    visits = [VisitState(i, t + b, cid, list(f)) for i, t, cid, f in o["v"]] if "v" in o else []
+    cards = {k: _decode_card(c, b) for k, c in o["cc"].items()} if "cc" in o else {}
+    categories = {k: _decode_category(c, b) for k, c in o["pc"].items()} if "pc" in o else {}
+    consent = {k: (t + b, out) for k, (t, out) in o["cs"].items()} if "cs" in o else {}
+    segment = (o["sg"][0] + b, o["sg"][1]) if "sg" in o else None
+    business_unit = (o["bu"][0] + b, o["bu"][1]) if "bu" in o else None
+    timezone = (o["tz"][0] + b, o["tz"][1]) if "tz" in o else None
+    deferred = (
+        [
+            (u + b, at + b, Candidate(customer_id, tr, ins, act, ch, cat, pr, tuple(ev), t + b))
+            for u, at, tr, ins, act, ch, cat, pr, ev, t in o["df"]
+        ]
+        if "df" in o
+        else []
+    )
+    # Positional, in CustomerState's field order: a dataclass's __init__ costs about twice as
+    # much with keywords, and this runs for every event.
+    return CustomerState(
+        customer_id, b, due_ms, applied_offsets, seen, fired, savings, follow_ups, contracts,
+        usage, complaints, visits, cards, categories, consent, segment, business_unit, timezone,
+        deferred,
+    )  # fmt: skip
+
+
+def _decode_savings(a: dict[str, Any], b: int, bd: int) -> SavingsAccount:
+    return SavingsAccount(
+        obs=[(t + b, c) for t, c in a["o"]] if "o" in a else [],
+        days=[(x[0] + bd, x[1], x[2] if len(x) > 2 else 1) for x in a["b"]] if "b" in a else [],
+        debits=[(t + b, c, i) for t, c, i in a["d"]] if "d" in a else [],
+        drops=[
+            PinnedDrop(p[0], p[1] + b, p[2] + b, p[3], tuple(p[4]), p[5] if len(p) > 5 else 0)
+            for p in a["p"]
+        ]
+        if "p" in a
+        else [],
+        last_ms=a.get("l", 0) + b,
+    )
+
+
+def _decode_contract(c: dict[str, Any], b: int) -> ContractState:
+    return ContractState(
+        product=c.get("p"),
+        versions=[(t + b, st, e + b, ar, i) for t, st, e, ar, i in c["v"]] if "v" in c else [],
+        marks=[(code, d + b) for code, d in c["m"]] if "m" in c else [],
+    )
+
+
+def _decode_card(c: dict[str, Any], b: int) -> CardState:
+    opened = c.get("o")
+    closed = c.get("x")
+    return CardState(
+        opened=(opened[0] + b, opened[1]) if opened else None,
+        closed_ms=closed[0] + b if closed else None,
+        activity=[_point(a, b) for a in c["a"]] if "a" in c else [],
+        statements=[(t + b, p) for t, p in c["s"]] if "s" in c else [],
+        earlier=c.get("e", ""),
+        lapse_marks=[u + b for u in c["m"]] if "m" in c else [],
+        never_done=bool(c.get("n", 0)),
+        last_ms=c.get("l", 0) + b,
+    )
+
+
+def _decode_category(c: dict[str, Any], b: int) -> CategoryState:
+    return CategoryState(
+        purchases=[_point(p, b) for p in c["p"]] if "p" in c else [],
+        count=c.get("n", 0),
+        marks=[(code, t + b) for code, t in c["m"]] if "m" in c else [],
+    )

@@ -9,7 +9,7 @@ seconds of 1 to 9 digits, years 1900-2199.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 # Kept in step with the schema's "pattern"; tests/unit/test_schemas.py proves they agree.
 RFC3339_PATTERN = (
@@ -21,6 +21,7 @@ _RFC3339 = re.compile(RFC3339_PATTERN, re.ASCII)
 
 MS_PER_SECOND = 1_000
 MS_PER_DAY = 86_400_000
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 def parse_rfc3339_ms(text: str) -> int | None:
@@ -31,22 +32,19 @@ def parse_rfc3339_ms(text: str) -> int | None:
     m = _RFC3339.fullmatch(text)  # not match: "$" would let a final line feed through
     if m is None:
         return None
-    year, month, day, hour, minute, second, frac, offset = m.group(1, 2, 3, 4, 5, 6, 7, 8)
-    if offset in ("Z", "z"):
-        tz = UTC
-    else:
-        sign = -1 if offset[0] == "-" else 1
-        tz = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
+    year, month, day, hour, minute, second, frac, offset, _ = m.groups()
     try:
-        dt = datetime(
-            int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=tz
-        )
+        # Days since the epoch: exact integer arithmetic (datetime.timestamp() goes through a
+        # float), and no aware datetime per event (this runs for every input record).
+        days = date(int(year), int(month), int(day)).toordinal() - _EPOCH_ORDINAL
     except ValueError:  # day out of range for the month (e.g. 2026-02-30)
         return None
+    seconds = days * 86_400 + int(hour) * 3_600 + int(minute) * 60 + int(second)
+    if offset not in ("Z", "z"):
+        east = int(offset[1:3]) * 3_600 + int(offset[4:6]) * 60
+        seconds += east if offset[0] == "-" else -east  # local time = UTC + offset
     millis = int((frac[1:] + "00")[:3]) if frac else 0
-    # Exact integer arithmetic: datetime.timestamp() goes through a float.
-    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * MS_PER_SECOND + millis
+    return seconds * MS_PER_SECOND + millis
 
 
 def format_ms(epoch_ms: int) -> str:

@@ -1,0 +1,250 @@
+"""The pure path per event, in one process: ingest and the processor, no broker, no Redis.
+
+Measures what the worker spends on an event outside Faust, aiokafka and the ledger:
+``Ingest.accept`` (raw bytes -> validated ``Event``) and ``Processor.apply_event`` with dict
+stores, the ``ContactAll`` gate, the default config's quiet hours, a publish whose ack is
+already done, and a ``flush`` every ``--batch`` events (500, like a busy worker's batches).
+The baseline, timed in the same run on the same records, is ``orjson.loads`` of each value:
+the least any consumer of these records does. Prints µs/event, events/s and pure ÷ baseline
+per repeat and their medians. Times are the process's CPU time (``time.process_time``), not the
+wall clock: on a shared machine that is what stays comparable between runs.
+
+The data is ``bench/benchlib.py``'s event mix (the one ``throughput_bench.py`` loads): customers
+drawn uniformly, event-time order over 120 days ending yesterday, partitioned by key the way
+Kafka's default partitioner does (murmur2), offsets counted per input topic and partition.
+
+It also prints a digest of what the pure path produced (every decision record and the final
+content of the three stores): equal digests before and after a change mean the same output.
+
+    python bench/pure_bench.py                  # 300,000 events of 100,000 customers, 3 repeats
+    python bench/pure_bench.py --quick          # 30,000 events of 20,000 customers
+    python bench/pure_bench.py --profile        # + a cProfile of one pure-path run (top functions)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import hashlib
+import io
+import os
+import pstats
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+from aiokafka.partitioner import murmur2
+from benchlib import EventMix, bench_topics
+
+from streams.clock import Clock
+from streams.config import build_config
+from streams.core_adapter import build_core
+from streams.decisions import Decision
+from streams.ingest import Decoder
+from streams.metrics import Metrics
+from streams.pipeline import Ingest, Rejected
+from streams.policy import Policy
+from streams.processor import ContactAll, Processor, Stores
+from streams.timeutil import MS_PER_DAY, wall_ms
+from streams.topics import TopicNames
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+
+
+def make_records(events: int, customers: int, partitions: int, seed: int) -> list[Record]:
+    topics = bench_topics("pure")
+    # 120 days ending at the start of yesterday (UTC): the same records all day long, so the
+    # output digest of two runs on the same day compares code, not the time of the run.
+    end_ms = (wall_ms() // MS_PER_DAY - 1) * MS_PER_DAY
+    start_ms, span_ms = end_ms - 120 * MS_PER_DAY, 120 * MS_PER_DAY
+    mix = EventMix(customers, seed=seed)
+    offsets: dict[tuple[str, int], int] = {}
+    records = []
+    for kind, key, value in mix.backlog(events, start_ms, span_ms):
+        topic = topics.account_events if kind == "account" else topics.usage_events
+        # Kafka's default partitioner: murmur2 of the key, positive, modulo the partitions.
+        partition = (murmur2(key) & 0x7FFFFFFF) % partitions
+        offset = offsets.get((topic, partition), 0)
+        offsets[(topic, partition)] = offset + 1
+        records.append(Record(topic, partition, offset, key, value))
+    return records
+
+
+def repeats_within_batches(records: Sequence[Record], batch: int) -> int:
+    """Events whose customer already had an event earlier in the same batch: the only reads a
+    record cache of decoded state (kept until the batch's flush) could serve."""
+    repeats = 0
+    for start in range(0, len(records), batch):
+        keys = [r.key for r in records[start : start + batch]]
+        repeats += len(keys) - len(set(keys))
+    return repeats
+
+
+def run_baseline(records: Sequence[Record]) -> float:
+    loads = orjson.loads
+    started = time.process_time()
+    for r in records:
+        loads(r.value)
+    return time.process_time() - started
+
+
+@dataclass
+class PureRun:
+    seconds: float
+    decisions: int
+    digest: str
+
+
+async def _pure(records: Sequence[Record], topics: TopicNames, batch: int) -> PureRun:
+    config = build_config()
+    stream_conf = config["stream"]
+    metrics = Metrics()
+    ingest = Ingest(
+        topics,
+        Decoder(stream_conf["max_message_bytes"], stream_conf["max_future_seconds"]),
+        metrics,
+        wall_ms,
+    )
+    stores = Stores(customers={}, due={}, clock={})
+    published: list[Decision] = []
+    acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    acked.set_result(None)
+
+    async def publish(decision: Decision) -> asyncio.Future[None]:
+        published.append(decision)
+        return acked
+
+    processor = Processor(
+        build_core(config),
+        stores,  # type: ignore[arg-type]  # dicts are the tests' stores too
+        Clock("event"),
+        ContactAll(),
+        publish,
+        metrics,
+        quiet_hours=Policy.from_config(config["policy"]).quiet_hours,
+    )
+    kind_of = topics.kind_of
+    pending = 0
+    started = time.process_time()
+    for r in records:
+        event = ingest.accept(r.topic, r.partition, r.offset, r.key, r.value)
+        if isinstance(event, Rejected):
+            continue
+        await processor.apply_event(kind_of(r.topic), r.partition, r.offset, event)
+        pending += 1
+        if pending >= batch:
+            await processor.flush()
+            pending = 0
+    await processor.flush()
+    seconds = time.process_time() - started
+    digest = hashlib.sha256()
+    for d in published:
+        digest.update(orjson.dumps(d.to_record(), option=orjson.OPT_SORT_KEYS))
+    for store in (stores.customers, stores.due, stores.clock):
+        for key in sorted(store):
+            digest.update(key)
+            digest.update(store[key])
+    return PureRun(seconds, len(published), digest.hexdigest()[:16])
+
+
+def run_pure(records: Sequence[Record], batch: int) -> PureRun:
+    return asyncio.run(_pure(records, bench_topics("pure"), batch))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=None, help="input events (300,000)")
+    parser.add_argument("--customers", type=int, default=None, help="customers (100,000)")
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=500, help="events per flush")
+    parser.add_argument("--repeat", type=int, default=3, help="measured runs of each (median)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        default=os.environ.get("BENCH_QUICK") == "1",
+        help="30,000 events of 20,000 customers (also BENCH_QUICK=1)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also profile one pure-path run (cProfile)"
+    )
+    parser.add_argument("--top", type=int, default=30, help="functions shown by --profile")
+    args = parser.parse_args(argv)
+    if args.events is None:
+        args.events = 30_000 if args.quick else 300_000
+    if args.customers is None:
+        args.customers = 20_000 if args.quick else 100_000
+    return args
+
+
+def per_event_us(seconds: float, n: int) -> float:
+    return seconds / n * 1e6
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    made = time.perf_counter()
+    records = make_records(args.events, args.customers, args.partitions, args.seed)
+    n = len(records)
+    size = sum(len(r.value) for r in records) / n
+    print(
+        f"{n:,} events (avg {size:.0f} B) of {args.customers:,} customers, "
+        f"{args.partitions} partitions, flush every {args.batch}; "
+        f"made in {time.perf_counter() - made:.1f} s"
+    )
+    repeats = repeats_within_batches(records, args.batch)
+    print(f"customer already in the batch: {repeats:,} events ({repeats / n:.1%})")
+    base_us: list[float] = []
+    pure_us: list[float] = []
+    ratios: list[float] = []
+    outputs: set[tuple[int, str]] = set()
+    for i in range(args.repeat):
+        base = per_event_us(run_baseline(records), n)
+        pure = run_pure(records, args.batch)
+        us = per_event_us(pure.seconds, n)
+        outputs.add((pure.decisions, pure.digest))
+        base_us.append(base)
+        pure_us.append(us)
+        ratios.append(us / base)
+        print(
+            f"run {i + 1}: baseline {base:6.2f} µs/event ({1e6 / base:>9,.0f}/s)   "
+            f"pure {us:6.2f} µs/event ({1e6 / us:>7,.0f}/s)   pure ÷ baseline {us / base:6.1f}"
+        )
+    if len(outputs) != 1:
+        print(f"the runs' outputs differ: {sorted(outputs)}")
+        return 1
+    decisions, digest = outputs.pop()
+    b, p = statistics.median(base_us), statistics.median(pure_us)
+    print(
+        f"median of {args.repeat}: baseline (orjson.loads) {b:.2f} µs/event ({1e6 / b:,.0f}/s); "
+        f"pure path {p:.2f} µs/event ({1e6 / p:,.0f}/s); "
+        f"pure ÷ baseline {statistics.median(ratios):.1f}"
+    )
+    print(f"output: {decisions:,} decisions, digest {digest}")
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run_pure(records, args.batch)
+        profiler.disable()
+        for order in ("tottime", "cumulative"):
+            out = io.StringIO()
+            pstats.Stats(profiler, stream=out).sort_stats(order).print_stats(args.top)
+            text = out.getvalue()
+            print(f"--- profile by {order} ---")
+            print(text[text.index("   ncalls") :] if "   ncalls" in text else text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
