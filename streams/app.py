@@ -302,8 +302,6 @@ def build_worker(
     # Tables write to the partition of Faust's current event; the batch path has no Faust
     # events, so each partition gets a stand-in that carries what tables read of one.
     contexts: dict[int, _PartitionContext] = {}
-    # Bumped by every revocation and assignment: a batch that saw it change is dropped whole.
-    rebalances = {"epoch": 0}
 
     def enter(partition: int) -> None:
         where = contexts.get(partition)
@@ -320,20 +318,19 @@ def build_worker(
             merger.drop(p)
         owned["stale"] = True
 
-    async def handle(batch: fastpath.Batch, generation: int) -> None:
+    async def handle(batch: fastpath.Batch, epoch: int) -> None:
         """One fetch of the inputs and ticks: ingest, merge by event time, apply, write, ack.
 
         Acks come last: an input record is acked once its state is written (decisions before
         state, see ``streams/processor.py``), so no offset commit overtakes unwritten state.
         Records held for event-time order stay unacked until a later batch releases them.
         """
-        epoch = rebalances["epoch"]
-        if generation != app.consumer_generation_id:
-            return  # fetched before an assignment: read again from the committed offsets
+        if epoch != consumer.epoch:
+            return  # fetched before a rebalance: read again from the committed offsets
         if owned["stale"]:
             owned["stale"] = False
             _current_event.set(None)  # restore reads every partition's store
-            processor.restore_partitions(set(owned["partitions"]))
+            await processor.restore_partitions(set(owned["partitions"]))
             # Faust resumes the inputs only once table recovery is done: this is the first
             # moment the worker processes again after an assignment.
             metrics.recovery_seconds.set(time.monotonic() - owned["assigned_at"])
@@ -372,7 +369,7 @@ def build_worker(
                 await processor.apply_time(partition)
 
         def write_to(partition: int) -> bool:
-            if rebalances["epoch"] != epoch or partition not in owned["partitions"]:
+            if consumer.epoch != epoch or partition not in owned["partitions"]:
                 return False
             enter(partition)
             return True
@@ -383,7 +380,7 @@ def build_worker(
         producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
         for changelog in changelogs:
             await changelog.send(producer)
-        if rebalances["epoch"] != epoch:
+        if consumer.epoch != epoch:
             abandon("rebalance")
             return
         ack = consumer.ack_offset
@@ -429,11 +426,9 @@ def build_worker(
         owned["partitions"] = {tp.partition for tp in assigned if tp.topic in topics.inputs}
         owned["stale"] = True
         owned["assigned"] = True
-        rebalances["epoch"] += 1
 
     async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         owned["assigned"] = False
-        rebalances["epoch"] += 1
         revoked = kwargs.get("revoked", args[0] if args else set())
         gone = {tp.partition for tp in revoked if tp.topic in topics.inputs}
         owned["partitions"] = set(owned["partitions"]) - gone

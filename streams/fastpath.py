@@ -16,8 +16,10 @@ Rebalances. The hand-over must neither apply a record twice in one assignment no
   again in order.
 - A fetch taken while the flow is stopped (a revocation is under way) is dropped the same way;
   the recovery that follows the assignment seeks.
-- A batch in progress when the group rebalances is told by its ``generation``: the handler
-  compares it with the app's before it writes state or acks (``streams/app.py``).
+- Every revocation and every assignment moves the consumer's ``epoch``. A fetch whose epoch
+  moved before it reached the handler is dropped (read again after the seek that follows); a
+  batch in progress compares its epoch with the consumer's before it writes state and before
+  it acks (``streams/app.py``), so nothing is acked for a partition no longer ours.
 
 Acks go straight to Faust's offset bookkeeping (``ack``), the same as ``Consumer.ack`` does for
 a message, without building Faust message objects for our records.
@@ -38,8 +40,9 @@ Batch = Sequence[tuple[TP, Sequence[Any]]]
 """Per topic-partition, aiokafka ``ConsumerRecord``s in offset order."""
 
 BatchHandler = Callable[[Batch, int], Awaitable[None]]
-"""Called with one fetch's records of the worker's topics and the group generation they were
-fetched in; the fetch loop waits for it before it fetches again."""
+"""Called with one fetch's records of the worker's topics and the consumer's rebalance epoch
+they were fetched in (``BatchConsumer.epoch``); the fetch loop waits for it before it fetches
+again."""
 
 FETCH_TIMEOUT_SECONDS = 1.0
 
@@ -52,11 +55,20 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     batch_handler: BatchHandler | None = None
     batch_topics: frozenset[str] = frozenset()
+    epoch = 0  # moved by every revocation and assignment
     _seeks = 0
 
     def use_batches(self, topics: frozenset[str], handler: BatchHandler) -> None:
         self.batch_topics = topics
         self.batch_handler = handler
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        self.epoch += 1
+        await super().on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        self.epoch += 1
+        await super().on_partitions_assigned(assigned, generation_id)
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
@@ -90,7 +102,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                seeks = self._seeks
+                seeks, epoch = self._seeks, self.epoch
                 records, active = await self._wait_next_records(FETCH_TIMEOUT_SECONDS)
                 await asyncio.sleep(0)
                 if records is None or self.should_stop or not records:
@@ -102,7 +114,6 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     if self.flow_active and not app.rebalancing:
                         await self.perform_seek()
                     continue
-                generation = app.consumer_generation_id
                 active = self._get_active_partitions()
                 buffered = self._buffered_partitions
                 batch: list[tuple[TP, Sequence[Any]]] = []
@@ -126,8 +137,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
                             callback(to_message(tp, record)), self.suspend_flow.wait()
                         )
                         read_offset[tp] = record.offset
-                if batch:
-                    await handler(batch, generation)
+                if batch and self.epoch == epoch:
+                    await handler(batch, epoch)
                 commit_every = self._commit_every
                 if commit_every is not None and self._n_acked >= commit_every:
                     self._n_acked = 0

@@ -49,6 +49,7 @@ from streams.timeutil import wall_ms
 log = logging.getLogger(__name__)
 
 LEDGER_CALLS_IN_FLIGHT = 32
+RESTORE_YIELD_EVERY = 5_000
 
 
 class Store(Protocol):
@@ -182,11 +183,13 @@ class Processor:
 
     # --- partitions -------------------------------------------------------------------
 
-    def restore_partitions(self, partitions: set[int]) -> None:
+    async def restore_partitions(self, partitions: set[int]) -> None:
         """Rebuild the in-memory due index and clock of the partitions this worker now owns.
 
         Reads only the due table (one entry per customer with a due item) and the clock table,
-        never the customers table. Pending writes of partitions not owned are dropped.
+        never the customers table. Pending writes of partitions not owned are dropped. Yields
+        to the event loop every ``RESTORE_YIELD_EVERY`` entries: at a million customers the
+        scan takes seconds, and health checks and metrics must answer meanwhile.
         """
         for p in self.due_index.partitions():
             if p not in partitions:
@@ -194,10 +197,12 @@ class Processor:
                 self._clock.forget(p)
         self.drop_partitions(self.pending_partitions() - partitions)
         by_partition: dict[int, list[tuple[bytes, int]]] = {p: [] for p in partitions}
-        for customer, raw in self._stores.due.items():
+        for n, (customer, raw) in enumerate(self._stores.due.items(), 1):
             partition, due_ms = orjson.loads(raw)
             if partition in by_partition:
                 by_partition[partition].append((customer, due_ms))
+            if n % RESTORE_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
         for p, entries in by_partition.items():
             self.due_index.rebuild(p, entries)
             raw_time = self._stores.clock.get(str(p).encode())

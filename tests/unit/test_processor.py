@@ -141,7 +141,7 @@ def test_due_items_fire_when_stream_time_reaches_them_and_survive_a_restore() ->
     assert orjson.loads(stores.due[b"c1"]) == [0, 1_010]
     # A new worker takes the partition over: it rebuilds from the due and clock tables.
     successor = _processor(publisher, stores)
-    successor.restore_partitions({0})
+    asyncio.run(successor.restore_partitions({0}))
     assert successor.due_index.get(0, b"c1") == 1_010
     other = ev.Visit(
         event_id="x", customer_id="c2", occurred_at_ms=1_009, venue="v", sentiment="neutral"
@@ -274,7 +274,7 @@ def test_revoked_partitions_lose_their_unwritten_state_and_stream_time() -> None
         processor.drop_partitions({0})
         await processor.flush()
         # Reassigned: state, due index and stream time come back from the tables.
-        processor.restore_partitions({0})
+        await processor.restore_partitions({0})
 
     asyncio.run(scenario())
     assert orjson.loads(stores.customers[b"c1"])["offsets"] == {"usage": 0}

@@ -214,7 +214,7 @@ def test_a_night_decision_waits_for_the_customers_morning_and_survives_a_restart
     # A restart: a new processor over the same stores rebuilds its due index from them.
     sent2 = Collect()
     restarted = _processor(stores, sent2, NIGHT)
-    restarted.restore_partitions({0})
+    asyncio.run(restarted.restore_partitions({0}))
     feed.processor = restarted
     feed([_clock_event(MORNING - 1)])
     assert _wire(sent2.sent) == []  # one millisecond before the end of the quiet hours
