@@ -249,12 +249,14 @@ def build_worker(
     last_seen: dict[tuple[str, int], int] = {}
     last_delivery: dict[tuple[str, int], int] = {}
 
-    def fetch_state(topic: str, partition: int) -> tuple[int, int] | None:
-        """(high watermark, fetch position) of a topic-partition in the consumer, if known.
+    def fetch_state(topic: str, partition: int) -> tuple[int, int, int] | None:
+        """(high watermark, fetch position, when the high watermark came) of a topic-partition
+        in the consumer, if known.
 
         The high watermark comes from fetch responses (reliable on Kafka and Tansu, unlike
-        ListOffsets); the position is the next offset aiokafka will hand out, past any
-        transaction markers. Read across faust's consumer thread: two ints, no locking needed.
+        ListOffsets), and with it the wall-clock time of that response; the position is the
+        next offset aiokafka will hand out, past any transaction markers. Read across faust's
+        consumer thread: plain ints, no locking needed.
         """
         try:
             consumer = app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
@@ -263,22 +265,28 @@ def build_worker(
             return None
         if state is None or state.highwater is None or not state.has_valid_position:
             return None
-        return int(state.highwater), int(state.position)
+        return int(state.highwater), int(state.position), int(state.timestamp or 0)
 
     def highwater_of(topic: str, partition: int) -> int | None:
         known = fetch_state(topic, partition)
         return None if known is None else known[0]
 
-    def pending_for(partition: int) -> Callable[[str], bool | None]:
-        def pending(topic: str) -> bool | None:
-            # Whether this topic-partition holds records the agent has not received yet.
+    def pending_for(partition: int) -> Callable[[str, int], bool | None]:
+        def pending(topic: str, since_ms: int) -> bool | None:
+            # Whether this topic-partition holds records the worker has not received yet that
+            # were on the broker by ``since_ms``.
             known = fetch_state(topic, partition)
             if known is None:
                 metrics.order_forced.labels("unknown").inc()
                 return None
-            highwater, position = known
+            highwater, position, answered_ms = known
             if highwater > position:
                 return True  # on the broker or in aiokafka's buffer, not handed out yet
+            if answered_ms < since_ms:
+                # That high watermark is older than the waiting record: aiokafka leaves a
+                # partition with buffered records out of its next fetches, so the other topic
+                # may have had a response since and this one not. Wait for news (bounded).
+                return None
             seen = last_seen.get((topic, partition))
             # faust's read offset: the committed position after an assignment, then the last
             # record faust handed to the stream.
@@ -346,13 +354,20 @@ def build_worker(
                 done.extend((tp, r.offset) for r in records)
                 continue
             topic = tp.topic
+            # When these records came: the fetch response that brought them (aiokafka leaves a
+            # partition with buffered records out of later fetches, so its last response is
+            # theirs). The other topic must have news at least as recent to count as caught up.
+            known = fetch_state(topic, partition)
+            came = min(now, known[2]) if known is not None and known[2] else now
             for r in records:
                 result = ingest.accept(topic, partition, r.offset, r.key, r.value)
                 if isinstance(result, Rejected):
                     await dead_letters.send(key=result.key, value=result.value)
                     done.append((tp, r.offset))
                 else:
-                    merger.add(partition, topic, result.occurred_at_ms, now, (tp, r.offset, result))
+                    merger.add(
+                        partition, topic, result.occurred_at_ms, came, (tp, r.offset, result)
+                    )
             last_seen[(topic, partition)] = records[-1].offset
             last_delivery[(topic, partition)] = now
         for partition in sorted(touched):

@@ -19,9 +19,10 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-# The answer to "does this topic's partition have records we have not received yet?":
-# True (the high watermark says so), False (caught up), None (not known yet).
-Pending = Callable[[str], bool | None]
+# The answer to "does this topic's partition have records we have not received yet, that were
+# there by ``since_ms`` (when the record waiting on it arrived)?": True (the high watermark
+# says so), False (caught up, by news from no earlier than ``since_ms``), None (not known yet).
+Pending = Callable[[str, int], bool | None]
 
 
 @dataclass
@@ -99,7 +100,7 @@ class EventTimeMerger(Generic[T]):
         for topic in self._topics:
             if part.queues.get(topic):
                 continue  # a record to compare with: min() already chose between them
-            more = pending(topic)
+            more = pending(topic, head.arrived_ms)
             if more is None and waited < self._wait_unknown_ms:
                 return False
             if more:
