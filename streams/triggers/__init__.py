@@ -71,10 +71,12 @@ class SavingsParams:
     checking: tuple[int, Fraction]
     wire: tuple[int, Fraction]
     unexplained: tuple[int, Fraction]
+    # The widest follow-up window of the three: derived once, read several times per event.
+    max_follow_ms: int = field(init=False)
 
-    @property
-    def max_follow_ms(self) -> int:
-        return max(self.checking[0], self.wire[0], self.unexplained[0])
+    def __post_init__(self) -> None:
+        follow = max(self.checking[0], self.wire[0], self.unexplained[0])
+        object.__setattr__(self, "max_follow_ms", follow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +95,11 @@ class CardParams:
     min_statements: int
     paid_in_full_share: Fraction
     never_ms: int
+    # Card activity is thinned for the narrowest question asked of it.
+    activity_window_ms: int = field(init=False)
 
-    @property
-    def activity_window_ms(self) -> int:
-        # Card activity is thinned for the narrowest question asked of it.
-        return min(self.inactive_ms, self.never_ms)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "activity_window_ms", min(self.inactive_ms, self.never_ms))
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,7 +57,7 @@ def _card(state: CustomerState, card_id: str, at_ms: int) -> CardState:
 
 
 def apply(state: CustomerState, event: Event, params: TriggerParams) -> bool:
-    if not any(t in params.enabled for t in TRIGGERS):
+    if params.enabled.isdisjoint(TRIGGERS):
         return False
     t = event.occurred_at_ms
     if isinstance(event, AccountOpened | AccountClosed) and event.account_type == "credit_card":

@@ -37,7 +37,7 @@ BOOKING = 1
 
 
 def apply(state: CustomerState, event: Event, params: TriggerParams) -> bool:
-    if not isinstance(event, Purchase) or not any(t in params.enabled for t in TRIGGERS):
+    if not isinstance(event, Purchase) or params.enabled.isdisjoint(TRIGGERS):
         return False
     t = event.occurred_at_ms
     record = state.categories.get(event.product_category)

@@ -71,7 +71,7 @@ class Drop:
 
 
 def _active(params: TriggerParams) -> bool:
-    return any(t in params.enabled for t in TRIGGERS)
+    return not params.enabled.isdisjoint(TRIGGERS)
 
 
 # --- horizons (relative to state.floor_ms) --------------------------------------------------
