@@ -39,6 +39,18 @@ from streams.triggers import (
 
 FAMILIES: Sequence[ModuleType] = (savings, renewal, reactivation, recurrence)
 
+# Event type -> the families (in FAMILIES order) whose ``apply`` can fold it in. For the others
+# ``apply`` returns False and changes nothing, so they are not asked. Filled on first sight.
+_FAMILIES_FOR: dict[type, tuple[ModuleType, ...]] = {}
+
+
+def _families_for(kind: type) -> tuple[ModuleType, ...]:
+    families = _FAMILIES_FOR.get(kind)
+    if families is None:
+        families = tuple(f for f in FAMILIES if issubclass(kind, f.EVENTS))
+        _FAMILIES_FOR[kind] = families
+    return families
+
 
 @dataclass(frozen=True, slots=True)
 class StepResult:
@@ -72,7 +84,7 @@ def step(
     new.remember(event_hash, event.occurred_at_ms)
     _apply_profile(new, event)
     emitter = Emitter(new, params, now_ms)
-    for family in FAMILIES:
+    for family in _families_for(type(event)):
         if family.apply(new, event, params):
             family.on_event(new, event, emitter)
     _settle(new, params, now_ms)
@@ -127,7 +139,8 @@ def due_items(state: CustomerState, params: TriggerParams) -> list[DueItem]:
     """Every time-based occurrence valid as of its due time and not fired yet."""
     items: list[DueItem] = []
     for family in FAMILIES:
-        items.extend(family.due_items(state, params))
+        if family.holds_data(state):
+            items.extend(family.due_items(state, params))
     return items
 
 
@@ -138,11 +151,16 @@ def _settle(state: CustomerState, params: TriggerParams, now_ms: int) -> None:
     pruning never loses an occurrence that is pending (even when ``advance`` is late) nor data an
     event within the lateness could still need.
     """
-    items = due_items(state, params)
-    due = min((i.due_ms for i in items), default=None)
+    # A family without data has no due items and nothing to prune: it is skipped.
+    busy = [f for f in FAMILIES if f.holds_data(state)]
+    due = None
+    for family in busy:
+        for item in family.due_items(state, params):
+            if due is None or item.due_ms < due:
+                due = item.due_ms
     horizon = now_ms if due is None else min(now_ms, due)
     state.floor_ms = max(state.floor_ms, horizon - params.lateness_ms)
-    for family in FAMILIES:
+    for family in busy:
         family.prune(state, params)
     floor = state.floor_ms
     state.seen = [s for s in state.seen if s[1] + DAY_MS > floor]  # stamped with their day

@@ -35,6 +35,13 @@ from streams.timeutil import format_ms
 from streams.triggers import DueItem, Emitter, TriggerParams
 
 TRIGGERS = ("lapsed_transactor", "lapsed_revolver", "never_activated")
+# The event types ``apply`` folds in: for any other, it returns False and changes nothing.
+EVENTS = (AccountOpened, AccountClosed, Transaction, Statement)
+
+
+def holds_data(state: CustomerState) -> bool:
+    """False when there is nothing here: ``due_items`` is empty and ``prune`` changes nothing."""
+    return bool(state.cards)
 
 
 def _t(p: Point) -> int:

@@ -32,12 +32,19 @@ from streams.timeutil import format_ms
 from streams.triggers import DueItem, Emitter, TriggerParams
 
 TRIGGERS = ("replacement_due", "usual_booking_missed")
+# The event types ``apply`` folds in: for any other, it returns False and changes nothing.
+EVENTS = (Purchase,)
 REPLACEMENT = 0
 BOOKING = 1
 
 
+def holds_data(state: CustomerState) -> bool:
+    """False when there is nothing here: ``due_items`` is empty and ``prune`` changes nothing."""
+    return bool(state.categories)
+
+
 def apply(state: CustomerState, event: Event, params: TriggerParams) -> bool:
-    if not isinstance(event, Purchase) or params.enabled.isdisjoint(TRIGGERS):
+    if not isinstance(event, EVENTS) or params.enabled.isdisjoint(TRIGGERS):
         return False
     t = event.occurred_at_ms
     record = state.categories.get(event.product_category)

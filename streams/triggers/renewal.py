@@ -44,6 +44,8 @@ from streams.state import (
 from streams.timeutil import format_ms
 from streams.triggers import DueItem, Emitter, TriggerParams
 
+# The event types ``apply`` folds in: for any other, it returns False and changes nothing.
+EVENTS = (Contract, AutoRenewCharged, Visit, ProductUsage, Complaint)
 OPEN_STATUSES = ("active", "renewed")
 UNUSED_CODE = -1  # the mark code of auto_renew_unused; reminders use their days_before
 TOMBSTONE_MS = 365 * DAY_MS  # how long a closed contract's last word is remembered
@@ -51,6 +53,11 @@ TOMBSTONE_MS = 365 * DAY_MS  # how long a closed contract's last word is remembe
 
 def _ident(t: int) -> int:
     return t
+
+
+def holds_data(state: CustomerState) -> bool:
+    """False when there is nothing here: ``due_items`` is empty and ``prune`` changes nothing."""
+    return bool(state.contracts or state.usage or state.complaints or state.visits)
 
 
 # --- apply --------------------------------------------------------------------------------

@@ -52,6 +52,8 @@ from streams.state import (
 from streams.triggers import DueItem, Emitter, TriggerParams
 
 TRIGGERS = ("savings_drop_to_checking", "savings_drop_to_wire", "savings_drop_unexplained")
+# The event types ``apply`` folds in: for any other, it returns False and changes nothing.
+EVENTS = (Balance, Transaction)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,11 @@ class Drop:
 
 def _active(params: TriggerParams) -> bool:
     return not params.enabled.isdisjoint(TRIGGERS)
+
+
+def holds_data(state: CustomerState) -> bool:
+    """False when there is nothing here: ``due_items`` is empty and ``prune`` changes nothing."""
+    return bool(state.savings or state.follow_ups)
 
 
 # --- horizons (relative to state.floor_ms) --------------------------------------------------
@@ -122,7 +129,7 @@ def _observe(account: SavingsAccount, at_ms: int, cents: int, exact_from: int) -
 
 def apply(state: CustomerState, event: Event, params: TriggerParams) -> bool:
     """Fold a balance or transaction into the savings data; True if it may matter here."""
-    if not _active(params) or not isinstance(event, Balance | Transaction):
+    if not _active(params) or not isinstance(event, EVENTS):
         return False
     t = event.occurred_at_ms
     if event.account_type == "savings":
