@@ -74,12 +74,26 @@ def step(
     ``state`` is left as it was, unless ``owned``: a caller that holds the only reference (a
     record just decoded) gives it up, and it is updated in place instead of copied.
     """
+    return StepResult(*step_parts(state, event, now_ms, params, owned=owned))
+
+
+def step_parts(
+    state: CustomerState | None,
+    event: Event,
+    now_ms: int,
+    params: TriggerParams,
+    *,
+    owned: bool = False,
+) -> tuple[CustomerState, list[Candidate], bool]:
+    """``step`` as a plain (state, candidates, duplicate) tuple: what the shell unpacks anyway,
+    without building the frozen ``StepResult`` for every event."""
     if state is None:
-        state = CustomerState(customer_id=event.customer_id, floor_ms=now_ms - params.lateness_ms)
+        # positional (customer_id, floor_ms): a dataclass's __init__ is slower with keywords
+        state = CustomerState(event.customer_id, now_ms - params.lateness_ms)
         owned = True
     event_hash = id_hash(event.event_id)
     if state.has_seen(event_hash):
-        return StepResult(state, [], True)
+        return state, [], True
     new = state if owned else state.copy()
     new.remember(event_hash, event.occurred_at_ms)
     _apply_profile(new, event)
@@ -88,7 +102,7 @@ def step(
         if family.apply(new, event, params):
             family.on_event(new, event, emitter)
     _settle(new, params, now_ms)
-    return StepResult(new, _ordered(emitter.candidates))
+    return new, _ordered(emitter.candidates), False
 
 
 def advance(
@@ -155,7 +169,7 @@ def _settle(state: CustomerState, params: TriggerParams, now_ms: int) -> None:
     busy = [f for f in FAMILIES if f.holds_data(state)]
     due = None
     for family in busy:
-        for item in family.due_items(state, params):
+        for item in family.due_items(state, params, named=False):
             if due is None or item.due_ms < due:
                 due = item.due_ms
     horizon = now_ms if due is None else min(now_ms, due)
@@ -187,4 +201,6 @@ def _apply_profile(state: CustomerState, event: Event) -> None:
 
 
 def _ordered(candidates: list[Candidate]) -> list[Candidate]:
+    if len(candidates) < 2:
+        return candidates  # the emitter's own list: nothing else holds it
     return sorted(candidates, key=lambda c: (c.triggered_at_ms, -c.priority, c.trigger, c.instance))

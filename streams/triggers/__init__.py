@@ -1,10 +1,13 @@
 """The trigger catalogue of CONTRACT.md as pure functions: one module per family.
 
-Each family module has the same four entry points, all pure apart from mutating the state copy
+Each family module has the same entry points, all pure apart from mutating the state copy
 the core hands them: ``apply(state, event, params)`` folds an event into the state,
 ``on_event(state, event, emitter)`` emits the event-driven occurrences the event completes,
 ``due_items(state, params)`` lists the time-based occurrences that are valid as of their due
-time and not fired yet, and ``prune(state, params)`` drops what no trigger can look at any more
+time and not fired yet (``named=False``: the same items with an empty ``instance``, for a
+caller that only wants the due times), ``holds_data(state)`` says whether there is anything
+for ``due_items`` and ``prune`` to look at, ``EVENTS`` are the event types ``apply`` folds in,
+and ``prune(state, params)`` drops what no trigger can look at any more
 (relative to ``state.floor_ms``). No Faust, Redis or aiokafka here, ever.
 
 ``TriggerParams.from_config`` turns the validated configuration mapping into typed parameters

@@ -136,7 +136,7 @@ def classify(card: CardState, at_ms: int, params: TriggerParams) -> str | None:
     return "lapsed_revolver"
 
 
-def due_items(state: CustomerState, params: TriggerParams) -> list[DueItem]:
+def due_items(state: CustomerState, params: TriggerParams, *, named: bool = True) -> list[DueItem]:
     c = params.cards
     items: list[DueItem] = []
     for card_id, card in state.cards.items():
@@ -170,7 +170,13 @@ def due_items(state: CustomerState, params: TriggerParams) -> list[DueItem]:
                 card.lapse_marks.append(u)
 
             items.append(
-                DueItem(due, trigger, f"{card_id}|{format_ms(u)}|lapse", (activity_id,), mark_lapse)
+                DueItem(
+                    due,
+                    trigger,
+                    f"{card_id}|{format_ms(u)}|lapse" if named else "",
+                    (activity_id,),
+                    mark_lapse,
+                )
             )
     return items
 

@@ -102,7 +102,7 @@ def cycle_ms(record: CategoryState, category: str, i: int, params: TriggerParams
     return r.cycle_ms.get(category)
 
 
-def due_items(state: CustomerState, params: TriggerParams) -> list[DueItem]:
+def due_items(state: CustomerState, params: TriggerParams, *, named: bool = True) -> list[DueItem]:
     r = params.recurrence
     items: list[DueItem] = []
     for category, record in state.categories.items():
@@ -135,7 +135,7 @@ def due_items(state: CustomerState, params: TriggerParams) -> list[DueItem]:
                     DueItem(
                         due,
                         trigger,
-                        f"{category}|{format_ms(p)}",
+                        f"{category}|{format_ms(p)}" if named else "",
                         tuple(e for e in evidence if e),
                         mark,
                     )

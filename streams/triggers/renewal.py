@@ -200,7 +200,7 @@ def _offer_renewals(state: CustomerState, emitter: Emitter) -> None:
 # --- time-based ---------------------------------------------------------------------------
 
 
-def due_items(state: CustomerState, params: TriggerParams) -> list[DueItem]:
+def due_items(state: CustomerState, params: TriggerParams, *, named: bool = True) -> list[DueItem]:
     r = params.renewal
     reminders = "renewal_reminder" in params.enabled
     unused = "auto_renew_unused" in params.enabled
@@ -238,7 +238,7 @@ def due_items(state: CustomerState, params: TriggerParams) -> list[DueItem]:
                     DueItem(
                         due,
                         trigger,
-                        f"{contract_id}|{format_ms(expires)}|{suffix}",
+                        f"{contract_id}|{format_ms(expires)}|{suffix}" if named else "",
                         (version[3],),
                         mark,
                     )

@@ -324,7 +324,7 @@ def on_event(state: CustomerState, event: Event, emitter: Emitter) -> None:
 # --- time-based: unexplained ----------------------------------------------------------------
 
 
-def due_items(state: CustomerState, params: TriggerParams) -> list[DueItem]:
+def due_items(state: CustomerState, params: TriggerParams, *, named: bool = True) -> list[DueItem]:
     if "savings_drop_unexplained" not in params.enabled:
         return []
     follow_ms = params.savings.unexplained[0]
@@ -346,7 +346,7 @@ def due_items(state: CustomerState, params: TriggerParams) -> list[DueItem]:
                 DueItem(
                     due,
                     "savings_drop_unexplained",
-                    f"{account_id}|{drop.first_id}",
+                    f"{account_id}|{drop.first_id}" if named else "",
                     drop.debit_ids,
                     mark,
                 )
