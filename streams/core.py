@@ -39,6 +39,18 @@ from streams.triggers import (
 
 FAMILIES: Sequence[ModuleType] = (savings, renewal, reactivation, recurrence)
 
+# Event type -> the families (in FAMILIES order) whose ``apply`` can fold it in. For the others
+# ``apply`` returns False and changes nothing, so they are not asked. Filled on first sight.
+_FAMILIES_FOR: dict[type, tuple[ModuleType, ...]] = {}
+
+
+def _families_for(kind: type) -> tuple[ModuleType, ...]:
+    families = _FAMILIES_FOR.get(kind)
+    if families is None:
+        families = tuple(f for f in FAMILIES if issubclass(kind, f.EVENTS))
+        _FAMILIES_FOR[kind] = families
+    return families
+
 
 @dataclass(frozen=True, slots=True)
 class StepResult:
@@ -62,21 +74,35 @@ def step(
     ``state`` is left as it was, unless ``owned``: a caller that holds the only reference (a
     record just decoded) gives it up, and it is updated in place instead of copied.
     """
+    return StepResult(*step_parts(state, event, now_ms, params, owned=owned))
+
+
+def step_parts(
+    state: CustomerState | None,
+    event: Event,
+    now_ms: int,
+    params: TriggerParams,
+    *,
+    owned: bool = False,
+) -> tuple[CustomerState, list[Candidate], bool]:
+    """``step`` as a plain (state, candidates, duplicate) tuple: what the shell unpacks anyway,
+    without building the frozen ``StepResult`` for every event."""
     if state is None:
-        state = CustomerState(customer_id=event.customer_id, floor_ms=now_ms - params.lateness_ms)
+        # positional (customer_id, floor_ms): a dataclass's __init__ is slower with keywords
+        state = CustomerState(event.customer_id, now_ms - params.lateness_ms)
         owned = True
     event_hash = id_hash(event.event_id)
     if state.has_seen(event_hash):
-        return StepResult(state, [], True)
+        return state, [], True
     new = state if owned else state.copy()
     new.remember(event_hash, event.occurred_at_ms)
     _apply_profile(new, event)
     emitter = Emitter(new, params, now_ms)
-    for family in FAMILIES:
+    for family in _families_for(type(event)):
         if family.apply(new, event, params):
             family.on_event(new, event, emitter)
     _settle(new, params, now_ms)
-    return StepResult(new, _ordered(emitter.candidates))
+    return new, _ordered(emitter.candidates), False
 
 
 def advance(
@@ -127,7 +153,8 @@ def due_items(state: CustomerState, params: TriggerParams) -> list[DueItem]:
     """Every time-based occurrence valid as of its due time and not fired yet."""
     items: list[DueItem] = []
     for family in FAMILIES:
-        items.extend(family.due_items(state, params))
+        if family.holds_data(state):
+            items.extend(family.due_items(state, params))
     return items
 
 
@@ -138,11 +165,16 @@ def _settle(state: CustomerState, params: TriggerParams, now_ms: int) -> None:
     pruning never loses an occurrence that is pending (even when ``advance`` is late) nor data an
     event within the lateness could still need.
     """
-    items = due_items(state, params)
-    due = min((i.due_ms for i in items), default=None)
+    # A family without data has no due items and nothing to prune: it is skipped.
+    busy = [f for f in FAMILIES if f.holds_data(state)]
+    due = None
+    for family in busy:
+        for item in family.due_items(state, params, named=False):
+            if due is None or item.due_ms < due:
+                due = item.due_ms
     horizon = now_ms if due is None else min(now_ms, due)
     state.floor_ms = max(state.floor_ms, horizon - params.lateness_ms)
-    for family in FAMILIES:
+    for family in busy:
         family.prune(state, params)
     floor = state.floor_ms
     state.seen = [s for s in state.seen if s[1] + DAY_MS > floor]  # stamped with their day
@@ -169,4 +201,6 @@ def _apply_profile(state: CustomerState, event: Event) -> None:
 
 
 def _ordered(candidates: list[Candidate]) -> list[Candidate]:
+    if len(candidates) < 2:
+        return candidates  # the emitter's own list: nothing else holds it
     return sorted(candidates, key=lambda c: (c.triggered_at_ms, -c.priority, c.trigger, c.instance))

@@ -40,8 +40,7 @@ class BoundCore:
         self, state: CustomerState | None, event: Event, now_ms: int
     ) -> tuple[CustomerState, list[Candidate], bool]:
         # The shell hands over records it has just decoded: no defensive copy needed.
-        result = core.step(state, event, now_ms, self.params, owned=True)
-        return result.state, result.candidates, result.duplicate
+        return core.step_parts(state, event, now_ms, self.params, owned=True)
 
     def advance(self, state: CustomerState, now_ms: int) -> tuple[CustomerState, list[Candidate]]:
         result = core.advance(state, now_ms, self.params, owned=True)

@@ -220,7 +220,10 @@ class CustomerState:
     # --- de-duplication ---------------------------------------------------------------
 
     def has_seen(self, event_hash: int) -> bool:
-        return any(h == event_hash for h, _ in self.seen)
+        for h, _ in self.seen:
+            if h == event_hash:
+                return True
+        return False
 
     def remember(self, event_hash: int, at_ms: int) -> None:
         # The day is enough to prune by (pruning keeps the whole day), and it serializes short.
@@ -230,7 +233,10 @@ class CustomerState:
             del self.seen[: len(self.seen) - MAX_SEEN]
 
     def was_fired(self, occurrence_hash: int) -> bool:
-        return any(h == occurrence_hash for h, _ in self.fired)
+        for h, _ in self.fired:
+            if h == occurrence_hash:
+                return True
+        return False
 
     # --- serialization ------------------------------------------------------------------
 

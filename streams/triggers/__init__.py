@@ -1,10 +1,13 @@
 """The trigger catalogue of CONTRACT.md as pure functions: one module per family.
 
-Each family module has the same four entry points, all pure apart from mutating the state copy
+Each family module has the same entry points, all pure apart from mutating the state copy
 the core hands them: ``apply(state, event, params)`` folds an event into the state,
 ``on_event(state, event, emitter)`` emits the event-driven occurrences the event completes,
 ``due_items(state, params)`` lists the time-based occurrences that are valid as of their due
-time and not fired yet, and ``prune(state, params)`` drops what no trigger can look at any more
+time and not fired yet (``named=False``: the same items with an empty ``instance``, for a
+caller that only wants the due times), ``holds_data(state)`` says whether there is anything
+for ``due_items`` and ``prune`` to look at, ``EVENTS`` are the event types ``apply`` folds in,
+and ``prune(state, params)`` drops what no trigger can look at any more
 (relative to ``state.floor_ms``). No Faust, Redis or aiokafka here, ever.
 
 ``TriggerParams.from_config`` turns the validated configuration mapping into typed parameters
@@ -71,10 +74,12 @@ class SavingsParams:
     checking: tuple[int, Fraction]
     wire: tuple[int, Fraction]
     unexplained: tuple[int, Fraction]
+    # The widest follow-up window of the three: derived once, read several times per event.
+    max_follow_ms: int = field(init=False)
 
-    @property
-    def max_follow_ms(self) -> int:
-        return max(self.checking[0], self.wire[0], self.unexplained[0])
+    def __post_init__(self) -> None:
+        follow = max(self.checking[0], self.wire[0], self.unexplained[0])
+        object.__setattr__(self, "max_follow_ms", follow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +98,11 @@ class CardParams:
     min_statements: int
     paid_in_full_share: Fraction
     never_ms: int
+    # Card activity is thinned for the narrowest question asked of it.
+    activity_window_ms: int = field(init=False)
 
-    @property
-    def activity_window_ms(self) -> int:
-        # Card activity is thinned for the narrowest question asked of it.
-        return min(self.inactive_ms, self.never_ms)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "activity_window_ms", min(self.inactive_ms, self.never_ms))
 
 
 @dataclass(frozen=True, slots=True)

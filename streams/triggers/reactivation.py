@@ -35,6 +35,13 @@ from streams.timeutil import format_ms
 from streams.triggers import DueItem, Emitter, TriggerParams
 
 TRIGGERS = ("lapsed_transactor", "lapsed_revolver", "never_activated")
+# The event types ``apply`` folds in: for any other, it returns False and changes nothing.
+EVENTS = (AccountOpened, AccountClosed, Transaction, Statement)
+
+
+def holds_data(state: CustomerState) -> bool:
+    """False when there is nothing here: ``due_items`` is empty and ``prune`` changes nothing."""
+    return bool(state.cards)
 
 
 def _t(p: Point) -> int:
@@ -57,7 +64,7 @@ def _card(state: CustomerState, card_id: str, at_ms: int) -> CardState:
 
 
 def apply(state: CustomerState, event: Event, params: TriggerParams) -> bool:
-    if not any(t in params.enabled for t in TRIGGERS):
+    if params.enabled.isdisjoint(TRIGGERS):
         return False
     t = event.occurred_at_ms
     if isinstance(event, AccountOpened | AccountClosed) and event.account_type == "credit_card":
@@ -129,7 +136,7 @@ def classify(card: CardState, at_ms: int, params: TriggerParams) -> str | None:
     return "lapsed_revolver"
 
 
-def due_items(state: CustomerState, params: TriggerParams) -> list[DueItem]:
+def due_items(state: CustomerState, params: TriggerParams, *, named: bool = True) -> list[DueItem]:
     c = params.cards
     items: list[DueItem] = []
     for card_id, card in state.cards.items():
@@ -163,7 +170,13 @@ def due_items(state: CustomerState, params: TriggerParams) -> list[DueItem]:
                 card.lapse_marks.append(u)
 
             items.append(
-                DueItem(due, trigger, f"{card_id}|{format_ms(u)}|lapse", (activity_id,), mark_lapse)
+                DueItem(
+                    due,
+                    trigger,
+                    f"{card_id}|{format_ms(u)}|lapse" if named else "",
+                    (activity_id,),
+                    mark_lapse,
+                )
             )
     return items
 

@@ -32,12 +32,19 @@ from streams.timeutil import format_ms
 from streams.triggers import DueItem, Emitter, TriggerParams
 
 TRIGGERS = ("replacement_due", "usual_booking_missed")
+# The event types ``apply`` folds in: for any other, it returns False and changes nothing.
+EVENTS = (Purchase,)
 REPLACEMENT = 0
 BOOKING = 1
 
 
+def holds_data(state: CustomerState) -> bool:
+    """False when there is nothing here: ``due_items`` is empty and ``prune`` changes nothing."""
+    return bool(state.categories)
+
+
 def apply(state: CustomerState, event: Event, params: TriggerParams) -> bool:
-    if not isinstance(event, Purchase) or not any(t in params.enabled for t in TRIGGERS):
+    if not isinstance(event, EVENTS) or params.enabled.isdisjoint(TRIGGERS):
         return False
     t = event.occurred_at_ms
     record = state.categories.get(event.product_category)
@@ -95,7 +102,7 @@ def cycle_ms(record: CategoryState, category: str, i: int, params: TriggerParams
     return r.cycle_ms.get(category)
 
 
-def due_items(state: CustomerState, params: TriggerParams) -> list[DueItem]:
+def due_items(state: CustomerState, params: TriggerParams, *, named: bool = True) -> list[DueItem]:
     r = params.recurrence
     items: list[DueItem] = []
     for category, record in state.categories.items():
@@ -128,7 +135,7 @@ def due_items(state: CustomerState, params: TriggerParams) -> list[DueItem]:
                     DueItem(
                         due,
                         trigger,
-                        f"{category}|{format_ms(p)}",
+                        f"{category}|{format_ms(p)}" if named else "",
                         tuple(e for e in evidence if e),
                         mark,
                     )

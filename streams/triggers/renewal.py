@@ -44,6 +44,8 @@ from streams.state import (
 from streams.timeutil import format_ms
 from streams.triggers import DueItem, Emitter, TriggerParams
 
+# The event types ``apply`` folds in: for any other, it returns False and changes nothing.
+EVENTS = (Contract, AutoRenewCharged, Visit, ProductUsage, Complaint)
 OPEN_STATUSES = ("active", "renewed")
 UNUSED_CODE = -1  # the mark code of auto_renew_unused; reminders use their days_before
 TOMBSTONE_MS = 365 * DAY_MS  # how long a closed contract's last word is remembered
@@ -51,6 +53,11 @@ TOMBSTONE_MS = 365 * DAY_MS  # how long a closed contract's last word is remembe
 
 def _ident(t: int) -> int:
     return t
+
+
+def holds_data(state: CustomerState) -> bool:
+    """False when there is nothing here: ``due_items`` is empty and ``prune`` changes nothing."""
+    return bool(state.contracts or state.usage or state.complaints or state.visits)
 
 
 # --- apply --------------------------------------------------------------------------------
@@ -193,7 +200,7 @@ def _offer_renewals(state: CustomerState, emitter: Emitter) -> None:
 # --- time-based ---------------------------------------------------------------------------
 
 
-def due_items(state: CustomerState, params: TriggerParams) -> list[DueItem]:
+def due_items(state: CustomerState, params: TriggerParams, *, named: bool = True) -> list[DueItem]:
     r = params.renewal
     reminders = "renewal_reminder" in params.enabled
     unused = "auto_renew_unused" in params.enabled
@@ -231,7 +238,7 @@ def due_items(state: CustomerState, params: TriggerParams) -> list[DueItem]:
                     DueItem(
                         due,
                         trigger,
-                        f"{contract_id}|{format_ms(expires)}|{suffix}",
+                        f"{contract_id}|{format_ms(expires)}|{suffix}" if named else "",
                         (version[3],),
                         mark,
                     )

@@ -52,6 +52,8 @@ from streams.state import (
 from streams.triggers import DueItem, Emitter, TriggerParams
 
 TRIGGERS = ("savings_drop_to_checking", "savings_drop_to_wire", "savings_drop_unexplained")
+# The event types ``apply`` folds in: for any other, it returns False and changes nothing.
+EVENTS = (Balance, Transaction)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +73,12 @@ class Drop:
 
 
 def _active(params: TriggerParams) -> bool:
-    return any(t in params.enabled for t in TRIGGERS)
+    return not params.enabled.isdisjoint(TRIGGERS)
+
+
+def holds_data(state: CustomerState) -> bool:
+    """False when there is nothing here: ``due_items`` is empty and ``prune`` changes nothing."""
+    return bool(state.savings or state.follow_ups)
 
 
 # --- horizons (relative to state.floor_ms) --------------------------------------------------
@@ -122,7 +129,7 @@ def _observe(account: SavingsAccount, at_ms: int, cents: int, exact_from: int) -
 
 def apply(state: CustomerState, event: Event, params: TriggerParams) -> bool:
     """Fold a balance or transaction into the savings data; True if it may matter here."""
-    if not _active(params) or not isinstance(event, Balance | Transaction):
+    if not _active(params) or not isinstance(event, EVENTS):
         return False
     t = event.occurred_at_ms
     if event.account_type == "savings":
@@ -317,7 +324,7 @@ def on_event(state: CustomerState, event: Event, emitter: Emitter) -> None:
 # --- time-based: unexplained ----------------------------------------------------------------
 
 
-def due_items(state: CustomerState, params: TriggerParams) -> list[DueItem]:
+def due_items(state: CustomerState, params: TriggerParams, *, named: bool = True) -> list[DueItem]:
     if "savings_drop_unexplained" not in params.enabled:
         return []
     follow_ms = params.savings.unexplained[0]
@@ -339,7 +346,7 @@ def due_items(state: CustomerState, params: TriggerParams) -> list[DueItem]:
                 DueItem(
                     due,
                     "savings_drop_unexplained",
-                    f"{account_id}|{drop.first_id}",
+                    f"{account_id}|{drop.first_id}" if named else "",
                     drop.debit_ids,
                     mark,
                 )

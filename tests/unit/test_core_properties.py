@@ -31,11 +31,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from streams import events as ev
-from streams.core import advance, next_due_ms, step
+from streams.core import FAMILIES, _families_for, advance, next_due_ms, step
 from streams.decisions import Candidate
 from streams.state import CustomerState
 from streams.timeutil import parse_rfc3339_ms
@@ -516,3 +516,50 @@ def test_an_owned_state_updated_in_place_ends_as_the_copied_one(events: list[ev.
         # Then the same state and the same candidates
         assert late_owned.state.to_bytes() == late_copied.state.to_bytes()
     assert fired_owned == fired_copied
+
+
+# --- (f) what the core skips ------------------------------------------------------------------
+
+
+def _wire(event_id: str, day: int) -> ev.Event:
+    """An outbound wire from checking: a follow-up kept without any savings account."""
+    return ev.Transaction(
+        event_id=event_id,
+        customer_id="cust",
+        occurred_at_ms=T0 + day * DAY,
+        account_id="chk",
+        account_type="checking",
+        direction="debit",
+        amount_cents=100_000,
+        rail="wire",
+    )
+
+
+@PROPERTY_SETTINGS
+@given(histories())
+@example([_wire("w1", 0), _wire("w2", 1)])
+def test_the_families_the_core_skips_would_have_changed_nothing(events: list[ev.Event]) -> None:
+    # Given a history stepped event by event
+    state: CustomerState | None = None
+    for event in events:
+        if state is not None:
+            before = state.to_bytes()
+            # Then a family not asked about an event type would not have folded it in
+            asked = _families_for(type(event))
+            for family in FAMILIES:
+                if family not in asked:
+                    probe = state.copy()
+                    assert not family.apply(probe, event, PARAMS)
+                    assert probe.to_bytes() == before
+            # and a family without data has nothing due and nothing to prune, however far the
+            # floor has moved
+            for family in FAMILIES:
+                if not family.holds_data(state):
+                    assert family.due_items(state, PARAMS) == []
+                    for floor in (state.floor_ms, end_of(events)):
+                        moved = state.copy()
+                        moved.floor_ms = floor
+                        probe = moved.copy()
+                        family.prune(probe, PARAMS)
+                        assert probe.to_bytes() == moved.to_bytes()
+        state = step(state, event, event.occurred_at_ms, PARAMS).state
