@@ -9,6 +9,7 @@ seconds of 1 to 9 digits, years 1900-2199.
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, date, datetime, timedelta
 
 # Kept in step with the schema's "pattern"; tests/unit/test_schemas.py proves they agree.
@@ -54,5 +55,6 @@ def format_ms(epoch_ms: int) -> str:
 
 
 def wall_ms() -> int:
-    """The wall clock in epoch milliseconds."""
-    return int(datetime.now(UTC).timestamp() * MS_PER_SECOND)
+    """The wall clock in epoch milliseconds (``time.time``: the same clock as
+    ``datetime.now(UTC).timestamp()``, without building a datetime per input record)."""
+    return int(time.time() * MS_PER_SECOND)
