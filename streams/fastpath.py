@@ -17,7 +17,9 @@ Rebalances. The hand-over must neither apply a record twice in one assignment no
 - A fetch taken while the flow is stopped (a revocation is under way) is dropped the same way;
   the recovery that follows the assignment seeks.
 - Every revocation and every assignment moves the consumer's ``epoch``. A fetch whose epoch
-  moved before it reached the handler is dropped (read again after the seek that follows); a
+  moved before it reached the handler is dropped and read again: after the seek that ends the
+  rebalance, or, when that seek came already, after one more (its read offsets were set after
+  that seek); a
   batch in progress compares its epoch with the consumer's before it writes state and before
   it acks (``streams/app.py``), so nothing is acked for a partition no longer ours.
 
@@ -137,8 +139,13 @@ class BatchConsumer(faust_aiokafka.Consumer):
                             callback(to_message(tp, record)), self.suspend_flow.wait()
                         )
                         read_offset[tp] = record.offset
-                if batch and self.epoch == epoch:
-                    await handler(batch, epoch)
+                if batch:
+                    if self.epoch == epoch and self._seeks == seeks:
+                        await handler(batch, epoch)
+                    elif self.flow_active and not app.rebalancing:
+                        # A rebalance and its seek came while the changelog records above
+                        # were delivered: read offsets set after that seek are stale.
+                        await self.perform_seek()
                 commit_every = self._commit_every
                 if commit_every is not None and self._n_acked >= commit_every:
                     self._n_acked = 0
