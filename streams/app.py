@@ -246,6 +246,7 @@ def build_worker(
     merger: EventTimeMerger[tuple[TP, int, Event]] = EventTimeMerger(
         topics.inputs, wait_unknown_ms=stream_conf["max_order_wait_ms"]
     )
+    order_grace_ms = int(stream_conf["order_grace_ms"])
     last_seen: dict[tuple[str, int], int] = {}
     last_delivery: dict[tuple[str, int], int] = {}
 
@@ -282,10 +283,12 @@ def build_worker(
             highwater, position, answered_ms = known
             if highwater > position:
                 return True  # on the broker or in aiokafka's buffer, not handed out yet
-            if answered_ms < since_ms:
-                # That high watermark is older than the waiting record: aiokafka leaves a
-                # partition with buffered records out of its next fetches, so the other topic
-                # may have had a response since and this one not. Wait for news (bounded).
+            if answered_ms < since_ms + order_grace_ms:
+                # That high watermark is not news enough: aiokafka leaves a partition with
+                # buffered records out of its next fetches, so it can be older than the
+                # waiting record's fetch; and producers do not keep order across topics, so
+                # an earlier event of this topic can reach the broker a little after the
+                # waiting record (stream.order_grace_ms). Wait for news (bounded).
                 return None
             seen = last_seen.get((topic, partition))
             # faust's read offset: the committed position after an assignment, then the last

@@ -75,6 +75,11 @@ DEFAULTS: dict[str, Any] = {
         # How long a record may wait for the other input topic of its partition when that
         # topic's backlog is not known yet (event-time merge; see streams/ordering.py).
         "max_order_wait_ms": 1_000,
+        # A topic counts as caught up only with fetch news from at least this long after the
+        # record waiting on it was fetched: producers do not keep order across topics (a full
+        # batch of one overtakes a lingering batch of the other), so an earlier event of the
+        # other topic can reach the broker a little later (Kafka Streams: max.task.idle.ms).
+        "order_grace_ms": 500,
     },
     "triggers": {
         "savings_drop_to_checking": dict(_SAVINGS_DROP),
