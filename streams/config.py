@@ -73,8 +73,11 @@ DEFAULTS: dict[str, Any] = {
         "max_message_bytes": 65_536,
         "max_future_seconds": 86_400,
         # How long a record may wait for the other input topic of its partition when that
-        # topic's backlog is not known yet (event-time merge; see streams/ordering.py).
-        "max_order_wait_ms": 1_000,
+        # topic's backlog is not known yet, or not known recently enough (order_grace_ms):
+        # the event-time merge, see streams/ordering.py. 5 s: under load (two workers and a
+        # rebalance on 2 cores) fetch news can take over a second, and a release on timeout
+        # may break event-time order.
+        "max_order_wait_ms": 5_000,
         # A topic counts as caught up only with fetch news from at least this long after the
         # record waiting on it was fetched: producers do not keep order across topics (a full
         # batch of one overtakes a lingering batch of the other), so an earlier event of the
