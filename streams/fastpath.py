@@ -105,7 +105,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
                 seeks, epoch = self._seeks, self.epoch
-                records, active = await self._wait_next_records(FETCH_TIMEOUT_SECONDS)
+                records, _ = await self._wait_next_records(FETCH_TIMEOUT_SECONDS)
                 await asyncio.sleep(0)
                 if records is None or self.should_stop or not records:
                     continue
