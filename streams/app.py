@@ -396,8 +396,7 @@ def build_worker(
         # What was written belongs to partitions still ours (write_to): its changelog goes out
         # even if a rebalance starts now.
         producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
-        for changelog in changelogs:
-            await changelog.send(producer)
+        await fastpath.send_in_order(producer, changelogs[0], changelogs[1:])
         if consumer.epoch != epoch:
             abandon("rebalance")
             return

@@ -186,6 +186,11 @@ class BatchedChangelog:
         self.table = table
         self._writes: dict[int, list[tuple[bytes, bytes | None]]] = {}
         self._failure: BaseException | None = None
+        self._in_flight: list[asyncio.Future[Any]] = []
+
+    def has_writes(self) -> bool:
+        """Whether writes wait for ``send``."""
+        return bool(self._writes)
 
     def get(self, key: bytes) -> bytes | None:
         return cast(bytes | None, self.table.data.get(key))
@@ -211,6 +216,7 @@ class BatchedChangelog:
         """Produce the writes so far to the changelog; raises an earlier batch's failure."""
         if self._failure is not None:
             raise self._failure
+        self._in_flight = [future for future in self._in_flight if not future.done()]
         if not self._writes:
             return
         writes, self._writes = self._writes, {}
@@ -229,6 +235,7 @@ class BatchedChangelog:
         self, producer: Any, batch: Any, count: int, topic: str, partition: int
     ) -> None:
         future = await producer.send_batch(batch, topic, partition=partition)
+        self._in_flight.append(future)
         store = self.table.data
 
         def sent(done: asyncio.Future[Any]) -> None:
@@ -242,3 +249,31 @@ class BatchedChangelog:
             store.set_persisted_offset(TP(topic, partition), meta.offset + count - 1)
 
         future.add_done_callback(sent)
+
+    async def delivered(self) -> None:
+        """Wait until the broker acknowledged every batch sent so far; raises a failure."""
+        in_flight, self._in_flight = self._in_flight, []
+        for future in in_flight:
+            await future
+
+
+async def send_in_order(
+    producer: Any, first: BatchedChangelog, then: Sequence[BatchedChangelog]
+) -> None:
+    """Produce ``first``'s writes, and ``then``'s only once the broker has all of ``first``'s.
+
+    A changelog's writes of one partition go out as several record batches, and batches of
+    different topics travel in separate requests: without an order, a crash can leave the
+    due-index or stream-time changelog holding a write whose customer record never arrived.
+    The next owner would then restore a record whose due item is missing from the index (it
+    fires only at the customer's next event), or a stream time ahead of the records. Customer
+    records first, then what is derived from them, makes every crash leave the derived tables
+    behind the records, and behind is repaired: replayed input re-derives the due entry, an
+    old due entry fires on a record that already fired and is re-derived, stream time moves on.
+    """
+    await first.send(producer)
+    if not any(changelog.has_writes() for changelog in then):
+        return
+    await first.delivered()
+    for changelog in then:
+        await changelog.send(producer)

@@ -1,0 +1,171 @@
+"""The order in which the batch path hands changelog writes to the producer.
+
+After a crash the next owner restores the customers, due-index and stream-time tables from
+three changelogs. A derived table ahead of the records it was derived from cannot be repaired
+(a due entry removed or moved on whose record never arrived), one behind them can: so the
+derived changelogs go out only once the broker holds the customer records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Any
+
+import pytest
+from faust.streams import _current_event
+
+from streams.fastpath import BatchedChangelog, send_in_order
+
+pytestmark = pytest.mark.asyncio
+
+
+class _Where:
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+
+
+class _Event:
+    def __init__(self, partition: int) -> None:
+        self.message = _Where(partition)
+
+
+class _Topic:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def get_topic_name(self) -> str:
+        return self.name
+
+
+class _Store(dict[bytes, bytes]):
+    def set_persisted_offset(self, tp: Any, offset: int) -> None:
+        self.persisted = offset
+
+
+class _Table:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.data = _Store()
+        self.changelog_topic = _Topic(f"{name}-changelog")
+
+
+class _Batch:
+    def __init__(self, room: int) -> None:
+        self.records: list[tuple[bytes, bytes | None]] = []
+        self._room = room
+
+    def append(self, key: bytes, value: bytes | None, timestamp: Any) -> object | None:
+        if len(self.records) == self._room:
+            return None
+        self.records.append((key, value))
+        return object()
+
+
+class _Meta:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+class _Producer:
+    """Keeps every batch's future unresolved until the test acknowledges it."""
+
+    def __init__(self, room: int = 100) -> None:
+        self.room = room
+        self.sent: list[tuple[str, int, list[tuple[bytes, bytes | None]], asyncio.Future[Any]]] = []
+
+    def create_batch(self) -> _Batch:
+        return _Batch(self.room)
+
+    async def send_batch(self, batch: _Batch, topic: str, partition: int) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.sent.append((topic, partition, batch.records, future))
+        return future
+
+    def topics(self) -> list[str]:
+        return [topic for topic, *_ in self.sent]
+
+    def acknowledge(self, failure: BaseException | None = None) -> None:
+        for n, (_, _, _, future) in enumerate(self.sent):
+            if not future.done():
+                if failure is None:
+                    future.set_result(_Meta(n))
+                else:
+                    future.set_exception(failure)
+
+
+def _write(changelog: BatchedChangelog, partition: int, key: bytes, value: bytes) -> None:
+    where = _Event(partition)
+    _current_event.set(weakref.ref(where))  # type: ignore[arg-type]
+    try:
+        changelog[key] = value
+    finally:
+        _current_event.set(None)
+
+
+async def _turns(n: int = 5) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def _changelogs() -> tuple[BatchedChangelog, BatchedChangelog, BatchedChangelog]:
+    customers, due, clock = (
+        BatchedChangelog(_Table(name)) for name in ("customers", "due-index", "stream-time")
+    )
+    return customers, due, clock
+
+
+async def test_derived_changelogs_wait_for_the_broker_to_hold_the_records() -> None:
+    customers, due, clock = _changelogs()
+    producer = _Producer(room=2)  # three records of partition 1: two batches
+    for n in range(3):
+        _write(customers, 1, b"c%d" % n, b"record")
+    _write(customers, 4, b"c9", b"record")
+    _write(due, 1, b"c0", b"[1,100]")
+    _write(clock, 1, b"1", b"100")
+
+    sending = asyncio.create_task(send_in_order(producer, customers, [due, clock]))
+    await _turns()
+    assert producer.topics() == ["customers-changelog"] * 3
+    assert not sending.done()
+    # Written to the stores at once, whatever the changelog's state.
+    assert due.get(b"c0") == b"[1,100]"
+
+    producer.acknowledge()
+    await sending
+    assert producer.topics() == ["customers-changelog"] * 3 + [
+        "due-index-changelog",
+        "stream-time-changelog",
+    ]
+    assert [records for _, _, records, _ in producer.sent[:2]] == [
+        [(b"c0", b"record"), (b"c1", b"record")],
+        [(b"c2", b"record")],
+    ]
+
+
+async def test_a_failed_record_batch_stops_the_derived_writes() -> None:
+    customers, due, clock = _changelogs()
+    producer = _Producer()
+    _write(customers, 0, b"c0", b"record")
+    _write(due, 0, b"c0", b"[0,5]")
+    sending = asyncio.create_task(send_in_order(producer, customers, [due, clock]))
+    await _turns()
+    producer.acknowledge(RuntimeError("broker gone"))
+    with pytest.raises(RuntimeError, match="broker gone"):
+        await sending
+    assert producer.topics() == ["customers-changelog"]
+    # The failure stays: the next send raises it too, nothing more goes out.
+    with pytest.raises(RuntimeError, match="broker gone"):
+        await customers.send(producer)
+
+
+async def test_no_wait_when_nothing_derived_changed() -> None:
+    customers, due, clock = _changelogs()
+    producer = _Producer()
+    _write(customers, 2, b"c0", b"record")
+    await asyncio.wait_for(send_in_order(producer, customers, [due, clock]), timeout=1)
+    assert producer.topics() == ["customers-changelog"]
+    producer.acknowledge()
+    await _turns()
+    # The acknowledged offset is what a RocksDB store persists as the changelog offset.
+    assert customers.table.data.persisted == 0
