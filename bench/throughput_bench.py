@@ -330,11 +330,17 @@ def run_latency(
     customers: int,
     workdir: Path,
     order_wait_ms: int | None = None,
+    order_grace_ms: int | None = None,
 ) -> dict[str, Any]:
     tag = f"lat-{uuid.uuid4().hex[:8]}"
     topics = bench_topics(tag)
     stack.create_topics(topics.all, 8)
-    extra = {} if order_wait_ms is None else {"stream": {"max_order_wait_ms": order_wait_ms}}
+    stream: dict[str, int] = {}
+    if order_wait_ms is not None:
+        stream["max_order_wait_ms"] = order_wait_ms
+    if order_grace_ms is not None:
+        stream["order_grace_ms"] = order_grace_ms
+    extra = {"stream": stream} if stream else {}
     worker = Worker(
         stack, topics, f"bench-{tag}", workdir, clock="wall", store="memory", policy=extra
     )
@@ -359,6 +365,7 @@ def run_latency(
         "p99_ms": q[98],
         "max_ms": max(latencies),
         "max_order_wait_ms": order_wait_ms,
+        "order_grace_ms": order_grace_ms,
     }
 
 
@@ -424,6 +431,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="stream.max_order_wait_ms for the latency worker (the config's default otherwise)",
+    )
+    parser.add_argument(
+        "--order-grace-ms",
+        type=int,
+        default=None,
+        help="stream.order_grace_ms for the latency worker (the config's default otherwise)",
     )
     parser.add_argument(
         "--profile",
@@ -528,6 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.customers,
                 workdir,
                 args.order_wait_ms,
+                args.order_grace_ms,
             )
         profile_text = None
         if args.profile is not None:
@@ -549,11 +563,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_throughput(args, rows, by_name, worker_rate)
     if latency is not None:
         share = "50 % of the worker's rate" if args.latency_rate is None else "a fixed rate"
-        wait = latency["max_order_wait_ms"]
+        wait, grace = latency["max_order_wait_ms"], latency["order_grace_ms"]
         print(
             f"event-to-decision latency at {latency['achieved_rate']:,.0f} events/s "
             f"({share}; wall clock; {latency['matched']} decisions"
-            f"{'' if wait is None else f'; max_order_wait_ms {wait}'}): "
+            f"{'' if wait is None else f'; max_order_wait_ms {wait}'}"
+            f"{'' if grace is None else f'; order_grace_ms {grace}'}): "
             f"p50 {latency['p50_ms']:.0f} ms  p95 {latency['p95_ms']:.0f} ms  "
             f"p99 {latency['p99_ms']:.0f} ms  max {latency['max_ms']:.0f} ms"
         )

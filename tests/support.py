@@ -191,6 +191,25 @@ def keyed(records: Sequence[tuple[str, bytes]]) -> list[Record]:
     return [(k.encode(), v) for k, v in records]
 
 
+async def end_offsets(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[int, int]:
+    """Each partition's ListOffsets(latest) answer (on Tansu: the last batch's base offset + 1,
+    so more than zero once the partition holds a record); empty if the topic does not exist."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        deadline = time.monotonic() + timeout
+        while not partitions and time.monotonic() < deadline:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            return {}
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
 async def read_changelog(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[bytes, bytes]:
     """A table's contents as its changelog says: the last value per key, tombstones deleting."""
     consumer = AIOKafkaConsumer(

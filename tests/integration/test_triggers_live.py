@@ -29,7 +29,15 @@ from streams.events import ACCOUNT_EVENT_TYPES
 from streams.scenarios import SETTLE_DAYS, Scenario, all_scenarios
 from streams.timeutil import MS_PER_DAY, format_ms, parse_rfc3339_ms
 from streams.topics import TopicNames
-from tests.support import WorkerProcess, consume, read_changelog, run, unique_topics, write_config
+from tests.support import (
+    WorkerProcess,
+    consume,
+    end_offsets,
+    read_changelog,
+    run,
+    unique_topics,
+    write_config,
+)
 
 START_MS = parse_rfc3339_ms("2024-01-01T00:00:00Z") or 0
 PARTITIONS = 4
@@ -237,6 +245,12 @@ def test_restart_mid_stream_gives_the_same_decisions_and_state(
         and time.monotonic() < deadline
     ):
         time.sleep(0.05)
+    if sig == signal.SIGKILL:
+        # ...and only once some state reached the changelog (decisions come before state).
+        changelog = f"{app_id}-customers-changelog"
+        while not any(run(end_offsets(dev_stack.bootstrap_servers, changelog, 1)).values()):
+            assert time.monotonic() < deadline, "no state in the changelog within 60 s"
+            time.sleep(0.05)
     first.stop(sig)
     second = _start(dev_stack, tmp_path, topics, app_id, store=store)
     try:
