@@ -9,11 +9,12 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -152,10 +153,26 @@ async def produce(bootstrap: str, topic: str, records: Iterable[Record]) -> None
         await producer.stop()
 
 
+def decision_id(record: ConsumerRecord[bytes, bytes]) -> Any:
+    """A decision record's id (for ``consume(distinct=...)``)."""
+    return orjson.loads(record.value)["decision_id"]
+
+
 async def consume(
-    bootstrap: str, topic: str, *, until: int, timeout: float = 60.0, settle: float = 2.0
+    bootstrap: str,
+    topic: str,
+    *,
+    until: int,
+    timeout: float = 60.0,
+    settle: float = 2.0,
+    distinct: Callable[[ConsumerRecord[bytes, bytes]], Any] | None = None,
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Read a topic from the start until ``until`` records arrived, then ``settle`` s more."""
+    """Read a topic from the start until ``until`` records arrived, then ``settle`` s more.
+
+    With ``distinct``, ``until`` counts distinct values of ``distinct(record)``: after a
+    restart a worker re-publishes decisions, and counting those would stop the read before the
+    decisions still to come.
+    """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
@@ -168,13 +185,17 @@ async def consume(
         consumer.assign([TopicPartition(topic, p) for p in partitions])
         await consumer.seek_to_beginning()
         got: list[ConsumerRecord[bytes, bytes]] = []
+        seen: set[Any] = set()
         deadline = time.monotonic() + timeout
         settled_at: float | None = None
         while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=300)
             for records in batch.values():
                 got.extend(records)
-            if len(got) >= until and settled_at is None:
+                if distinct is not None:
+                    seen.update(distinct(r) for r in records)
+            count = len(got) if distinct is None else len(seen)
+            if count >= until and settled_at is None:
                 settled_at = time.monotonic() + settle
             if settled_at is not None and time.monotonic() >= settled_at:
                 break

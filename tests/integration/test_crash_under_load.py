@@ -33,7 +33,15 @@ from tests.integration.test_triggers_live import (
     _produce,
     _records,
 )
-from tests.support import WorkerProcess, consume, read_changelog, run, unique_topics, write_config
+from tests.support import (
+    WorkerProcess,
+    consume,
+    decision_id,
+    read_changelog,
+    run,
+    unique_topics,
+    write_config,
+)
 
 PARTITIONS = 8
 GROUPS = 6  # six customers per trigger and near-miss
@@ -91,6 +99,7 @@ def test_sigkill_of_one_of_two_workers_loses_and_doubles_nothing(
                     until=total,
                     timeout=120,
                     settle=5,
+                    distinct=decision_id,
                 )
             )
         ]
@@ -130,6 +139,7 @@ def test_sigkill_of_one_of_two_workers_loses_and_doubles_nothing(
                     until=total,
                     timeout=120,
                     settle=5,
+                    distinct=decision_id,
                 )
             )
         ]

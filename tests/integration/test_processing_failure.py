@@ -19,7 +19,7 @@ from streams.devstack import DevStack
 from streams.ledger import KEY_PARTS
 from streams.scenarios import all_scenarios
 from tests.integration.test_triggers_live import START_MS, _expected, _produce, _records, _start
-from tests.support import consume, run, unique_topics
+from tests.support import consume, decision_id, run, unique_topics
 
 
 def test_a_ledger_error_stops_the_worker_and_a_restart_decides_everything(
@@ -56,6 +56,7 @@ def test_a_ledger_error_stops_the_worker_and_a_restart_decides_everything(
                 until=sum(expected.values()),
                 timeout=120,
                 settle=3,
+                distinct=decision_id,
             )
         )
     finally:

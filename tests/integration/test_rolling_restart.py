@@ -30,7 +30,7 @@ from tests.integration.test_crash_under_load import (
     _worker,
 )
 from tests.integration.test_triggers_live import _expected, _records
-from tests.support import WorkerProcess, consume, run, unique_topics
+from tests.support import WorkerProcess, consume, decision_id, run, unique_topics
 
 
 def test_rolling_restart_loses_and_doubles_nothing(dev_stack: DevStack, tmp_path: Path) -> None:
@@ -72,6 +72,7 @@ def test_rolling_restart_loses_and_doubles_nothing(dev_stack: DevStack, tmp_path
                     until=sum(expected.values()),
                     timeout=120,
                     settle=5,
+                    distinct=decision_id,
                 )
             )
         ]

@@ -32,6 +32,7 @@ from streams.topics import TopicNames
 from tests.support import (
     WorkerProcess,
     consume,
+    decision_id,
     end_offsets,
     read_changelog,
     run,
@@ -262,6 +263,7 @@ def test_restart_mid_stream_gives_the_same_decisions_and_state(
                     until=expected_total,
                     timeout=120,
                     settle=5,
+                    distinct=decision_id,
                 )
             )
         )
