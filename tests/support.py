@@ -212,20 +212,28 @@ def keyed(records: Sequence[tuple[str, bytes]]) -> list[Record]:
     return [(k.encode(), v) for k, v in records]
 
 
+async def _partitions(
+    consumer: AIOKafkaConsumer, topic: str, timeout: float
+) -> list[TopicPartition]:
+    """The topic's partitions, once the metadata names them; empty if it never does in time."""
+    partitions = consumer.partitions_for_topic(topic)
+    deadline = time.monotonic() + timeout
+    while not partitions and time.monotonic() < deadline:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic)
+    return [TopicPartition(topic, p) for p in partitions or ()]
+
+
 async def end_offsets(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[int, int]:
     """Each partition's ListOffsets(latest) answer (on Tansu: the last batch's base offset + 1,
     so more than zero once the partition holds a record); empty if the topic does not exist."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        deadline = time.monotonic() + timeout
-        while not partitions and time.monotonic() < deadline:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
+        tps = await _partitions(consumer, topic, timeout)
+        if not tps:
             return {}
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        ends = await consumer.end_offsets(tps)
         return {tp.partition: offset for tp, offset in ends.items()}
     finally:
         await consumer.stop()
@@ -238,14 +246,10 @@ async def read_changelog(bootstrap: str, topic: str, timeout: float = 10.0) -> d
     )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
         deadline = time.monotonic() + timeout
-        while not partitions and time.monotonic() < deadline:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
+        tps = await _partitions(consumer, topic, timeout)
+        if not tps:
             return {}
-        tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning()
         table: dict[bytes, bytes] = {}
