@@ -70,12 +70,12 @@ PRODUCER_MAX_BATCH_BYTES = 256 * 1024
 # for its end, and the event loop (health, metrics, timers) runs between batches.
 MAX_BATCH = 1_000
 # The garbage collector's generation thresholds (CPython's default: 700, 10, 10). A worker
-# allocates a few hundred tracked objects per event, so the default ran a young collection
-# every few events and a full one, over every tracked object of Faust, aiokafka and the
-# worker, every few thousand; those full passes were the tail of the event-to-decision
-# latency. At a fixed 2,500 events/s (`bench/throughput_bench.py --quick --repeat 0
-# --latency-rate 2500`): p99 571 / 608 / 715 / 602 ms with the default, 302 / 372 ms with
-# these; throughput unchanged (6,014 / 6,385 vs 5,924 / 6,882 events/s), RSS unchanged.
+# allocates tracked objects on every event, so the default collected very often, and its full
+# passes over every tracked object of Faust, aiokafka and the worker were the tail of the
+# event-to-decision latency. At a fixed 2,500 events/s (`bench/throughput_bench.py --quick
+# --repeat 0 --latency-rate 2500`): p99 571 / 608 / 715 / 602 ms with the default, 302 / 372 /
+# 257 / 282 ms with these; throughput unchanged (6,014 / 6,385 vs 5,924 / 6,882 events/s),
+# RSS unchanged.
 GC_THRESHOLDS = (50_000, 20, 10)
 
 
