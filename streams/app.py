@@ -14,7 +14,7 @@ import gc
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -338,15 +338,17 @@ def build_worker(
             merger.drop(p)
         owned["stale"] = True
 
-    async def handle(batch: fastpath.Batch, epoch: int) -> None:
-        """One fetch of the inputs and ticks: ingest, merge by event time, apply, write, ack.
+    async def handle(batch: fastpath.Batch, epoch: int) -> Awaitable[None] | None:
+        """One fetch of the inputs and ticks: ingest, merge by event time and apply; returns the
+        rest (wait for the decisions' acks, write state and changelogs, ack the input), which
+        runs while the next fetch is applied (``streams/fastpath.py``).
 
         Acks come last: an input record is acked once its state is written (decisions before
         state, see ``streams/processor.py``), so no offset commit overtakes unwritten state.
         Records held for event-time order stay unacked until a later batch releases them.
         """
         if epoch != consumer.epoch:
-            return  # fetched before a rebalance: read again from the committed offsets
+            return None  # fetched before a rebalance: read again from the committed offsets
         if owned["stale"]:
             owned["stale"] = False
             _current_event.set(None)  # restore reads every partition's store
@@ -395,26 +397,31 @@ def build_worker(
                 enter(partition)
                 await processor.apply_time(partition)
 
+        sealed = processor.seal()
+
         def write_to(partition: int) -> bool:
             if consumer.epoch != epoch or partition not in owned["partitions"]:
                 return False
             enter(partition)
             return True
 
-        await processor.flush(write_to)
-        # What was written belongs to partitions still ours (write_to): its changelog goes out
-        # even if a rebalance starts now.
-        producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
-        await fastpath.send_in_order(producer, changelogs[0], changelogs[1:])
-        if consumer.epoch != epoch:
-            abandon("rebalance")
-            return
-        ack = consumer.ack_offset
-        inputs = 0
-        for tp, offset in done:
-            ack(tp, offset)
-            inputs += tp.topic != ticks
-        metrics.records_done.inc(inputs)
+        async def rest() -> None:
+            await processor.finish(sealed, write_to)
+            # What was written belongs to partitions still ours (write_to): its changelog goes
+            # out even if a rebalance starts now.
+            producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
+            await fastpath.send_in_order(producer, changelogs[0], changelogs[1:])
+            if consumer.epoch != epoch:
+                abandon("rebalance")
+                return
+            ack = consumer.ack_offset
+            inputs = 0
+            for tp, offset in done:
+                ack(tp, offset)
+                inputs += tp.topic != ticks
+            metrics.records_done.inc(inputs)
+
+        return rest()
 
     consumer = cast(fastpath.BatchConsumer, app.consumer)
     consumer.use_batches(frozenset((*topics.inputs, ticks)), handle)
