@@ -60,7 +60,9 @@ from benchlib import (
     with_outputs,
 )
 
+from streams.app import PRODUCER_LINGER_SECONDS
 from streams.devstack import DevStack
+from streams.tansu import FETCH_MAX_WAIT_MS
 from streams.timeutil import wall_ms
 from streams.topics import TopicNames
 
@@ -132,6 +134,45 @@ async def ceiling_loop(bootstrap: str, topics: Sequence[str], output: str, expec
             "cpu_seconds": _cpu() - cpu0,
             "peak_rss_mb": peak_rss_mb(os.getpid()),
         }
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def echo_loop(bootstrap: str, topics: Sequence[str], output: str) -> None:
+    """The latency baseline: a raw aiokafka loop that answers every input record at once with
+    one output record naming it (``{"evidence": [event_id]}``), with the worker's fetch wait and
+    producer linger. Prints "ready" once it is assigned; runs until it is terminated."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=int(PRODUCER_LINGER_SECONDS * 1000)
+    )
+    await consumer.start()
+    await producer.start()
+    try:
+        tps = []
+        for topic in topics:
+            partitions = consumer.partitions_for_topic(topic)
+            while not partitions:
+                await consumer._client.force_metadata_update()
+                partitions = consumer.partitions_for_topic(topic)
+            tps.extend(TopicPartition(topic, p) for p in sorted(partitions))
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        print("ready", flush=True)
+        while True:
+            batch = await consumer.getmany(timeout_ms=100, max_records=1_000)
+            for records in batch.values():
+                for rec in records:
+                    event = orjson.loads(rec.value)
+                    await producer.send(
+                        output, orjson.dumps({"evidence": [event["event_id"]]}), key=rec.key
+                    )
     finally:
         await producer.stop()
         await consumer.stop()
@@ -323,6 +364,57 @@ async def paced(
     return latencies, sum(1 for v in probes.values() if v >= 0), sent
 
 
+def _quantiles(latencies: list[float], rate: float, seconds: float, sent: int) -> dict[str, Any]:
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {
+        "rate": rate,
+        "achieved_rate": sent / seconds,
+        "matched": len(latencies),
+        "p50_ms": q[49],
+        "p95_ms": q[94],
+        "p99_ms": q[98],
+        "max_ms": max(latencies),
+    }
+
+
+def run_raw_latency(
+    stack: DevStack, rate: float, seconds: float, customers: int, workdir: Path
+) -> dict[str, Any]:
+    """The same paced run answered by the raw loop (``echo_loop``): what the broker, aiokafka
+    and the benchmark's own producer and consumer take before any processing."""
+    tag = f"raw-{uuid.uuid4().hex[:8]}"
+    topics = bench_topics(tag)
+    stack.create_topics(topics.all, 8)
+    argv = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--role",
+        "echo",
+        "--bootstrap",
+        stack.bootstrap_servers,
+        "--inputs",
+        f"{topics.account_events},{topics.usage_events}",
+        "--output",
+        topics.contact_decisions,
+    ]
+    log_path = workdir / f"echo-{tag}.log"
+    with open(log_path, "ab") as log:
+        echo = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=log)
+    try:
+        assert echo.stdout is not None
+        if echo.stdout.readline().strip() != b"ready":
+            raise RuntimeError(f"the raw loop did not start:\n{log_path.read_text()[-3000:]}")
+        latencies, probes, sent = asyncio.run(
+            paced(stack.bootstrap_servers, topics, rate, seconds, customers)
+        )
+    finally:
+        echo.terminate()
+        echo.wait(timeout=30)
+    if len(latencies) < 2:
+        raise RuntimeError(f"only {len(latencies)} answers of the raw loop matched")
+    return _quantiles(latencies, rate, seconds, sent) | {"probes": probes}
+
+
 def run_latency(
     stack: DevStack,
     rate: float,
@@ -354,16 +446,8 @@ def run_latency(
         worker.stop()
     if len(latencies) < 2:
         raise RuntimeError(f"only {len(latencies)} decisions matched:\n{worker.log_tail()}")
-    q = statistics.quantiles(latencies, n=100, method="inclusive")
-    return {
-        "rate": rate,
-        "achieved_rate": sent / seconds,
+    return _quantiles(latencies, rate, seconds, sent) | {
         "probes": probes,
-        "matched": len(latencies),
-        "p50_ms": q[49],
-        "p95_ms": q[94],
-        "p99_ms": q[98],
-        "max_ms": max(latencies),
         "max_order_wait_ms": order_wait_ms,
         "order_grace_ms": order_grace_ms,
     }
@@ -482,6 +566,9 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if args.role == "echo":
+        asyncio.run(echo_loop(args.bootstrap, args.inputs.split(","), args.output))
+        return 0
     if args.role == "ceiling":
         got = asyncio.run(
             ceiling_loop(args.bootstrap, args.inputs.split(","), args.output, args.events)
@@ -533,7 +620,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         by_name = {r.name: r for r in rows}
         worker_rate = by_name["worker: memory"].rate if rows else 0.0
         latency: dict[str, Any] | None = None
+        raw_latency: dict[str, Any] | None = None
         if not args.no_latency:
+            raw_latency = run_raw_latency(
+                stack,
+                args.latency_rate or worker_rate / 2,
+                args.latency_seconds,
+                args.customers,
+                workdir,
+            )
             latency = run_latency(
                 stack,
                 args.latency_rate or worker_rate / 2,
@@ -572,6 +667,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"p50 {latency['p50_ms']:.0f} ms  p95 {latency['p95_ms']:.0f} ms  "
             f"p99 {latency['p99_ms']:.0f} ms  max {latency['max_ms']:.0f} ms"
         )
+    if latency is not None and raw_latency is not None:
+        print(
+            "raw aiokafka loop answering the same paced input at "
+            f"{raw_latency['achieved_rate']:,.0f} events/s (the broker's and the clients' share): "
+            f"p50 {raw_latency['p50_ms']:.0f} ms"
+            f"  p95 {raw_latency['p95_ms']:.0f} ms  p99 {raw_latency['p99_ms']:.0f} ms  "
+            f"max {raw_latency['max_ms']:.0f} ms\n"
+            f"worker - raw loop: p50 {latency['p50_ms'] - raw_latency['p50_ms']:+.0f} ms  "
+            f"p99 {latency['p99_ms'] - raw_latency['p99_ms']:+.0f} ms; worker / raw loop: "
+            f"p50 {latency['p50_ms'] / raw_latency['p50_ms']:.2f}  "
+            f"p99 {latency['p99_ms'] / raw_latency['p99_ms']:.2f}"
+        )
     if profile_text is not None:
         print(f"\nprofile of the worker ({args.profile}):\n{profile_text}")
     print(f"\nbench took {time.monotonic() - started:.0f} s")
@@ -586,6 +693,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "repeat": args.repeat,
                 "runs": {k: [asdict(r) | {"rate": r.rate} for r in v] for k, v in runs.items()},
                 "latency": latency,
+                "raw_latency": raw_latency,
             },
             option=orjson.OPT_INDENT_2,
         )
