@@ -323,7 +323,16 @@ class Processor:
             if raw is None:  # pragma: no cover - an index entry always has a record
                 self._due.put(partition, key, None)
                 continue
-            state, candidates = self._core.advance(self._core.load(raw), now)
+            state = self._core.load(raw)
+            record_due = self._core.next_due_ms(state)
+            if record_due is None or record_due > now:
+                # The entry is older than the record: after a crash the due table can lag the
+                # customers table (it is written after it). Nothing is due: the record stays as
+                # it is (settling it now would move its pruning floor past where an
+                # uninterrupted run leaves it) and the entry is derived from it again.
+                self._index(partition, key, state, due_ms)
+                continue
+            state, candidates = self._core.advance(state, now)
             deferred = self._core.take_deferred(state, now)
             candidates, recipient = self._prepare(candidates, now, state)
             if candidates or deferred:

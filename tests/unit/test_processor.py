@@ -427,3 +427,29 @@ def test_revoking_a_partition_drops_its_sealed_writes() -> None:
 
     asyncio.run(scenario())
     assert stores.customers == {} and stores.due == {} and stores.clock == {}
+
+
+def test_a_due_entry_older_than_its_record_leaves_the_record_alone() -> None:
+    # After a crash the due table can lag the customers table: the restored index holds an
+    # entry for a time the record no longer has anything due at.
+    writes: list[tuple[str, bytes]] = []
+    stores = _logged_stores(writes)
+    publisher = Publisher()
+    processor = _processor(publisher, stores)
+
+    def other(eid: str, at: int) -> ev.Visit:
+        return ev.Visit(
+            event_id=eid, customer_id="c2", occurred_at_ms=at, venue="v", sentiment="positive"
+        )
+
+    async def scenario() -> None:
+        await processor.on_event("usage", 0, 0, _visit("e0", 1_000))  # c1 due at 1,010
+        processor.due_index.set(0, b"c1", 1_005)  # as restored from a lagging due table
+        writes.clear()
+        await processor.on_event("usage", 0, 1, other("o1", 1_007))  # stream time 1,007
+
+    asyncio.run(scenario())
+    assert ("customers", b"c1") not in writes  # the record was not settled again
+    assert ("due", b"c1") in writes and orjson.loads(stores.due[b"c1"]) == [0, 1_010]
+    assert processor.due_index.get(0, b"c1") == 1_010
+    assert [d.candidate.trigger for d in publisher.sent] == ["visit", "visit"]
