@@ -251,6 +251,7 @@ def build_worker(
         "assigned": False,
         "assigned_at": time.monotonic(),
         "assigned_wall": wall_ms(),
+        "seeks": None,
     }
     merger: EventTimeMerger[tuple[TP, int, Event]] = EventTimeMerger(
         topics.inputs, wait_unknown_ms=stream_conf["max_order_wait_ms"]
@@ -349,6 +350,14 @@ def build_worker(
         """
         if epoch != consumer.epoch:
             return None  # fetched before a rebalance: read again from the committed offsets
+        seeks = consumer.seeks
+        if owned["seeks"] != seeks:
+            # The consumer went back to the committed offsets: every record not acked comes
+            # again, so records held for event-time order and unwritten state would be applied
+            # twice, out of order (the stream time runs ahead with the first copies).
+            if owned["seeks"] is not None:
+                abandon("seek")
+            owned["seeks"] = seeks
         if owned["stale"]:
             owned["stale"] = False
             _current_event.set(None)  # restore reads every partition's store
@@ -400,7 +409,9 @@ def build_worker(
         sealed = processor.seal()
 
         def write_to(partition: int) -> bool:
-            if consumer.epoch != epoch or partition not in owned["partitions"]:
+            if consumer.epoch != epoch or consumer.seeks != seeks:
+                return False
+            if partition not in owned["partitions"]:
                 return False
             enter(partition)
             return True
@@ -411,8 +422,8 @@ def build_worker(
             # out even if a rebalance starts now.
             producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
             await fastpath.send_in_order(producer, changelogs[0], changelogs[1:])
-            if consumer.epoch != epoch:
-                abandon("rebalance")
+            if consumer.epoch != epoch or consumer.seeks != seeks:
+                abandon("rebalance" if consumer.epoch != epoch else "seek")
                 return
             ack = consumer.ack_offset
             inputs = 0

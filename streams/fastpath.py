@@ -131,6 +131,13 @@ class BatchConsumer(faust_aiokafka.Consumer):
         await super().perform_seek()
         self._seeks += 1
 
+    @property
+    def seeks(self) -> int:
+        """Moved by every seek to the committed offsets: everything not acked before it is read
+        again, so whatever a handler holds of it (records waiting for their turn, unwritten
+        state) must go."""
+        return self._seeks
+
     def ack_offset(self, tp: TP, offset: int) -> None:
         """Mark ``offset`` of ``tp`` processed: Faust commits up to the first gap in these."""
         committed = self._committed_offset[tp]
@@ -170,8 +177,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     # Fetched across a revocation or a seek: possibly from before the seek.
                     # Read it again from the committed offsets (recovery seeks after a
                     # revocation; after a completed seek, seek once more).
+                    await tail.wait()
                     if self.flow_active and not app.rebalancing:
-                        await tail.wait()
                         await self.perform_seek()
                     continue
                 active = self._get_active_partitions()
@@ -198,15 +205,20 @@ class BatchConsumer(faust_aiokafka.Consumer):
                         )
                         read_offset[tp] = record.offset
                 if batch:
-                    if self.epoch == epoch and self._seeks == seeks:
-                        if tail.epoch != epoch:
-                            await tail.wait()  # the rest of a batch before the rebalance
-                        await tail.then(await handler(batch, epoch), epoch)
-                    elif self.flow_active and not app.rebalancing:
-                        # A rebalance and its seek came while the changelog records above
-                        # were delivered: read offsets set after that seek are stale.
+                    if tail.epoch != epoch:
+                        # The rest of a batch from before a rebalance ends first. Waiting can
+                        # let a rebalance through, so it comes before the checks below: no
+                        # await may separate them from the handler's own epoch check.
                         await tail.wait()
-                        await self.perform_seek()
+                    if self.epoch == epoch and self._seeks == seeks:
+                        await tail.then(await handler(batch, epoch), epoch)
+                    else:
+                        # A rebalance and its seek came while the changelog records above
+                        # were delivered (or the last rest ended): read offsets set after that
+                        # seek are stale.
+                        await tail.wait()
+                        if self.flow_active and not app.rebalancing:
+                            await self.perform_seek()
                 commit_every = self._commit_every
                 if commit_every is not None and self._n_acked >= commit_every:
                     self._n_acked = 0
