@@ -25,8 +25,14 @@ Rebalances. The hand-over must neither apply a record twice in one assignment no
 
 Overlap. A handler may return the rest of its batch (``BatchHandler``): that runs while the next
 fetch is handed over, so a batch's broker and Redis round trips overlap the next batch's work.
-At most one rest runs at a time, in batch order; a batch of a new epoch waits for the last
-rest first; a rest that fails stops the fetch loop with its error, as a failing handler does.
+At most one rest runs at a time, in batch order; a batch of a new epoch, a seek and the stop
+wait for the last rest first (before the epoch and seek checks, so that no await separates those
+from the handler's own check); a rest that fails stops the fetch loop with its error, as a
+failing handler does.
+
+Seeks. Every seek to the committed offsets moves ``seeks``: everything not acked is read again,
+so a handler drops what it holds of those records (``streams/app.py`` does so when it sees the
+count move), or the re-read copies would queue behind the held ones, out of order.
 
 Acks go straight to Faust's offset bookkeeping (``ack``), the same as ``Consumer.ack`` does for
 a message, without building Faust message objects for our records.
