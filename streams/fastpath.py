@@ -45,6 +45,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
+from aiokafka import TopicPartition
 from faust.streams import current_event
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -135,6 +136,21 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
+        # aiokafka's seek_to_committed leaves a partition without a committed offset (none, or
+        # 0) where its fetcher is: what was read from it would not come again. Those of ours
+        # go back to their beginning (the worker's offset reset is "earliest").
+        committed = self._committed_offset
+        uncommitted = [
+            tp
+            for tp in self.assignment()
+            if tp.topic in self.batch_topics and not committed.get(tp)
+        ]
+        if uncommitted:
+            await self._thread.seek_to_beginning(
+                *(TopicPartition(tp.topic, tp.partition) for tp in uncommitted)
+            )
+            for tp in uncommitted:
+                self._read_offset[tp] = None
         self._seeks += 1
 
     @property
