@@ -92,6 +92,19 @@ class Result:
 # --- the ceiling: a raw aiokafka loop, run as its own process ---------------------------------
 
 
+async def assign_from_beginning(consumer: AIOKafkaConsumer, topics: Sequence[str]) -> None:
+    """Assign every partition of ``topics`` (waiting for their metadata) from the beginning."""
+    tps = []
+    for topic in topics:
+        partitions = consumer.partitions_for_topic(topic)
+        while not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic)
+        tps.extend(TopicPartition(topic, p) for p in sorted(partitions))
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+
+
 async def ceiling_loop(bootstrap: str, topics: Sequence[str], output: str, expect: int) -> dict:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -104,15 +117,7 @@ async def ceiling_loop(bootstrap: str, topics: Sequence[str], output: str, expec
     await consumer.start()
     await producer.start()
     try:
-        tps = []
-        for topic in topics:
-            partitions = consumer.partitions_for_topic(topic)
-            while not partitions:
-                await consumer._client.force_metadata_update()
-                partitions = consumer.partitions_for_topic(topic)
-            tps.extend(TopicPartition(topic, p) for p in sorted(partitions))
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        await assign_from_beginning(consumer, topics)
         count, t0, cpu0 = 0, 0.0, 0.0
         while count < expect:
             batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
@@ -155,15 +160,7 @@ async def echo_loop(bootstrap: str, topics: Sequence[str], output: str) -> None:
     await consumer.start()
     await producer.start()
     try:
-        tps = []
-        for topic in topics:
-            partitions = consumer.partitions_for_topic(topic)
-            while not partitions:
-                await consumer._client.force_metadata_update()
-                partitions = consumer.partitions_for_topic(topic)
-            tps.extend(TopicPartition(topic, p) for p in sorted(partitions))
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        await assign_from_beginning(consumer, topics)
         print("ready", flush=True)
         while True:
             batch = await consumer.getmany(timeout_ms=100, max_records=1_000)
@@ -315,13 +312,7 @@ async def paced(
     stop = asyncio.Event()
 
     async def collect() -> None:
-        partitions = consumer.partitions_for_topic(topics.contact_decisions)
-        while not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topics.contact_decisions)
-        tps = [TopicPartition(topics.contact_decisions, p) for p in partitions]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        await assign_from_beginning(consumer, (topics.contact_decisions,))
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=100)
             for records in batch.values():
