@@ -14,7 +14,7 @@ import gc
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -77,6 +77,9 @@ MAX_BATCH = 1_000
 # 257 / 282 ms with these; throughput unchanged (6,014 / 6,385 vs 5,924 / 6,882 events/s),
 # RSS unchanged.
 GC_THRESHOLDS = (50_000, 20, 10)
+# The event time a dead letter stands in the event-time merge with: it has none, and goes as
+# soon as it is the first of its topic-partition.
+DEAD_LETTER_TIME = -1
 
 
 @dataclass
@@ -251,8 +254,10 @@ def build_worker(
         "assigned": False,
         "assigned_at": time.monotonic(),
         "assigned_wall": wall_ms(),
+        "seeks": None,
     }
-    merger: EventTimeMerger[tuple[TP, int, Event]] = EventTimeMerger(
+    # Items: (topic-partition, offset, the event; None for a dead letter, acked in its turn).
+    merger: EventTimeMerger[tuple[TP, int, Event | None]] = EventTimeMerger(
         topics.inputs, wait_unknown_ms=stream_conf["max_order_wait_ms"]
     )
     order_grace_ms = int(stream_conf["order_grace_ms"])
@@ -338,15 +343,25 @@ def build_worker(
             merger.drop(p)
         owned["stale"] = True
 
-    async def handle(batch: fastpath.Batch, epoch: int) -> None:
-        """One fetch of the inputs and ticks: ingest, merge by event time, apply, write, ack.
+    async def handle(batch: fastpath.Batch, epoch: int) -> Awaitable[None] | None:
+        """One fetch of the inputs and ticks: ingest, merge by event time and apply; returns the
+        rest (wait for the decisions' acks, write state and changelogs, ack the input), which
+        runs while the next fetch is applied (``streams/fastpath.py``).
 
         Acks come last: an input record is acked once its state is written (decisions before
         state, see ``streams/processor.py``), so no offset commit overtakes unwritten state.
         Records held for event-time order stay unacked until a later batch releases them.
         """
         if epoch != consumer.epoch:
-            return  # fetched before a rebalance: read again from the committed offsets
+            return None  # fetched before a rebalance: read again from the committed offsets
+        seeks = consumer.seeks
+        if owned["seeks"] != seeks:
+            # The consumer went back to the committed offsets: every record not acked comes
+            # again, so records held for event-time order and unwritten state would be applied
+            # twice, out of order (the stream time runs ahead with the first copies).
+            if owned["seeks"] is not None:
+                abandon("seek")
+            owned["seeks"] = seeks
         if owned["stale"]:
             owned["stale"] = False
             _current_event.set(None)  # restore reads every partition's store
@@ -375,7 +390,11 @@ def build_worker(
                 result = ingest.accept(topic, partition, r.offset, r.key, r.value)
                 if isinstance(result, Rejected):
                     await dead_letters.send(key=result.key, value=result.value)
-                    done.append((tp, r.offset))
+                    # Acked in its topic-partition's offset order, behind the records the merge
+                    # still holds: Faust commits up to the first gap it sees in the acked
+                    # offsets, and does not check the gap before the first of them (on a fresh
+                    # partition, or one offset wide), so an early ack could commit past them.
+                    merger.add(partition, topic, DEAD_LETTER_TIME, came, (tp, r.offset, None))
                 else:
                     merger.add(
                         partition, topic, result.occurred_at_ms, came, (tp, r.offset, result)
@@ -389,32 +408,42 @@ def build_worker(
             if merger.forced > forced:
                 metrics.order_forced.labels("buffer_full").inc(merger.forced - forced)
             for tp, offset, typed in ready:
+                if typed is None:  # a dead letter, already published
+                    done.append((tp, offset))
+                    continue
                 await processor.apply_event(topics.kind_of(tp.topic), partition, offset, typed)
                 done.append((tp, offset))
             if partition in ticked and wall_clock:
                 enter(partition)
                 await processor.apply_time(partition)
 
+        sealed = processor.seal()
+
         def write_to(partition: int) -> bool:
-            if consumer.epoch != epoch or partition not in owned["partitions"]:
+            if consumer.epoch != epoch or consumer.seeks != seeks:
+                return False
+            if partition not in owned["partitions"]:
                 return False
             enter(partition)
             return True
 
-        await processor.flush(write_to)
-        # What was written belongs to partitions still ours (write_to): its changelog goes out
-        # even if a rebalance starts now.
-        producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
-        await fastpath.send_in_order(producer, changelogs[0], changelogs[1:])
-        if consumer.epoch != epoch:
-            abandon("rebalance")
-            return
-        ack = consumer.ack_offset
-        inputs = 0
-        for tp, offset in done:
-            ack(tp, offset)
-            inputs += tp.topic != ticks
-        metrics.records_done.inc(inputs)
+        async def rest() -> None:
+            await processor.finish(sealed, write_to)
+            # What was written belongs to partitions still ours (write_to): its changelog goes
+            # out even if a rebalance starts now.
+            producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
+            await fastpath.send_in_order(producer, changelogs[0], changelogs[1:])
+            if consumer.epoch != epoch or consumer.seeks != seeks:
+                abandon("rebalance" if consumer.epoch != epoch else "seek")
+                return
+            ack = consumer.ack_offset
+            inputs = 0
+            for tp, offset in done:
+                ack(tp, offset)
+                inputs += tp.topic != ticks
+            metrics.records_done.inc(inputs)
+
+        return rest()
 
     consumer = cast(fastpath.BatchConsumer, app.consumer)
     consumer.use_batches(frozenset((*topics.inputs, ticks)), handle)

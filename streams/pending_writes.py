@@ -6,6 +6,12 @@ processor writes a batch's state only once the decisions of that batch are ackno
 (decisions before state), and the agent acks the batch's input only after the write, so an
 offset commit never overtakes an unwritten state change.
 
+Batches overlap: while one batch waits for its acknowledgements, the next one is applied. So the
+cache holds layers: the open one that new writes go to, and sealed ones (``seal``), each
+written by its own batch (``write``) and then let go (``release``). Reads see the open layer,
+then the sealed ones from the newest, then the store; a sealed layer writes only its own
+values, never a later batch's.
+
 Pure: knows only the ``Store`` protocol of ``streams/processor.py``.
 """
 
@@ -23,59 +29,111 @@ class _Store(Protocol):
     def __delitem__(self, key: bytes) -> None: ...
 
 
+class Layer:
+    """One batch's unwritten changes: per partition, the last value per key (None deletes)."""
+
+    __slots__ = ("by_partition", "partition_of")
+
+    def __init__(self) -> None:
+        self.by_partition: dict[int, dict[bytes, bytes | None]] = {}
+        self.partition_of: dict[bytes, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.partition_of)
+
+    def partitions(self) -> set[int]:
+        return {p for p, entries in self.by_partition.items() if entries}
+
+    def discard(self, partitions: Iterable[int]) -> int:
+        dropped = 0
+        for partition in partitions:
+            entries = self.by_partition.pop(partition, None) or {}
+            for key in entries:
+                del self.partition_of[key]
+            dropped += len(entries)
+        return dropped
+
+
 class PendingWrites:
     """A store's unwritten changes by key (``None``: a delete), each with its partition.
 
-    Reads see the pending value first, then the store.
+    Reads see the pending value first (the open layer, then sealed layers from the newest),
+    then the store.
     """
 
     def __init__(self, store: _Store) -> None:
         self.store = store
-        self._pending: dict[int, dict[bytes, bytes | None]] = {}
-        self._partition_of: dict[bytes, int] = {}
+        self._open = Layer()
+        self._sealed: list[Layer] = []
 
     def get(self, key: bytes) -> bytes | None:
-        partition = self._partition_of.get(key)
+        layer = self._open
+        partition = layer.partition_of.get(key)
         if partition is not None:
-            return self._pending[partition][key]
+            return layer.by_partition[partition][key]
+        for layer in reversed(self._sealed):
+            partition = layer.partition_of.get(key)
+            if partition is not None:
+                return layer.by_partition[partition][key]
         return self.store.get(key)
 
     def put(self, partition: int, key: bytes, value: bytes | None) -> None:
         """Hold ``value`` (None deletes) for ``key``; the last one before a flush wins."""
-        before = self._partition_of.get(key)
+        layer = self._open
+        before = layer.partition_of.get(key)
         if before is not None and before != partition:
             # A key moves partition only if the caller's partitioning changed; keep one entry.
-            del self._pending[before][key]
-        self._partition_of[key] = partition
-        self._pending.setdefault(partition, {})[key] = value
+            del layer.by_partition[before][key]
+        layer.partition_of[key] = partition
+        entries = layer.by_partition.get(partition)
+        if entries is None:
+            entries = layer.by_partition[partition] = {}
+        entries[key] = value
 
     def __len__(self) -> int:
-        return len(self._partition_of)
+        return len(self._open) + sum(len(layer) for layer in self._sealed)
 
     def partitions(self) -> set[int]:
-        """The partitions with pending changes."""
-        return {p for p, entries in self._pending.items() if entries}
+        """The partitions with pending changes, open or sealed."""
+        found = self._open.partitions()
+        for layer in self._sealed:
+            found |= layer.partitions()
+        return found
 
-    def flush(self, partition: int) -> int:
-        """Write ``partition``'s pending changes to the store; returns how many."""
-        entries = self._pending.pop(partition, None)
+    def seal(self) -> Layer:
+        """Close the open layer (a batch's writes so far) and open a new one for the next."""
+        layer, self._open = self._open, Layer()
+        self._sealed.append(layer)
+        return layer
+
+    def write(self, layer: Layer, partition: int) -> int:
+        """Write ``layer``'s changes of ``partition`` to the store; returns how many."""
+        entries = layer.by_partition.pop(partition, None)
         if not entries:
             return 0
         store = self.store
+        partition_of = layer.partition_of
         for key, value in entries.items():
-            del self._partition_of[key]
+            del partition_of[key]
             if value is not None:
                 store[key] = value
             elif store.get(key) is not None:
                 del store[key]
         return len(entries)
 
+    def release(self, layer: Layer) -> None:
+        """Let go of a sealed layer; what it still holds is dropped."""
+        self._sealed = [held for held in self._sealed if held is not layer]
+
+    def flush(self, partition: int) -> int:
+        """Write the open layer's changes of ``partition`` (no batch in flight); how many."""
+        return self.write(self._open, partition)
+
     def discard(self, partitions: Iterable[int]) -> int:
-        """Forget the pending changes of ``partitions`` (revoked: their input is read again)."""
-        dropped = 0
-        for partition in partitions:
-            entries = self._pending.pop(partition, None) or {}
-            for key in entries:
-                del self._partition_of[key]
-            dropped += len(entries)
+        """Forget the pending changes of ``partitions``, open and sealed (revoked: their input
+        is read again)."""
+        partitions = list(partitions)
+        dropped = self._open.discard(partitions)
+        for layer in self._sealed:
+            dropped += layer.discard(partitions)
         return dropped

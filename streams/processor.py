@@ -19,11 +19,19 @@ key); ``flush`` waits for the decisions' acknowledgements and only then writes t
 changed due-index entries and each partition's stream time to the tables. The caller acks the
 batch's input after ``flush``. ``on_event`` and ``on_time`` are one-event batches.
 
+Batches overlap. ``flush`` is ``seal`` then ``finish``: ``seal`` ends a batch (its writes, its
+ledger work, its decisions in flight and its partitions' stream times move into a
+``SealedBatch``), and ``finish`` settles and writes that batch. Between the two the next batch
+can be applied: it reads the sealed batch's state, its ledger work for a customer waits for the
+sealed batch's work for that customer, and its own writes stay in its own layer, so a sealed
+batch never writes state whose decisions are not acknowledged. Batches finish in seal order.
+
 Ledger calls overlap. The contact ledger keeps one customer's history under that customer's
 keys, so only one customer's calls need an order: each customer's ledger work (taking note of
 an engagement, consent or complaint; deciding candidates and handing the decisions to the
 producer) runs as a chain in event order, and chains of different customers run concurrently
-(at most ``LEDGER_CALLS_IN_FLIGHT``). ``flush`` waits for every chain before it writes state.
+(at most ``LEDGER_CALLS_IN_FLIGHT``). ``finish`` waits for every chain of its batch before it
+writes state.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from streams.decisions import NOBODY, Candidate, Decision, Recipient
 from streams.due_index import DueIndex
 from streams.events import Event
 from streams.metrics import Children, Metrics
-from streams.pending_writes import PendingWrites
+from streams.pending_writes import Layer, PendingWrites
 from streams.policy import MARKETING, QuietHours
 from streams.timeutil import wall_ms
 
@@ -135,6 +143,25 @@ def _anywhere(partition: int) -> bool:
     return True
 
 
+Unacked = list[tuple[Decision, Awaitable[Any], float]]
+"""Decisions handed to the producer, not yet acknowledged: (decision, ack, started)."""
+
+
+@dataclass(eq=False)
+class SealedBatch:
+    """A batch whose events are all applied (``Processor.seal``): its ledger work and
+    decisions in flight, and the state it will write once they are acknowledged."""
+
+    chains: dict[bytes, asyncio.Future[None]]
+    unacked: Unacked
+    customers: Layer
+    due: Layer
+    stream_times: dict[int, int]
+
+    def partitions(self) -> set[int]:
+        return self.customers.partitions() | self.due.partitions() | set(self.stream_times)
+
+
 @dataclass
 class Stores:
     customers: Store
@@ -175,10 +202,12 @@ class Processor:
         self._due = PendingWrites(stores.due)
         # Partitions whose stream time moved since it was last written.
         self._clock_dirty: set[int] = set()
-        # Decisions handed to the producer, not yet acknowledged: (decision, ack, started).
-        self._unacked: list[tuple[Decision, Awaitable[Any], float]] = []
+        # This batch's decisions handed to the producer, not yet acknowledged.
+        self._unacked: Unacked = []
         # Each customer's ledger work of this batch, as the last task of its chain.
         self._chains: dict[bytes, asyncio.Future[None]] = {}
+        # Earlier batches, applied and sealed, not yet written (oldest first).
+        self._sealed: list[SealedBatch] = []
         self._limit: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     # --- partitions -------------------------------------------------------------------
@@ -226,12 +255,17 @@ class Processor:
         self._due.discard(partitions)
         for p in partitions:
             self._clock_dirty.discard(p)
+            for sealed in self._sealed:
+                sealed.stream_times.pop(p, None)
             self._clock.forget(p)
             self.due_index.drop(p)
 
     def pending_partitions(self) -> set[int]:
         """Partitions with writes waiting for ``flush``."""
-        return self._customers.partitions() | self._due.partitions() | self._clock_dirty
+        found = self._customers.partitions() | self._due.partitions() | self._clock_dirty
+        for sealed in self._sealed:
+            found |= set(sealed.stream_times)
+        return found
 
     # --- input ------------------------------------------------------------------------
 
@@ -273,7 +307,8 @@ class Processor:
             new_state = self._core.with_applied_offset(new_state, kind, offset)
             candidates, recipient = self._prepare(candidates, now, new_state)
             if self._gate_wants(event) or candidates:
-                self._chain(key, self._ledger_work(event, candidates, now, recipient))
+                work = self._ledger_work(self._unacked, event, candidates, now, recipient)
+                self._chain(key, work)
             self._customers.put(partition, key, self._core.dump(new_state))
             self._index(partition, key, new_state, durable_due)
         await self.apply_time(partition)
@@ -288,11 +323,20 @@ class Processor:
             if raw is None:  # pragma: no cover - an index entry always has a record
                 self._due.put(partition, key, None)
                 continue
-            state, candidates = self._core.advance(self._core.load(raw), now)
+            state = self._core.load(raw)
+            record_due = self._core.next_due_ms(state)
+            if record_due is None or record_due > now:
+                # The entry is older than the record: after a crash the due table can lag the
+                # customers table (it is written after it). Nothing is due: the record stays as
+                # it is (settling it now would move its pruning floor past where an
+                # uninterrupted run leaves it) and the entry is derived from it again.
+                self._index(partition, key, state, due_ms)
+                continue
+            state, candidates = self._core.advance(state, now)
             deferred = self._core.take_deferred(state, now)
             candidates, recipient = self._prepare(candidates, now, state)
             if candidates or deferred:
-                work = self._ledger_work(None, candidates, now, recipient, deferred)
+                work = self._ledger_work(self._unacked, None, candidates, now, recipient, deferred)
                 self._chain(key, work)
             self._customers.put(partition, key, self._core.dump(state))
             # The durable entry is still the one just popped from the in-memory index.
@@ -303,18 +347,45 @@ class Processor:
 
         ``enter(p)`` is called before partition ``p``'s writes (see ``EnterPartition``).
         """
-        await self._settle()
-        for p in sorted(self.pending_partitions()):
-            if not enter(p):
-                self.drop_partitions({p})
-                continue
-            self._customers.flush(p)
-            self._due.flush(p)
-            if p in self._clock_dirty:
-                self._clock_dirty.discard(p)
-                stream_time = self._clock.stream_time(p)
+        await self.finish(self.seal(), enter)
+
+    def seal(self) -> SealedBatch:
+        """End the batch: what was applied so far is settled and written by ``finish``, while
+        the next batch is applied (it reads the sealed state; its writes stay its own)."""
+        stream_times: dict[int, int] = {}
+        for p in self._clock_dirty:
+            stream_time = self._clock.stream_time(p)
+            if stream_time is not None:
+                stream_times[p] = stream_time
+        self._clock_dirty = set()
+        sealed = SealedBatch(
+            self._chains, self._unacked, self._customers.seal(), self._due.seal(), stream_times
+        )
+        self._chains, self._unacked = {}, []
+        self._sealed.append(sealed)
+        return sealed
+
+    async def finish(self, sealed: SealedBatch, enter: EnterPartition = _anywhere) -> None:
+        """Wait for the acknowledgement of ``sealed``'s decisions, then write its state.
+
+        Batches finish in the order they were sealed. ``enter(p)`` is called before partition
+        ``p``'s writes (see ``EnterPartition``).
+        """
+        try:
+            await self._settle(sealed)
+            for p in sorted(sealed.partitions()):
+                if not enter(p):
+                    self.drop_partitions({p})
+                    continue
+                self._customers.write(sealed.customers, p)
+                self._due.write(sealed.due, p)
+                stream_time = sealed.stream_times.get(p)
                 if stream_time is not None:
                     self._stores.clock[str(p).encode()] = str(stream_time).encode()
+        finally:
+            self._customers.release(sealed.customers)
+            self._due.release(sealed.due)
+            self._sealed = [held for held in self._sealed if held is not sealed]
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -341,6 +412,7 @@ class Processor:
 
     async def _ledger_work(
         self,
+        unacked: Unacked,
         event: Event | None,
         candidates: list[Candidate],
         now: int,
@@ -362,7 +434,7 @@ class Processor:
             if d.decision_id in was_deferred:
                 at, until = was_deferred[d.decision_id]
                 d.details["deferred"] = {"at": at, "until": until}
-            self._unacked.append((d, await self._publish(d), started))
+            unacked.append((d, await self._publish(d), started))
 
     def _defer(
         self, candidates: list[Candidate], now: int, state: Any, quiet: frozenset[str], until: int
@@ -382,6 +454,11 @@ class Processor:
     def _chain(self, key: bytes, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` after the customer's earlier ledger work, concurrently with others'."""
         previous = self._chains.get(key)
+        if previous is None:
+            for sealed in reversed(self._sealed):
+                previous = sealed.chains.get(key)
+                if previous is not None:
+                    break
         loop = asyncio.get_running_loop()
         if self._limit is None or self._limit[0] is not loop:
             self._limit = (loop, asyncio.Semaphore(LEDGER_CALLS_IN_FLIGHT))
@@ -399,29 +476,29 @@ class Processor:
 
         self._chains[key] = asyncio.ensure_future(run())
 
-    async def _settle(self) -> None:
-        """Wait for every customer's ledger work, then for every decision's acknowledgement.
+    async def _settle(self, sealed: SealedBatch) -> None:
+        """Wait for every customer's ledger work of ``sealed``, then for every decision's
+        acknowledgement.
 
-        On a failure the batch's unwritten state is dropped (its input is read again) and the
-        failure is raised.
+        On a failure all unwritten state is dropped, this batch's and any later one's (its
+        input is read again), and the failure is raised.
         """
         try:
-            if self._chains:
-                chains = list(self._chains.values())
-                self._chains.clear()
+            if sealed.chains:
+                chains = list(sealed.chains.values())
                 outcomes = await asyncio.gather(*chains, return_exceptions=True)
                 for outcome in outcomes:
                     if isinstance(outcome, BaseException):
                         raise outcome
-            if not self._unacked:
+            if not sealed.unacked:
                 return
-            for _, ack, _ in self._unacked:
+            for _, ack, _ in sealed.unacked:
                 await ack
         except BaseException:
             self._unacked.clear()
             self.drop_partitions(self.pending_partitions())
             raise
-        unacked, self._unacked = self._unacked, []
+        unacked = sealed.unacked
         metrics = self._metrics
         latency = metrics.event_to_decision_seconds
         acked = time.perf_counter()

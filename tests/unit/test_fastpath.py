@@ -1,4 +1,5 @@
-"""The order in which the batch path hands changelog writes to the producer.
+"""The order in which the batch path hands changelog writes to the producer, and the order in
+which the rests of overlapping batches run.
 
 After a crash the next owner restores the customers, due-index and stream-time tables from
 three changelogs. A derived table ahead of the records it was derived from cannot be repaired
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 from faust.streams import _current_event
 
-from streams.fastpath import BatchedChangelog, send_in_order
+from streams.fastpath import BatchedChangelog, _Tail, send_in_order
 
 pytestmark = pytest.mark.asyncio
 
@@ -169,3 +170,48 @@ async def test_no_wait_when_nothing_derived_changed() -> None:
     await _turns()
     # The acknowledged offset is what a RocksDB store persists as the changelog offset.
     assert customers.table.data.persisted == 0
+
+
+async def test_batch_rests_run_one_at_a_time_in_batch_order() -> None:
+    tail = _Tail()
+    log: list[str] = []
+    release_first = asyncio.Event()
+
+    async def rest(name: str, wait: asyncio.Event | None = None) -> None:
+        log.append(f"{name} starts")
+        if wait is not None:
+            await wait.wait()
+        log.append(f"{name} ends")
+
+    await tail.then(rest("first", release_first), epoch=1)
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(tail.then(rest("second"), epoch=1))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert log == ["first starts"] and not second.done()  # waits for the first rest
+    release_first.set()
+    await second
+    await tail.wait()
+    assert log == ["first starts", "first ends", "second starts", "second ends"]
+
+
+async def test_a_failed_rest_stops_the_next_batch_and_is_raised() -> None:
+    tail = _Tail()
+
+    async def failing() -> None:
+        raise RuntimeError("ledger said WRONGTYPE")
+
+    started: list[str] = []
+
+    async def never() -> None:
+        started.append("next")
+
+    await tail.then(failing(), epoch=1)
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="WRONGTYPE"):
+        tail.raise_failure()  # what the fetch loop checks before each fetch
+    await tail.then(failing(), epoch=1)
+    next_rest = never()
+    with pytest.raises(RuntimeError, match="WRONGTYPE"):
+        await tail.then(next_rest, epoch=1)
+    assert started == [] and next_rest.cr_frame is None  # closed, never run

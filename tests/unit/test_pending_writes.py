@@ -84,3 +84,49 @@ def test_a_key_written_under_another_partition_keeps_one_entry() -> None:
     assert cache.partitions() == {1}
     cache.flush(1)
     assert store.writes == [(b"a", b"2")]
+
+
+def test_a_sealed_layer_writes_its_own_values_and_reads_see_the_newest() -> None:
+    store = CountingStore()
+    cache = PendingWrites(store)
+    cache.put(0, b"a", b"batch1")
+    cache.put(0, b"b", b"batch1")
+    first = cache.seal()
+    assert cache.get(b"a") == b"batch1"  # the next batch reads the sealed one's state
+    cache.put(0, b"a", b"batch2")  # ... and writes over it in its own layer
+    assert cache.get(b"a") == b"batch2" and cache.get(b"b") == b"batch1"
+    assert cache.partitions() == {0} and len(cache) == 3
+    assert cache.write(first, 0) == 2
+    cache.release(first)
+    # Only the sealed batch's values reached the store; the open layer still holds its own.
+    assert store == {b"a": b"batch1", b"b": b"batch1"}
+    assert cache.get(b"a") == b"batch2"
+    second = cache.seal()
+    cache.write(second, 0)
+    cache.release(second)
+    assert store == {b"a": b"batch2", b"b": b"batch1"} and len(cache) == 0
+
+
+def test_a_released_layer_drops_what_it_did_not_write() -> None:
+    store = CountingStore()
+    cache = PendingWrites(store)
+    cache.put(0, b"a", b"1")
+    cache.put(3, b"c", b"3")
+    sealed = cache.seal()
+    cache.write(sealed, 0)  # partition 3 is not ours any more: not written
+    cache.release(sealed)
+    assert store == {b"a": b"1"}
+    assert cache.get(b"c") is None and cache.partitions() == set()
+
+
+def test_discard_reaches_sealed_layers() -> None:
+    store = CountingStore()
+    cache = PendingWrites(store)
+    cache.put(1, b"a", b"sealed")
+    sealed = cache.seal()
+    cache.put(1, b"b", b"open")
+    cache.put(2, b"c", b"open")
+    assert cache.discard({1}) == 2
+    assert cache.get(b"a") is None and cache.get(b"b") is None
+    assert cache.partitions() == {2}
+    assert cache.write(sealed, 1) == 0

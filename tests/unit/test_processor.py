@@ -335,3 +335,121 @@ def test_ledger_work_keeps_each_customers_order_and_overlaps_customers() -> None
         "s1",
         "s2",
     ]
+
+
+def test_a_sealed_batch_writes_only_its_own_state_while_the_next_is_applied() -> None:
+    writes: list[tuple[str, bytes]] = []
+    stores = _logged_stores(writes)
+    publisher = HeldPublisher()
+    processor = _processor(publisher, stores)
+
+    async def scenario() -> None:
+        await processor.apply_event("usage", 0, 0, _visit("e0", 1_000))
+        first = processor.seal()
+        # The next batch is applied before the first is settled: it sees the first's state.
+        await processor.apply_event("usage", 0, 1, _visit("e1", 1_001))
+        second = processor.seal()
+        finishing = asyncio.ensure_future(processor.finish(first))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert len(publisher.sent) == 2 and writes == []  # the first decision is not acked
+        publisher.acks[0].set_result(None)
+        await finishing
+        # Written: the first batch's record, its due entry and its stream time; nothing of
+        # the second batch, whose decision is still unacknowledged.
+        assert orjson.loads(stores.customers[b"c1"]) == {
+            "ids": ["e0"],
+            "offsets": {"usage": 0},
+            "due": 1_010,
+            "fired": [],
+        }
+        assert stores.clock[b"0"] == b"1000"
+        assert processor.pending_partitions() == {0}
+        finishing = asyncio.ensure_future(processor.finish(second))
+        await asyncio.sleep(0)
+        assert not finishing.done()
+        publisher.acks[1].set_result(None)
+        await finishing
+
+    asyncio.run(scenario())
+    assert orjson.loads(stores.customers[b"c1"])["ids"] == ["e0", "e1"]
+    assert stores.clock[b"0"] == b"1001"
+    assert processor.pending_partitions() == set()
+
+
+class FirstSlowGate(SlowGate):
+    """Only event ``s1`` takes a while at Redis."""
+
+    async def record(self, event: ev.Event) -> None:
+        if event.event_id == "s1":
+            await asyncio.sleep(0.05)
+        self.calls.append(("record", event.event_id))
+
+
+def test_ledger_work_keeps_a_customers_order_across_sealed_batches() -> None:
+    gate = FirstSlowGate()
+    processor = Processor(
+        TinyCore(),
+        Stores(DictStore(), DictStore(), DictStore()),
+        Clock("event"),
+        gate,
+        Publisher(),
+        Metrics(),
+    )
+
+    def visit(eid: str, at: int) -> ev.Visit:
+        return ev.Visit(
+            event_id=eid, customer_id="slow", occurred_at_ms=at, venue="v", sentiment="positive"
+        )
+
+    async def scenario() -> None:
+        await processor.apply_event("usage", 0, 0, visit("s1", 1_000))
+        first = processor.seal()
+        await processor.apply_event("usage", 0, 1, visit("s2", 1_001))
+        second = processor.seal()
+        await processor.finish(first)
+        await processor.finish(second)
+
+    asyncio.run(scenario())
+    assert gate.calls == [("record", "s1"), ("decide", "s1"), ("record", "s2"), ("decide", "s2")]
+
+
+def test_revoking_a_partition_drops_its_sealed_writes() -> None:
+    stores = Stores(DictStore(), DictStore(), DictStore())
+    processor = _processor(Publisher(), stores)
+
+    async def scenario() -> None:
+        await processor.apply_event("usage", 0, 0, _visit("e0", 1_000))
+        sealed = processor.seal()
+        processor.drop_partitions({0})
+        assert processor.pending_partitions() == set()
+        await processor.finish(sealed)
+
+    asyncio.run(scenario())
+    assert stores.customers == {} and stores.due == {} and stores.clock == {}
+
+
+def test_a_due_entry_older_than_its_record_leaves_the_record_alone() -> None:
+    # After a crash the due table can lag the customers table: the restored index holds an
+    # entry for a time the record no longer has anything due at.
+    writes: list[tuple[str, bytes]] = []
+    stores = _logged_stores(writes)
+    publisher = Publisher()
+    processor = _processor(publisher, stores)
+
+    def other(eid: str, at: int) -> ev.Visit:
+        return ev.Visit(
+            event_id=eid, customer_id="c2", occurred_at_ms=at, venue="v", sentiment="positive"
+        )
+
+    async def scenario() -> None:
+        await processor.on_event("usage", 0, 0, _visit("e0", 1_000))  # c1 due at 1,010
+        processor.due_index.set(0, b"c1", 1_005)  # as restored from a lagging due table
+        writes.clear()
+        await processor.on_event("usage", 0, 1, other("o1", 1_007))  # stream time 1,007
+
+    asyncio.run(scenario())
+    assert ("customers", b"c1") not in writes  # the record was not settled again
+    assert ("due", b"c1") in writes and orjson.loads(stores.due[b"c1"]) == [0, 1_010]
+    assert processor.due_index.get(0, b"c1") == 1_010
+    assert [d.candidate.trigger for d in publisher.sent] == ["visit", "visit"]
