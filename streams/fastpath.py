@@ -23,6 +23,20 @@ Rebalances. The hand-over must neither apply a record twice in one assignment no
   batch in progress compares its epoch with the consumer's before it writes state and before
   it acks (``streams/app.py``), so nothing is acked for a partition no longer ours.
 
+Overlap. A handler may return the rest of its batch (``BatchHandler``): that runs while the next
+fetch is handed over, so a batch's broker and Redis round trips overlap the next batch's work.
+At most one rest runs at a time, in batch order; a batch of a new epoch or after a seek, a seek
+and the stop wait for the last rest first (before the epoch and seek checks, so that no await
+separates those from the handler's own check): a rest from before a rebalance or a seek drops
+what its batch held, and a later batch's work must not be in reach of that. A rest that fails
+stops the fetch loop with its error, as a failing handler does.
+
+Seeks. Every seek to the committed offsets moves ``seeks``, when it starts and when it ends
+(Faust's recovery resumes the partitions just before it seeks, so a fetch can come in between):
+everything not acked is read again, so a handler drops what it holds of those records
+(``streams/app.py`` does so when it sees the count move), or the re-read copies would queue
+behind the held ones, out of order.
+
 Acks go straight to Faust's offset bookkeeping (``ack``), the same as ``Consumer.ack`` does for
 a message, without building Faust message objects for our records.
 """
@@ -30,23 +44,81 @@ a message, without building Faust message objects for our records.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
+from aiokafka import TopicPartition
 from faust.streams import current_event
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+logger = logging.getLogger(__name__)
+
 Batch = Sequence[tuple[TP, Sequence[Any]]]
 """Per topic-partition, aiokafka ``ConsumerRecord``s in offset order."""
 
-BatchHandler = Callable[[Batch, int], Awaitable[None]]
+BatchHandler = Callable[[Batch, int], Awaitable[Awaitable[None] | None]]
 """Called with one fetch's records of the worker's topics and the consumer's rebalance epoch
 they were fetched in (``BatchConsumer.epoch``); the fetch loop waits for it before it fetches
-again."""
+again. It may return the rest of the batch's work (waiting for acknowledgements, writing,
+acking): the loop runs that as a task while it fetches and hands over the next batch, and
+waits for it before it starts the next batch's rest (``_Tail``)."""
 
 FETCH_TIMEOUT_SECONDS = 1.0
+
+
+class _Tail:
+    """The rest of the last batch (``BatchHandler``) running as a task, with its epoch."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Future[None] | None = None
+        self.epoch = 0
+        self.seeks = 0
+
+    def follows(self, epoch: int, seeks: int) -> bool:
+        """Whether a batch fetched at ``epoch``/``seeks`` may start while the rest runs: only
+        a batch of the same assignment and seek. A rest from before a seek or a rebalance
+        drops what it holds (``streams/app.py``); that must not reach a later batch's work."""
+        return self.task is None or (self.epoch == epoch and self.seeks == seeks)
+
+    async def then(self, rest: Awaitable[None] | None, epoch: int, seeks: int = 0) -> None:
+        """Wait for the running rest (raises its failure), then start ``rest``."""
+        try:
+            await self.wait()
+        except BaseException:
+            close = getattr(rest, "close", None)
+            if close is not None:
+                close()  # never started: its batch is read again
+            raise
+        if rest is not None:
+            self.task, self.epoch, self.seeks = asyncio.ensure_future(rest), epoch, seeks
+
+    def raise_failure(self) -> None:
+        """Raise the failure of a rest that has ended."""
+        task = self.task
+        if task is not None and task.done():
+            self.task = None
+            task.result()
+
+    async def wait(self) -> None:
+        """Wait for the running rest; raises its failure. A cancelled wait leaves it running
+        (the loop's stop waits for it: ``wait_quietly``)."""
+        task = self.task
+        if task is not None:
+            await asyncio.shield(task)
+            self.task = None
+
+    async def wait_quietly(self) -> None:
+        """Wait for the running rest at a stop, whatever it raises (its input is read again)."""
+        task, self.task = self.task, None
+        if task is None:
+            return
+        try:
+            await asyncio.shield(task)
+        except BaseException as exc:  # noqa: BLE001 - stopping; the input was not acked
+            logger.info("the last batch did not finish at the stop: %r", exc)
 
 
 class BatchConsumer(faust_aiokafka.Consumer):
@@ -73,8 +145,33 @@ class BatchConsumer(faust_aiokafka.Consumer):
         await super().on_partitions_assigned(assigned, generation_id)
 
     async def perform_seek(self) -> None:
-        await super().perform_seek()
+        # Moved before and after: a fetch handed out while the seek is under way (Faust's
+        # recovery resumes the partitions just before it seeks) is from before it.
         self._seeks += 1
+        await super().perform_seek()
+        # aiokafka's seek_to_committed leaves a partition without a committed offset (none, or
+        # 0) where its fetcher is: what was read from it would not come again. Those of ours
+        # go back to their beginning (the worker's offset reset is "earliest").
+        committed = self._committed_offset
+        uncommitted = [
+            tp
+            for tp in self.assignment()
+            if tp.topic in self.batch_topics and not committed.get(tp)
+        ]
+        if uncommitted:
+            await self._thread.seek_to_beginning(
+                *(TopicPartition(tp.topic, tp.partition) for tp in uncommitted)
+            )
+            for tp in uncommitted:
+                self._read_offset[tp] = None
+        self._seeks += 1
+
+    @property
+    def seeks(self) -> int:
+        """Moved by every seek to the committed offsets: everything not acked before it is read
+        again, so whatever a handler holds of it (records waiting for their turn, unwritten
+        state) must go."""
+        return self._seeks
 
     def ack_offset(self, tp: TP, offset: int) -> None:
         """Mark ``offset`` of ``tp`` processed: Faust commits up to the first gap in these."""
@@ -101,8 +198,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
         read_offset = self._read_offset
         acks_enabled_for = app.topics.acks_enabled_for
         to_message = self._to_message
+        tail = _Tail()
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
+                tail.raise_failure()
                 self.diag.set_flag(CONSUMER_FETCHING)
                 seeks, epoch = self._seeks, self.epoch
                 records, _ = await self._wait_next_records(FETCH_TIMEOUT_SECONDS)
@@ -113,6 +212,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     # Fetched across a revocation or a seek: possibly from before the seek.
                     # Read it again from the committed offsets (recovery seeks after a
                     # revocation; after a completed seek, seek once more).
+                    await tail.wait()
                     if self.flow_active and not app.rebalancing:
                         await self.perform_seek()
                     continue
@@ -140,23 +240,35 @@ class BatchConsumer(faust_aiokafka.Consumer):
                         )
                         read_offset[tp] = record.offset
                 if batch:
+                    if not tail.follows(epoch, seeks):
+                        # The rest of a batch from before a rebalance or a seek ends first:
+                        # it drops what it holds, which must not reach this batch's work.
+                        # Waiting can let a rebalance or a seek through, so it comes before
+                        # the checks below: no await may separate them from the handler's own.
+                        await tail.wait()
                     if self.epoch == epoch and self._seeks == seeks:
-                        await handler(batch, epoch)
-                    elif self.flow_active and not app.rebalancing:
+                        await tail.then(await handler(batch, epoch), epoch, seeks)
+                    else:
                         # A rebalance and its seek came while the changelog records above
-                        # were delivered: read offsets set after that seek are stale.
-                        await self.perform_seek()
+                        # were delivered (or the last rest ended): read offsets set after that
+                        # seek are stale.
+                        await tail.wait()
+                        if self.flow_active and not app.rebalancing:
+                            await self.perform_seek()
                 commit_every = self._commit_every
                 if commit_every is not None and self._n_acked >= commit_every:
                     self._n_acked = 0
                     await self.commit()
                 self.diag.unset_flag(CONSUMER_FETCHING)
+            await tail.wait_quietly()
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
+                await tail.wait_quietly()
                 return
             raise
         except asyncio.CancelledError:
             if self.transport.app.should_stop:
+                await tail.wait_quietly()
                 return
             raise
         finally:

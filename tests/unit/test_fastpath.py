@@ -10,13 +10,16 @@ derived changelogs go out only once the broker holds the customer records.
 from __future__ import annotations
 
 import asyncio
+import collections
+import types
 import weakref
 from typing import Any
 
 import pytest
 from faust.streams import _current_event
+from faust.types import TP
 
-from streams.fastpath import BatchedChangelog, _Tail, send_in_order
+from streams.fastpath import BatchConsumer, BatchedChangelog, _Tail, send_in_order
 
 pytestmark = pytest.mark.asyncio
 
@@ -215,3 +218,127 @@ async def test_a_failed_rest_stops_the_next_batch_and_is_raised() -> None:
     with pytest.raises(RuntimeError, match="WRONGTYPE"):
         await tail.then(next_rest, epoch=1)
     assert started == [] and next_rest.cr_frame is None  # closed, never run
+
+
+class _Flags:
+    def set_flag(self, flag: str) -> None:
+        pass
+
+    def unset_flag(self, flag: str) -> None:
+        pass
+
+
+class _LoopConsumer(BatchConsumer):
+    """The batch consumer's fetch loop, its Faust and aiokafka sides replaced by scripted
+    fetches: each step is a fetch (``{tp: records}``) or a callable run in place of one."""
+
+    def __init__(self, steps: list[Any]) -> None:  # noqa: D107 - Faust's own set-up skipped
+        self._steps = steps
+        self._stopped = asyncio.Event()
+        self._crashed = asyncio.Event()
+        self.diag = _Flags()
+        self._read_offset: Any = collections.defaultdict(lambda: None)
+        self._active_partitions = None
+        self._paused_partitions: set[TP] = set()
+        self._buffered_partitions: set[TP] = set()
+        self._commit_every = None
+        self._n_acked = 0
+        self.flow_active = True
+        self.callback = self._to_message = None  # Faust's path: no other topics here
+        self.app = types.SimpleNamespace(
+            topics=types.SimpleNamespace(acks_enabled_for=lambda topic: True), rebalancing=False
+        )
+
+    def assignment(self) -> set[TP]:
+        return {TP("in", 0)}
+
+    async def perform_seek(self) -> None:
+        # Back to the committed offsets (none here), counted as the real seek counts.
+        self._seeks += 1
+        self._read_offset.clear()
+        self._seeks += 1
+
+    async def _wait_next_records(self, timeout: float) -> Any:
+        await asyncio.sleep(0)
+        if not self._steps:
+            self._stopped.set()
+            return None, None
+        step = self._steps.pop(0)
+        if callable(step):
+            await step(self)
+            return None, None
+        return step, None
+
+
+def _records(*offsets: int) -> list[Any]:
+    return [types.SimpleNamespace(offset=o, key=b"k", value=b"v") for o in offsets]
+
+
+async def test_a_batch_after_a_seek_waits_for_the_rest_from_before_it() -> None:
+    # A rest from before a seek drops what the worker holds (its input is read again); the
+    # batch read after the seek must not be applied until that is done, or the drop would take
+    # that batch's work with it while its input is acked.
+    tp = TP("in", 0)
+    log: list[str] = []
+    first_rest_may_end = asyncio.Event()
+
+    async def rest(name: str, wait: asyncio.Event | None) -> None:
+        log.append(f"{name} rest starts")
+        if wait is not None:
+            await wait.wait()
+        log.append(f"{name} rest ends")
+
+    async def handler(batch: Any, epoch: int) -> Any:
+        name = f"offsets {[r.offset for _, records in batch for r in records]}"
+        log.append(f"{name} applied")
+        return rest(name, first_rest_may_end if not log[:-1] else None)
+
+    async def seek_then_let_the_rest_end(consumer: BatchConsumer) -> None:
+        await consumer.perform_seek()  # Faust's recovery, say
+        asyncio.get_running_loop().call_later(0.05, first_rest_may_end.set)
+
+    consumer = _LoopConsumer(
+        [{tp: _records(0, 1)}, seek_then_let_the_rest_end, {tp: _records(0, 1, 2)}]
+    )
+    consumer.use_batches(frozenset({"in"}), handler)
+    await asyncio.wait_for(
+        consumer._drain_messages(types.SimpleNamespace(_stopped=asyncio.Event())), 5
+    )
+    assert log == [
+        "offsets [0, 1] applied",
+        "offsets [0, 1] rest starts",
+        "offsets [0, 1] rest ends",
+        "offsets [0, 1, 2] applied",
+        "offsets [0, 1, 2] rest starts",
+        "offsets [0, 1, 2] rest ends",
+    ]
+
+
+async def test_a_batch_of_the_same_seek_overlaps_the_rest_before_it() -> None:
+    tp = TP("in", 0)
+    log: list[str] = []
+    first_rest_may_end = asyncio.Event()
+
+    async def rest(name: str, wait: asyncio.Event | None) -> None:
+        log.append(f"{name} rest starts")
+        if wait is not None:
+            await wait.wait()
+        log.append(f"{name} rest ends")
+
+    async def handler(batch: Any, epoch: int) -> Any:
+        name = f"offsets {[r.offset for _, records in batch for r in records]}"
+        log.append(f"{name} applied")
+        if len(log) > 1:
+            first_rest_may_end.set()
+        return rest(name, first_rest_may_end if len(log) == 1 else None)
+
+    consumer = _LoopConsumer([{tp: _records(0, 1)}, {tp: _records(2)}])
+    consumer.use_batches(frozenset({"in"}), handler)
+    await asyncio.wait_for(
+        consumer._drain_messages(types.SimpleNamespace(_stopped=asyncio.Event())), 5
+    )
+    assert log[:3] == [
+        "offsets [0, 1] applied",
+        "offsets [0, 1] rest starts",
+        "offsets [2] applied",
+    ]
