@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import subprocess
 import sys
@@ -45,6 +46,29 @@ def write_config(path: Path, topics: TopicNames, extra: dict[str, Any] | None = 
     document.update(extra or {})
     path.write_text(yaml.safe_dump(document))
     return path
+
+
+_TOLD = re.compile(
+    r"WARNING|ERROR|CRITICAL|Traceback|batch dropped|restored|did not finish|"
+    r"Revoking|newly assigned|Worker ready|Seek stream|Stopping"
+)
+
+
+def worker_log_digest(directory: Path, lines: int = 60) -> str:
+    """What the worker logs under ``directory`` tell of rebalances, seeks, drops and errors:
+    the last ``lines`` such lines of each, oldest log first. Printed when a test fails
+    (``tests/conftest.py``): a test of restarts fails by chance, and its CI output must be
+    enough to start from."""
+    out: list[str] = []
+    for log in sorted(directory.glob("*.log"), key=lambda path: path.stat().st_mtime):
+        told = [
+            line[:240]
+            for line in log.read_text(errors="replace").splitlines()
+            if _TOLD.search(line)
+        ]
+        out.append(f"--- {log.name}: {len(told)} lines of interest, the last {lines}")
+        out.extend(told[-lines:])
+    return "\n".join(out)
 
 
 @dataclass
