@@ -11,11 +11,15 @@ every other topic (table changelogs in recovery) take Faust's usual path.
 Rebalances. The hand-over must neither apply a record twice in one assignment nor skip one:
 
 - A fetch that straddles a seek (Faust seeks every partition to its committed offset when an
-  assignment's recovery is done) may hold records from before the seek. Such a fetch is dropped
-  whole, and the consumer seeks to the committed offsets once more, so what it held is read
-  again in order.
-- A fetch taken while the flow is stopped (a revocation is under way) is dropped the same way;
-  the recovery that follows the assignment seeks.
+  assignment's recovery is done) may hold records from before the seek. Its records of the
+  worker's topics are dropped, and the consumer seeks to the committed offsets once more, so
+  what it held is read again in order. Its changelog records (standby tables) take Faust's
+  path as usual: the seek does not move the changelogs, so a dropped changelog record would
+  never come again, and a standby would skip it while its persisted offset moved past it (the
+  next worker to own that partition then restored old records: found by the rolling-restart
+  test as decisions made on state that had lost an event).
+- A fetch taken while the flow is stopped (a revocation is under way) is dropped whole, as
+  Faust does; the recovery that follows the assignment seeks the inputs and the changelogs.
 - Every revocation and every assignment moves the consumer's ``epoch``. A fetch whose epoch
   moved before it reached the handler is dropped and read again: after the seek that ends the
   rebalance, or, when that seek came already, after one more (its read offsets were set after
@@ -208,19 +212,25 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 await asyncio.sleep(0)
                 if records is None or self.should_stop or not records:
                     continue
-                if not self.flow_active or self._seeks != seeks:
-                    # Fetched across a revocation or a seek: possibly from before the seek.
-                    # Read it again from the committed offsets (recovery seeks after a
-                    # revocation; after a completed seek, seek once more).
+                if not self.flow_active:
+                    # Fetched across a revocation: dropped whole, as Faust does; the recovery
+                    # after the assignment seeks the inputs and the changelogs.
                     await tail.wait()
                     if self.flow_active and not app.rebalancing:
                         await self.perform_seek()
                     continue
+                # Fetched across a seek to the committed offsets: our records may be from
+                # before it, and are read again after one more seek (below). The changelog
+                # records (standby tables) are not: nothing seeks those back, so they take
+                # Faust's path as usual, or a standby would skip them for good.
+                straddled = self._seeks != seeks
                 active = self._get_active_partitions()
                 buffered = self._buffered_partitions
                 batch: list[tuple[TP, Sequence[Any]]] = []
                 for tp, tp_records in records.items():
                     if active is not None and tp not in active and tp not in buffered:
+                        continue
+                    if straddled and tp.topic in ours:
                         continue
                     last = read_offset[tp]
                     if last is not None:
@@ -239,7 +249,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
                             callback(to_message(tp, record)), self.suspend_flow.wait()
                         )
                         read_offset[tp] = record.offset
-                if batch:
+                if straddled:
+                    await tail.wait()
+                    if self.flow_active and not app.rebalancing:
+                        await self.perform_seek()
+                elif batch:
                     if not tail.follows(epoch, seeks):
                         # The rest of a batch from before a rebalance or a seek ends first:
                         # it drops what it holds, which must not reach this batch's work.

@@ -235,6 +235,7 @@ class _LoopConsumer(BatchConsumer):
     def __init__(self, steps: list[Any]) -> None:  # noqa: D107 - Faust's own set-up skipped
         self._steps = steps
         self._stopped = asyncio.Event()
+        self.suspend_flow = asyncio.Event()
         self._crashed = asyncio.Event()
         self.diag = _Flags()
         self._read_offset: Any = collections.defaultdict(lambda: None)
@@ -244,13 +245,25 @@ class _LoopConsumer(BatchConsumer):
         self._commit_every = None
         self._n_acked = 0
         self.flow_active = True
-        self.callback = self._to_message = None  # Faust's path: no other topics here
+        self.delivered: list[tuple[str, int]] = []  # what took Faust's path (changelogs)
         self.app = types.SimpleNamespace(
             topics=types.SimpleNamespace(acks_enabled_for=lambda topic: True), rebalancing=False
         )
 
     def assignment(self) -> set[TP]:
-        return {TP("in", 0)}
+        return {TP("in", 0), TP("changelog", 0)}
+
+    def _to_message(self, tp: TP, record: Any) -> tuple[str, int]:
+        return (tp.topic, record.offset)
+
+    async def callback(self, message: tuple[str, int]) -> None:
+        self.delivered.append(message)
+
+    async def wait_first(self, *coroutines: Any) -> None:
+        first, *rest = coroutines
+        for other in rest:
+            other.close()
+        await first
 
     async def perform_seek(self) -> None:
         # Back to the committed offsets (none here), counted as the real seek counts.
@@ -265,8 +278,7 @@ class _LoopConsumer(BatchConsumer):
             return None, None
         step = self._steps.pop(0)
         if callable(step):
-            await step(self)
-            return None, None
+            return await step(self), None
         return step, None
 
 
@@ -294,7 +306,7 @@ async def test_a_batch_after_a_seek_waits_for_the_rest_from_before_it() -> None:
         return rest(name, first_rest_may_end if not log[:-1] else None)
 
     async def seek_then_let_the_rest_end(consumer: BatchConsumer) -> None:
-        await consumer.perform_seek()  # Faust's recovery, say
+        await consumer.perform_seek()  # Faust's recovery, say; no records in this fetch
         asyncio.get_running_loop().call_later(0.05, first_rest_may_end.set)
 
     consumer = _LoopConsumer(
@@ -342,3 +354,27 @@ async def test_a_batch_of_the_same_seek_overlaps_the_rest_before_it() -> None:
         "offsets [0, 1] rest starts",
         "offsets [2] applied",
     ]
+
+
+async def test_a_fetch_across_a_seek_drops_the_inputs_and_delivers_the_changelogs() -> None:
+    # The seek takes the inputs back to their committed offsets, not the changelogs: a standby
+    # table's records dropped here would never come again.
+    inputs, changelog = TP("in", 0), TP("changelog", 0)
+    applied: list[list[int]] = []
+
+    async def handler(batch: Any, epoch: int) -> None:
+        applied.append([r.offset for _, records in batch for r in records])
+
+    async def fetch_during_a_seek(consumer: BatchConsumer) -> Any:
+        consumer._seeks += 1  # a seek starts while this fetch is under way
+        return {inputs: _records(5, 6), changelog: _records(40, 41)}
+
+    consumer = _LoopConsumer(
+        [{changelog: _records(39)}, fetch_during_a_seek, {inputs: _records(5, 6, 7)}]
+    )
+    consumer.use_batches(frozenset({"in"}), handler)
+    await asyncio.wait_for(
+        consumer._drain_messages(types.SimpleNamespace(_stopped=asyncio.Event())), 5
+    )
+    assert consumer.delivered == [("changelog", 39), ("changelog", 40), ("changelog", 41)]
+    assert applied == [[5, 6, 7]]  # the straddling fetch's inputs came again, after a seek
