@@ -336,11 +336,20 @@ def build_worker(
 
     def abandon(reason: str) -> None:
         """Forget everything unwritten: its input was not acked and is read again."""
-        log.info("batch dropped (%s); its input is read again from the committed offsets", reason)
-        known = set(owned["partitions"]) | processor.pending_partitions() | set(merger.partitions())
-        processor.drop_partitions(known)
-        for p in known:
-            merger.drop(p)
+        pending = processor.pending_partitions()
+        merged = set(merger.partitions())
+        held = sum(len(merger.drop(p)) for p in merged)
+        # Every assignment ends with a seek, usually before anything was held: say so only when
+        # something was dropped.
+        log.log(
+            logging.INFO if held or pending else logging.DEBUG,
+            "%s: %d held records and the unwritten state of partitions %s dropped; their input "
+            "is read again from the committed offsets",
+            reason,
+            held,
+            sorted(pending),
+        )
+        processor.drop_partitions(set(owned["partitions"]) | pending | merged)
         owned["stale"] = True
 
     async def handle(batch: fastpath.Batch, epoch: int) -> Awaitable[None] | None:

@@ -49,7 +49,7 @@ def write_config(path: Path, topics: TopicNames, extra: dict[str, Any] | None = 
 
 
 _TOLD = re.compile(
-    r"WARNING|ERROR|CRITICAL|Traceback|batch dropped|restored|did not finish|"
+    r"WARNING|ERROR|CRITICAL|Traceback|dropped;|restored|did not finish|"
     r"Revoking|newly assigned|Worker ready|Seek stream|Stopping"
 )
 
