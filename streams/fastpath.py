@@ -20,6 +20,12 @@ Rebalances. The hand-over must neither apply a record twice in one assignment no
   test as decisions made on state that had lost an event).
 - A fetch taken while the flow is stopped (a revocation is under way) is dropped whole, as
   Faust does; the recovery that follows the assignment seeks the inputs and the changelogs.
+- Whatever is dropped while the flow runs is followed by a seek, also while Faust still counts
+  the app as rebalancing: that lasts until after the recovery's own seek, so a fetch that
+  straddled that seek would otherwise never be read again (a worker then sat for minutes with
+  its inputs fetched and nothing applied). A seek does not move the changelogs (they have no
+  committed offsets), so an extra one during recovery only moves the inputs, which the
+  recovery's own seek moves again.
 - Every revocation and every assignment moves the consumer's ``epoch``. A fetch whose epoch
   moved before it reached the handler is dropped and read again: after the seek that ends the
   rebalance, or, when that seek came already, after one more (its read offsets were set after
@@ -216,7 +222,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     # Fetched across a revocation: dropped whole, as Faust does; the recovery
                     # after the assignment seeks the inputs and the changelogs.
                     await tail.wait()
-                    if self.flow_active and not app.rebalancing:
+                    if self.flow_active:
                         await self.perform_seek()
                     continue
                 # Fetched across a seek to the committed offsets: our records may be from
@@ -251,7 +257,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                         read_offset[tp] = record.offset
                 if straddled:
                     await tail.wait()
-                    if self.flow_active and not app.rebalancing:
+                    if self.flow_active:
                         await self.perform_seek()
                 elif batch:
                     if not tail.follows(epoch, seeks):
@@ -267,7 +273,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                         # were delivered (or the last rest ended): read offsets set after that
                         # seek are stale.
                         await tail.wait()
-                        if self.flow_active and not app.rebalancing:
+                        if self.flow_active:
                             await self.perform_seek()
                 commit_every = self._commit_every
                 if commit_every is not None and self._n_acked >= commit_every:
