@@ -176,6 +176,27 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 self._read_offset[tp] = None
         self._seeks += 1
 
+    async def _rewind(self, first: dict[TP, int]) -> None:
+        """Seek changelog partitions paused since their records were fetched back to the first
+        of those records (never forward).
+
+        Faust pauses a standby's changelog partitions between its seek to the standby offsets
+        and their resumption, and a fetch can return their records in between: dropped (as
+        Faust's own loop drops records of paused partitions), they would never come again, and
+        the standby's persisted offset would later pass them. Reading a changelog again is safe:
+        Faust's recovery skips offsets it has seen, and replays in order otherwise.
+        """
+        consumer = self._thread._ensure_consumer()
+        assignment = consumer._subscription.subscription.assignment
+        back: dict[TP, int] = {}
+        for tp, offset in first.items():
+            state = assignment.state_value(TopicPartition(tp.topic, tp.partition))
+            if state is not None and state.has_valid_position and state.position > offset:
+                back[tp] = offset
+        if back:
+            logger.info("changelog records of paused partitions read again: %s", back)
+            await self._thread.seek_wait(back)
+
     @property
     def seeks(self) -> int:
         """Moved by every seek to the committed offsets: everything not acked before it is read
@@ -233,8 +254,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 active = self._get_active_partitions()
                 buffered = self._buffered_partitions
                 batch: list[tuple[TP, Sequence[Any]]] = []
+                paused: dict[TP, int] = {}
                 for tp, tp_records in records.items():
                     if active is not None and tp not in active and tp not in buffered:
+                        if tp.topic not in ours:
+                            paused[tp] = tp_records[0].offset
                         continue
                     if straddled and tp.topic in ours:
                         continue
@@ -255,6 +279,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
                             callback(to_message(tp, record)), self.suspend_flow.wait()
                         )
                         read_offset[tp] = record.offset
+                if paused:
+                    await self._rewind(paused)
                 if straddled:
                     await tail.wait()
                     if self.flow_active:

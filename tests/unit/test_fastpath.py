@@ -252,7 +252,7 @@ class _LoopConsumer(BatchConsumer):
         )
 
     def assignment(self) -> set[TP]:
-        return {TP("in", 0), TP("changelog", 0)}
+        return {TP("in", 0), TP("changelog", 0), TP("changelog", 1)}
 
     def _to_message(self, tp: TP, record: Any) -> tuple[str, int]:
         return (tp.topic, record.offset)
@@ -389,3 +389,49 @@ async def test_a_fetch_across_a_seek_drops_the_inputs_and_delivers_the_changelog
     )
     assert consumer.delivered == [("changelog", 39), ("changelog", 40), ("changelog", 41)]
     assert applied == [[5, 6, 7]]  # the straddling fetch's inputs came again, after a seek
+
+
+class _FakeThread:
+    """Faust's consumer thread as ``_rewind`` sees it: positions, and the seeks asked for."""
+
+    def __init__(self, positions: dict[tuple[str, int], int]) -> None:
+        self.positions = positions
+        self.sought: list[dict[Any, int]] = []
+        assignment = types.SimpleNamespace(state_value=self._state)
+        self._consumer = types.SimpleNamespace(
+            _subscription=types.SimpleNamespace(
+                subscription=types.SimpleNamespace(assignment=assignment)
+            )
+        )
+
+    def _state(self, tp: Any) -> Any:
+        position = self.positions.get((tp.topic, tp.partition))
+        if position is None:
+            return None
+        return types.SimpleNamespace(has_valid_position=True, position=position)
+
+    def _ensure_consumer(self) -> Any:
+        return self._consumer
+
+    async def seek_wait(self, partitions: dict[Any, int]) -> None:
+        self.sought.append(dict(partitions))
+
+
+async def test_changelog_records_of_a_partition_paused_since_the_fetch_are_read_again() -> None:
+    # Faust pauses a standby's changelog partitions between its seek and their resumption; a
+    # fetch can return their records in between. Dropped, they must be fetched again.
+    changelog, other = TP("changelog", 0), TP("changelog", 1)
+    consumer = _LoopConsumer([{changelog: _records(40, 41), other: _records(7)}])
+    consumer._paused_partitions = {changelog}
+    thread = _FakeThread({("changelog", 0): 42, ("changelog", 1): 8})
+    consumer._thread = thread
+
+    async def handler(batch: Any, epoch: int) -> None:
+        return None
+
+    consumer.use_batches(frozenset({"in"}), handler)
+    await asyncio.wait_for(
+        consumer._drain_messages(types.SimpleNamespace(_stopped=asyncio.Event())), 5
+    )
+    assert consumer.delivered == [("changelog", 7)]  # the partition not paused, as usual
+    assert thread.sought == [{changelog: 40}]  # back to the first record dropped
