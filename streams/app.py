@@ -270,14 +270,9 @@ def build_worker(
 
         The high watermark comes from fetch responses (reliable on Kafka and Tansu, unlike
         ListOffsets), and with it the wall-clock time of that response; the position is the
-        next offset aiokafka will hand out, past any transaction markers. Read across faust's
-        consumer thread: plain ints, no locking needed.
+        next offset aiokafka will hand out, past any transaction markers.
         """
-        try:
-            consumer = app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
-            state = consumer._subscription.subscription.assignment.state_value(TP(topic, partition))
-        except Exception:  # noqa: BLE001 - not started, or the partition just moved
-            return None
+        state = consumer.partition_state(TP(topic, partition))
         if state is None or state.highwater is None or not state.has_valid_position:
             return None
         return int(state.highwater), int(state.position), int(state.timestamp or 0)

@@ -176,6 +176,24 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 self._read_offset[tp] = None
         self._seeks += 1
 
+    def partition_state(self, tp: TP) -> Any | None:
+        """aiokafka's fetch state of an assigned topic-partition (position, high watermark and
+        when it came), or None: not started, or not assigned. Read across Faust's consumer
+        thread: plain ints, no locking needed."""
+        try:
+            consumer = self._thread._ensure_consumer()
+            assignment = consumer._subscription.subscription.assignment
+            return assignment.state_value(TopicPartition(tp.topic, tp.partition))
+        except Exception:  # noqa: BLE001 - not started, or the partition just moved
+            return None
+
+    async def _read_again(self, tail: _Tail) -> None:
+        """After a drop: once the last rest is done, back to the committed offsets (if the flow
+        runs; a stopped flow is sought by the recovery that follows)."""
+        await tail.wait()
+        if self.flow_active:
+            await self.perform_seek()
+
     async def _rewind(self, first: dict[TP, int]) -> None:
         """Seek changelog partitions paused since their records were fetched back to the first
         of those records (never forward).
@@ -186,11 +204,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         the standby's persisted offset would later pass them. Reading a changelog again is safe:
         Faust's recovery skips offsets it has seen, and replays in order otherwise.
         """
-        consumer = self._thread._ensure_consumer()
-        assignment = consumer._subscription.subscription.assignment
         back: dict[TP, int] = {}
         for tp, offset in first.items():
-            state = assignment.state_value(TopicPartition(tp.topic, tp.partition))
+            state = self.partition_state(tp)
             if state is not None and state.has_valid_position and state.position > offset:
                 back[tp] = offset
         if back:
@@ -242,9 +258,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 if not self.flow_active:
                     # Fetched across a revocation: dropped whole, as Faust does; the recovery
                     # after the assignment seeks the inputs and the changelogs.
-                    await tail.wait()
-                    if self.flow_active:
-                        await self.perform_seek()
+                    await self._read_again(tail)
                     continue
                 # Fetched across a seek to the committed offsets: our records may be from
                 # before it, and are read again after one more seek (below). The changelog
@@ -282,9 +296,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 if paused:
                     await self._rewind(paused)
                 if straddled:
-                    await tail.wait()
-                    if self.flow_active:
-                        await self.perform_seek()
+                    await self._read_again(tail)
                 elif batch:
                     if not tail.follows(epoch, seeks):
                         # The rest of a batch from before a rebalance or a seek ends first:
@@ -298,9 +310,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                         # A rebalance and its seek came while the changelog records above
                         # were delivered (or the last rest ended): read offsets set after that
                         # seek are stale.
-                        await tail.wait()
-                        if self.flow_active:
-                            await self.perform_seek()
+                        await self._read_again(tail)
                 commit_every = self._commit_every
                 if commit_every is not None and self._n_acked >= commit_every:
                     self._n_acked = 0
