@@ -273,6 +273,12 @@ class _LoopConsumer(BatchConsumer):
         self.sought += 1
         self._seeks += 1
 
+    async def run(self) -> None:
+        """The fetch loop until the scripted steps run out."""
+        await asyncio.wait_for(
+            self._drain_messages(types.SimpleNamespace(_stopped=asyncio.Event())), 5
+        )
+
     async def _wait_next_records(self, timeout: float) -> Any:
         await asyncio.sleep(0)
         if not self._steps:
@@ -288,37 +294,44 @@ def _records(*offsets: int) -> list[Any]:
     return [types.SimpleNamespace(offset=o, key=b"k", value=b"v") for o in offsets]
 
 
+class _Rests:
+    """A handler whose rests say when they start and end; a batch's rest waits for ``hold``
+    when ``held(rests)`` says so as the batch is applied."""
+
+    def __init__(self, held: Any) -> None:
+        self.log: list[str] = []
+        self.hold = asyncio.Event()
+        self._held = held
+
+    async def _rest(self, name: str, wait: bool) -> None:
+        self.log.append(f"{name} rest starts")
+        if wait:
+            await self.hold.wait()
+        self.log.append(f"{name} rest ends")
+
+    async def handler(self, batch: Any, epoch: int) -> Any:
+        name = f"offsets {[r.offset for _, records in batch for r in records]}"
+        self.log.append(f"{name} applied")
+        return self._rest(name, self._held(self))
+
+
 async def test_a_batch_after_a_seek_waits_for_the_rest_from_before_it() -> None:
     # A rest from before a seek drops what the worker holds (its input is read again); the
     # batch read after the seek must not be applied until that is done, or the drop would take
     # that batch's work with it while its input is acked.
     tp = TP("in", 0)
-    log: list[str] = []
-    first_rest_may_end = asyncio.Event()
-
-    async def rest(name: str, wait: asyncio.Event | None) -> None:
-        log.append(f"{name} rest starts")
-        if wait is not None:
-            await wait.wait()
-        log.append(f"{name} rest ends")
-
-    async def handler(batch: Any, epoch: int) -> Any:
-        name = f"offsets {[r.offset for _, records in batch for r in records]}"
-        log.append(f"{name} applied")
-        return rest(name, first_rest_may_end if not log[:-1] else None)
+    rests = _Rests(held=lambda rests: len(rests.log) == 1)  # the first batch's rest waits
 
     async def seek_then_let_the_rest_end(consumer: BatchConsumer) -> None:
         await consumer.perform_seek()  # Faust's recovery, say; no records in this fetch
-        asyncio.get_running_loop().call_later(0.05, first_rest_may_end.set)
+        asyncio.get_running_loop().call_later(0.05, rests.hold.set)
 
     consumer = _LoopConsumer(
         [{tp: _records(0, 1)}, seek_then_let_the_rest_end, {tp: _records(0, 1, 2)}]
     )
-    consumer.use_batches(frozenset({"in"}), handler)
-    await asyncio.wait_for(
-        consumer._drain_messages(types.SimpleNamespace(_stopped=asyncio.Event())), 5
-    )
-    assert log == [
+    consumer.use_batches(frozenset({"in"}), rests.handler)
+    await consumer.run()
+    assert rests.log == [
         "offsets [0, 1] applied",
         "offsets [0, 1] rest starts",
         "offsets [0, 1] rest ends",
@@ -330,28 +343,17 @@ async def test_a_batch_after_a_seek_waits_for_the_rest_from_before_it() -> None:
 
 async def test_a_batch_of_the_same_seek_overlaps_the_rest_before_it() -> None:
     tp = TP("in", 0)
-    log: list[str] = []
-    first_rest_may_end = asyncio.Event()
 
-    async def rest(name: str, wait: asyncio.Event | None) -> None:
-        log.append(f"{name} rest starts")
-        if wait is not None:
-            await wait.wait()
-        log.append(f"{name} rest ends")
+    def held(rests: _Rests) -> bool:
+        if len(rests.log) > 1:
+            rests.hold.set()  # the second batch was applied while the first rest waited
+        return len(rests.log) == 1
 
-    async def handler(batch: Any, epoch: int) -> Any:
-        name = f"offsets {[r.offset for _, records in batch for r in records]}"
-        log.append(f"{name} applied")
-        if len(log) > 1:
-            first_rest_may_end.set()
-        return rest(name, first_rest_may_end if len(log) == 1 else None)
-
+    rests = _Rests(held)
     consumer = _LoopConsumer([{tp: _records(0, 1)}, {tp: _records(2)}])
-    consumer.use_batches(frozenset({"in"}), handler)
-    await asyncio.wait_for(
-        consumer._drain_messages(types.SimpleNamespace(_stopped=asyncio.Event())), 5
-    )
-    assert log[:3] == [
+    consumer.use_batches(frozenset({"in"}), rests.handler)
+    await consumer.run()
+    assert rests.log[:3] == [
         "offsets [0, 1] applied",
         "offsets [0, 1] rest starts",
         "offsets [2] applied",
@@ -384,9 +386,7 @@ async def test_a_fetch_across_a_seek_drops_the_inputs_and_delivers_the_changelog
     # Faust counts the app as rebalancing until after its recovery's own seek: the dropped
     # inputs must be read again then too.
     consumer.app.rebalancing = rebalancing
-    await asyncio.wait_for(
-        consumer._drain_messages(types.SimpleNamespace(_stopped=asyncio.Event())), 5
-    )
+    await consumer.run()
     assert consumer.delivered == [("changelog", 39), ("changelog", 40), ("changelog", 41)]
     assert applied == [[5, 6, 7]]  # the straddling fetch's inputs came again, after a seek
 
@@ -430,8 +430,6 @@ async def test_changelog_records_of_a_partition_paused_since_the_fetch_are_read_
         return None
 
     consumer.use_batches(frozenset({"in"}), handler)
-    await asyncio.wait_for(
-        consumer._drain_messages(types.SimpleNamespace(_stopped=asyncio.Event())), 5
-    )
+    await consumer.run()
     assert consumer.delivered == [("changelog", 7)]  # the partition not paused, as usual
     assert thread.sought == [{changelog: 40}]  # back to the first record dropped
