@@ -405,6 +405,7 @@ class Consumption:
     peak_rss_mb: float
     decisions: float
     ready_seconds: float
+    forced_releases: float = 0.0  # records the event-time merge let go before their turn
 
     @property
     def rate(self) -> float:
@@ -444,6 +445,7 @@ def measure_consumption(
                 peak_rss_mb=peak_rss_mb(pid),
                 decisions=m.get("lifecycle_decisions_total", 0),
                 ready_seconds=ready,
+                forced_releases=m.get("lifecycle_order_forced_releases_total", 0),
             )
         time.sleep(poll)
     raise RuntimeError(f"worker consumed too little in {timeout} s:\n{worker.log_tail()}")

@@ -286,7 +286,8 @@ def run_worker(
         seconds=got.seconds,
         cpu_seconds=got.cpu_seconds,
         peak_rss_mb=got.peak_rss_mb,
-        extra=f"ready {got.ready_seconds:.1f} s, {got.decisions:.0f} decisions",
+        extra=f"ready {got.ready_seconds:.1f} s, {got.decisions:.0f} decisions, "
+        f"{got.forced_releases:.0f} forced releases",
     )
 
 
@@ -528,6 +529,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=_int_env("BENCH_REPEAT", 1))
     parser.add_argument("--no-rocksdb", action="store_true", help="skip the rocksdb worker run")
+    parser.add_argument(
+        "--no-peer", action="store_true", help="skip the plain-Faust peer (quicker A/B runs)"
+    )
     parser.add_argument("--no-latency", action="store_true", help="skip the latency phase")
     parser.add_argument("--latency-seconds", type=float, default=None)
     parser.add_argument(
@@ -646,7 +650,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         for i in range(args.repeat):
             record(run_ceiling(stack, inputs, ceiling_out, args.events))
-            record(run_peer(stack, inputs, f"{tag}-{i}", args.events, workdir))
+            if not args.no_peer:
+                record(run_peer(stack, inputs, f"{tag}-{i}", args.events, workdir))
             record(run_worker(stack, inputs, f"{tag}-m{i}", args.events, workdir, "memory"))
             if not args.no_rocksdb:
                 record(run_worker(stack, inputs, f"{tag}-r{i}", args.events, workdir, "rocksdb"))
@@ -752,16 +757,14 @@ def print_throughput(
         f"{args.partitions} partitions; median of {args.repeat}):"
     )
     print(table(rows, worker_rate))
-    ceiling, peer = by_name["ceiling: raw aiokafka"], by_name["peer: plain Faust"]
-    print(
-        f"worker (memory) / ceiling = {worker_rate / ceiling.rate:.2f}   "
-        f"worker (memory) / peer = {worker_rate / peer.rate:.2f}"
-    )
+    ceiling, peer = by_name["ceiling: raw aiokafka"], by_name.get("peer: plain Faust")
+    rates = [("memory", worker_rate)]
     if "worker: rocksdb" in by_name:
-        rocks = by_name["worker: rocksdb"].rate
+        rates.append(("rocksdb", by_name["worker: rocksdb"].rate))
+    for store, rate in rates:
         print(
-            f"worker (rocksdb) / ceiling = {rocks / ceiling.rate:.2f}   "
-            f"worker (rocksdb) / peer = {rocks / peer.rate:.2f}"
+            f"worker ({store}) / ceiling = {rate / ceiling.rate:.2f}"
+            + ("" if peer is None else f"   worker ({store}) / peer = {rate / peer.rate:.2f}")
         )
 
 

@@ -67,8 +67,11 @@ REDIS_PROBE_SECONDS = 5.0
 PRODUCER_LINGER_SECONDS = 0.005
 PRODUCER_MAX_BATCH_BYTES = 256 * 1024
 # Records per fetch, so per batch (streams/fastpath.py): a batch's decisions and state wait
-# for its end, and the event loop (health, metrics, timers) runs between batches.
-MAX_BATCH = 1_000
+# for its end, and the event loop (health, metrics, timers) runs between batches. aiokafka
+# hands a fetch out one topic-partition after the other, so a batch of 1,000 was nearly always
+# one topic of one partition; 4,000 (about 250 ms of work at full speed) measured 6-11 % more
+# events/s on a backlog. A live stream's fetches are smaller than either.
+MAX_BATCH = 4_000
 # The garbage collector's generation thresholds (CPython's default: 700, 10, 10). A worker
 # allocates tracked objects on every event, so the default collected very often, and its full
 # passes over every tracked object of Faust, aiokafka and the worker were the tail of the
