@@ -1,7 +1,7 @@
 """The pure path per event, in one process: ingest and the processor, no broker, no Redis.
 
 Measures what the worker spends on an event outside Faust, aiokafka and the ledger:
-``Ingest.accept`` (raw bytes -> validated ``Event``) and ``Processor.apply_event`` with dict
+``Ingest.accept`` (raw bytes -> validated ``Event``) and ``Processor.apply_event_nowait`` with dict
 stores, the ``ContactAll`` gate, the default config's quiet hours, a publish whose ack is
 already done, and a ``flush`` every ``--batch`` events (500, like a busy worker's batches).
 The baseline, timed in the same run on the same records, is ``orjson.loads`` of each value:
@@ -141,7 +141,7 @@ async def _pure(records: Sequence[Record], topics: TopicNames, batch: int) -> Pu
         event = ingest.accept(r.topic, r.partition, r.offset, r.key, r.value)
         if isinstance(event, Rejected):
             continue
-        await processor.apply_event(kind_of(r.topic), r.partition, r.offset, event)
+        processor.apply_event_nowait(kind_of(r.topic), r.partition, r.offset, event)
         pending += 1
         if pending >= batch:
             await processor.flush()

@@ -377,6 +377,7 @@ def build_worker(
             # moment the worker processes again after an assignment.
             metrics.recovery_seconds.set(time.monotonic() - owned["assigned_at"])
         now = wall_ms()
+        apply_event, kind_of = processor.apply_event_nowait, topics.kind_of
         done: list[tuple[TP, int]] = []
         touched: set[int] = set()
         ticked: set[int] = set()
@@ -418,11 +419,11 @@ def build_worker(
                 if typed is None:  # a dead letter, already published
                     done.append((tp, offset))
                     continue
-                await processor.apply_event(topics.kind_of(tp.topic), partition, offset, typed)
+                apply_event(kind_of(tp.topic), partition, offset, typed)
                 done.append((tp, offset))
             if partition in ticked and wall_clock:
                 enter(partition)
-                await processor.apply_time(partition)
+                processor.apply_time_nowait(partition)
 
         sealed = processor.seal()
 

@@ -284,6 +284,11 @@ class Processor:
 
         Its decisions are handed to the producer; its state is written by ``flush``.
         """
+        self.apply_event_nowait(kind, partition, offset, event)
+
+    def apply_event_nowait(self, kind: str, partition: int, offset: int, event: Event) -> None:
+        """``apply_event`` without a coroutine per event (the batch path's): applying never
+        waits; the ledger work it starts runs as tasks once the caller yields."""
         key = event.customer_id.encode()
         clock = self._clock
         if clock.is_event_time and clock.observe(partition, event.occurred_at_ms):
@@ -311,10 +316,14 @@ class Processor:
                 self._chain(key, work)
             self._customers.put(partition, key, self._core.dump(new_state))
             self._index(partition, key, new_state, durable_due)
-        await self.apply_time(partition)
+        self.apply_time_nowait(partition)
 
     async def apply_time(self, partition: int) -> None:
         """Fire every due item of ``partition`` whose time has come (now >= due)."""
+        self.apply_time_nowait(partition)
+
+    def apply_time_nowait(self, partition: int) -> None:
+        """``apply_time`` without a coroutine (see ``apply_event_nowait``)."""
         now = self._clock.now(partition)
         if now is None:
             return
