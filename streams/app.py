@@ -72,6 +72,10 @@ PRODUCER_MAX_BATCH_BYTES = 256 * 1024
 # one topic of one partition; 4,000 (about 250 ms of work at full speed) measured 6-11 % more
 # events/s on a backlog. A live stream's fetches are smaller than either.
 MAX_BATCH = 4_000
+# Records the event-time merge may hold of one topic-partition before the fetches leave that
+# topic-partition out (back-pressure, streams/fastpath.py). Below the merge's own bound
+# (10,000 per partition, beyond which it releases out of order) by more than a batch.
+HOLD_BACK_AT = 2_000
 # The garbage collector's generation thresholds (CPython's default: 700, 10, 10). A worker
 # allocates tracked objects on every event, so the default collected very often, and its full
 # passes over every tracked object of Faust, aiokafka and the worker were the tail of the
@@ -454,7 +458,14 @@ def build_worker(
         return rest()
 
     consumer = cast(fastpath.BatchConsumer, app.consumer)
-    consumer.use_batches(frozenset((*topics.inputs, ticks)), handle)
+
+    def held_back() -> set[TP]:
+        # A topic that ran ahead of the other in its partition (a backlog: aiokafka hands a
+        # fetch out one topic-partition at a time, and the topics' records span different
+        # stretches of event time) waits in aiokafka's buffer, not in the merge.
+        return {TP(topic, partition) for partition, topic in merger.crowded(HOLD_BACK_AT)}
+
+    consumer.use_batches(frozenset((*topics.inputs, ticks)), handle, held_back)
 
     async def process(stream: Any) -> AsyncIterator[None]:
         # Subscribes Faust to the inputs and ticks; their records reach ``handle`` instead.

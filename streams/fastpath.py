@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, cast
 
 from aiokafka import TopicPartition
@@ -139,12 +139,34 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     batch_handler: BatchHandler | None = None
     batch_topics: frozenset[str] = frozenset()
+    held_back: Callable[[], Collection[TP]] | None = None
     epoch = 0  # moved by every revocation and assignment
     _seeks = 0
 
-    def use_batches(self, topics: frozenset[str], handler: BatchHandler) -> None:
+    def use_batches(
+        self,
+        topics: frozenset[str],
+        handler: BatchHandler,
+        held_back: Callable[[], Collection[TP]] | None = None,
+    ) -> None:
+        """Hand ``topics``' records to ``handler`` a fetch at a time. ``held_back`` names the
+        topic-partitions the handler has enough of for now: the next fetches leave them out."""
         self.batch_topics = topics
         self.batch_handler = handler
+        self.held_back = held_back
+
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+        # Partitions left out stay buffered in aiokafka, which fetches no more of them until
+        # their buffer is taken: back-pressure without a pause (a Faust pause drops what our
+        # fetch loop receives of a paused partition) and without reading anything twice.
+        held_back = self.held_back
+        if held_back is not None and active_partitions:
+            held = held_back()
+            if held:
+                wanted = {tp for tp in active_partitions if tp not in held}
+                if wanted:  # never empty: aiokafka reads "no partitions" as all of them
+                    active_partitions = wanted
+        return await super()._getmany(active_partitions, timeout)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         self.epoch += 1

@@ -71,6 +71,18 @@ class EventTimeMerger(Generic[T]):
         part = self._partitions.get(partition)
         return sum(len(q) for q in part.queues.values()) if part else 0
 
+    def crowded(self, limit: int) -> list[tuple[int, str]]:
+        """The (partition, topic) pairs holding ``limit`` or more records: topics that ran
+        ahead of another topic of their partition in event time. The caller stops taking more
+        of them until the other catches up (back-pressure), so the bound (``max_held``) is not
+        what keeps memory in check and the order holds."""
+        return [
+            (partition, topic)
+            for partition, part in self._partitions.items()
+            for topic, queue in part.queues.items()
+            if len(queue) >= limit
+        ]
+
     def release(self, partition: int, now_ms: int, pending: Pending) -> list[T]:
         """The records of ``partition`` that may be processed now, in processing order.
 

@@ -433,3 +433,36 @@ async def test_changelog_records_of_a_partition_paused_since_the_fetch_are_read_
     await consumer.run()
     assert consumer.delivered == [("changelog", 7)]  # the partition not paused, as usual
     assert thread.sought == [{changelog: 40}]  # back to the first record dropped
+
+
+class _GetmanyConsumer(BatchConsumer):
+    """Only the hand-over to Faust's consumer thread, which records what it was asked for."""
+
+    def __init__(self, held: set[TP]) -> None:  # noqa: D107 - Faust's own set-up skipped
+        self.asked: list[set[TP] | None] = []
+        self.held = held
+
+        async def getmany(active: set[TP] | None, timeout: float) -> dict[TP, list[Any]]:
+            self.asked.append(active)
+            return {}
+
+        self._thread = types.SimpleNamespace(getmany=getmany)
+
+
+async def test_fetches_leave_out_the_topic_partitions_held_back() -> None:
+    a0, u0, ticks = TP("account", 0), TP("usage", 0), TP("ticks", 0)
+    consumer = _GetmanyConsumer({u0})
+
+    async def handler(batch: Any, epoch: int) -> None:
+        return None
+
+    consumer.use_batches(frozenset({"account", "usage", "ticks"}), handler, None)
+    await consumer._getmany({a0, u0, ticks}, 1.0)  # no hold-back wired: all of them
+    consumer.use_batches(frozenset({"account", "usage", "ticks"}), handler, lambda: consumer.held)
+    await consumer._getmany({a0, u0, ticks}, 1.0)
+    consumer.held = set()
+    await consumer._getmany({a0, u0, ticks}, 1.0)  # caught up: asked for again
+    # Never an empty set: aiokafka would read it as every partition.
+    consumer.held = {a0, u0, ticks}
+    await consumer._getmany({a0, u0, ticks}, 1.0)
+    assert consumer.asked == [{a0, u0, ticks}, {a0, ticks}, {a0, u0, ticks}, {a0, u0, ticks}]

@@ -45,6 +45,19 @@ def test_memory_stays_bounded() -> None:
     assert merger.held(0) == 3
 
 
+def test_crowded_names_the_topic_partitions_holding_the_limit_or_more() -> None:
+    merger: EventTimeMerger[int] = EventTimeMerger(TOPICS)
+    for i in range(3):
+        merger.add(0, "usage", 100 + i, arrived_ms=0, item=i)
+    merger.add(0, "account", 1, arrived_ms=0, item=9)
+    merger.add(1, "usage", 5, arrived_ms=0, item=8)
+    assert merger.crowded(3) == [(0, "usage")]
+    assert sorted(merger.crowded(1)) == [(0, "account"), (0, "usage"), (1, "usage")]
+    # Released records no longer count.
+    assert merger.release(0, 0, lambda t, since: False) == [9, 0, 1, 2]
+    assert merger.crowded(1) == [(1, "usage")]
+
+
 def test_partitions_are_independent_and_drop_returns_held() -> None:
     merger: EventTimeMerger[str] = EventTimeMerger(TOPICS)
     merger.add(1, "usage", 5, arrived_ms=0, item="u1")
