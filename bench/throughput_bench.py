@@ -664,26 +664,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Each latency phase on a broker of its own: Tansu's memory storage lists every
             # record batch of a partition on each fetch, so its fetches slow down with what it
             # holds (tansu-io/tansu#684); the throughput runs would otherwise be in the figure.
-            rate = args.latency_rate or worker_rate / 2
+            paced_run = (
+                args.latency_rate or worker_rate / 2,
+                args.latency_seconds,
+                args.customers,
+                workdir,
+                args.source_linger_ms,
+            )
             with DevStack(workdir / "raw-latency-stack") as raw_stack:
-                raw_latency = run_raw_latency(
-                    raw_stack,
-                    rate,
-                    args.latency_seconds,
-                    args.customers,
-                    workdir,
-                    args.source_linger_ms,
-                )
+                raw_latency = run_raw_latency(raw_stack, *paced_run)
             with DevStack(workdir / "latency-stack") as latency_stack:
                 latency = run_latency(
-                    latency_stack,
-                    rate,
-                    args.latency_seconds,
-                    args.customers,
-                    workdir,
-                    args.source_linger_ms,
-                    args.order_wait_ms,
-                    args.order_grace_ms,
+                    latency_stack, *paced_run, args.order_wait_ms, args.order_grace_ms
                 )
         profile_text = None
         if args.profile is not None:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -29,31 +31,44 @@ SPARSE = 15_000  # usage events, one every ten minutes: ten times the event time
 CUSTOMERS = 200
 
 
-def _records(tag: str) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
-    account, usage = [], []
-    for i in range(DENSE):
+def _stream(
+    tag: str, prefix: str, count: int, every_minutes: int, fields: Callable[[str], dict[str, Any]]
+) -> list[tuple[bytes, bytes]]:
+    """``count`` events of one topic, one every ``every_minutes`` of event time, customers in
+    turn; ``fields(customer)`` gives each event's type and type-specific fields."""
+    records = []
+    for i in range(count):
         customer = f"b-{tag}-{i % CUSTOMERS}"
         event = {
-            "event_id": f"a-{tag}-{i}",
+            "event_id": f"{prefix}-{tag}-{i}",
             "customer_id": customer,
+            "occurred_at": format_ms(START_MS + i * every_minutes * MINUTE_MS),
+            **fields(customer),
+        }
+        records.append((customer.encode(), orjson.dumps(event)))
+    return records
+
+
+def _records(tag: str) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+    account = _stream(
+        tag,
+        "a",
+        DENSE,
+        1,
+        lambda customer: {
             "type": "balance",
-            "occurred_at": format_ms(START_MS + i * MINUTE_MS),
             "account_id": f"{customer}-checking",
             "account_type": "checking",
             "balance": 1_000.0,
-        }
-        account.append((customer.encode(), orjson.dumps(event)))
-    for i in range(SPARSE):
-        customer = f"b-{tag}-{i % CUSTOMERS}"
-        event = {
-            "event_id": f"u-{tag}-{i}",
-            "customer_id": customer,
-            "type": "visit",
-            "occurred_at": format_ms(START_MS + i * 10 * MINUTE_MS),
-            "venue": "gym",
-            "sentiment": "neutral",
-        }
-        usage.append((customer.encode(), orjson.dumps(event)))
+        },
+    )
+    usage = _stream(
+        tag,
+        "u",
+        SPARSE,
+        10,
+        lambda customer: {"type": "visit", "venue": "gym", "sentiment": "neutral"},
+    )
     return account, usage
 
 
