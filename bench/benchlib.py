@@ -406,6 +406,7 @@ class Consumption:
     decisions: float
     ready_seconds: float
     forced_releases: float = 0.0  # records the event-time merge let go before their turn
+    early_rate: float = 0.0  # events/s from the first record done (``measure_consumption``)
 
     @property
     def rate(self) -> float:
@@ -417,35 +418,52 @@ class Consumption:
 
 
 def measure_consumption(
-    worker: Worker, expect: int, timeout: float = 900.0, poll: float = 0.25
+    worker: Worker, expect: int, timeout: float = 900.0, poll: float = 0.05
 ) -> Consumption:
     """Poll /metrics until ``expect`` input records are done with (applied or dead-lettered,
     state written, acked: ``lifecycle_input_records_done_total``).
 
-    The window runs from the first poll that sees consumption to the first that sees all of it;
-    its CPU and the count at its start come from the same polls, so start-up is excluded.
+    The window starts at the last poll that saw no input record begun (none accepted or
+    dead-lettered, none done), as the ceiling's and the peer's windows start at their first
+    record, and ends at the first poll that sees all of them done; its CPU comes from the same
+    polls, so start-up is excluded. Records fetched before the window would be counted without
+    the work done on them before it: a window from the first record *done* (an earlier way)
+    left out the fetching, decoding, merging and applying of every record in flight then (a
+    batch handler takes 4,000 records, the event-time merge holds more), which overstated the
+    rate (``early_rate``, kept for comparison). If the first poll already sees records begun,
+    only the records begun after it count.
     """
     pid = worker.pid
     ready = worker.wait_ready()
     deadline = time.monotonic() + timeout
-    first: tuple[float, float, float] | None = None
+    start: tuple[float, float, float] | None = None  # (time, CPU, records begun before it)
+    first_done: tuple[float, float, float] | None = None
     while time.monotonic() < deadline:
         if not worker.alive():
             raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
         m = worker.metrics()
         now, cpu = time.monotonic(), cpu_seconds(pid)
         done = m.get("lifecycle_input_records_done_total", 0)
-        if first is None and done > 0:
-            first = (now, cpu, done)
-        if first is not None and done >= expect:
+        begun = m.get("lifecycle_events_consumed_total", 0) + m.get(
+            "lifecycle_dead_letters_total", 0
+        )
+        if begun == 0 and done == 0:
+            start = (now, cpu, 0.0)
+        elif start is None:
+            start = (now, cpu, max(begun, done))
+        if first_done is None and done > 0:
+            first_done = (now, cpu, done)
+        if first_done is not None and done >= expect:
+            early = (done - first_done[2]) / (now - first_done[0]) if now > first_done[0] else 0.0
             return Consumption(
-                events=int(done - first[2]),
-                seconds=now - first[0],
-                cpu_seconds=cpu - first[1],
+                events=int(done - start[2]),
+                seconds=now - start[0],
+                cpu_seconds=cpu - start[1],
                 peak_rss_mb=peak_rss_mb(pid),
                 decisions=m.get("lifecycle_decisions_total", 0),
                 ready_seconds=ready,
                 forced_releases=m.get("lifecycle_order_forced_releases_total", 0),
+                early_rate=early,
             )
         time.sleep(poll)
     raise RuntimeError(f"worker consumed too little in {timeout} s:\n{worker.log_tail()}")
