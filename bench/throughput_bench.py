@@ -89,6 +89,10 @@ class Result:
     def cpu_percent(self) -> float:
         return 100 * self.cpu_seconds / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def cpu_us_per_event(self) -> float:
+        return 1e6 * self.cpu_seconds / self.events if self.events else 0.0
+
 
 # --- the ceiling: a raw aiokafka loop, run as its own process ---------------------------------
 
@@ -287,7 +291,8 @@ def run_worker(
         cpu_seconds=got.cpu_seconds,
         peak_rss_mb=got.peak_rss_mb,
         extra=f"ready {got.ready_seconds:.1f} s, {got.decisions:.0f} decisions, "
-        f"{got.forced_releases:.0f} forced releases",
+        f"{got.forced_releases:.0f} forced releases, {got.early_rate:,.0f} events/s from the "
+        "first record done",
     )
 
 
@@ -586,13 +591,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def table(rows: list[Result], worker_rate: float) -> str:
     out = [
-        f"{'run':<26} {'events/s':>9} {'worker x':>9} {'CPU %':>6} {'peak RSS':>9}  notes",
+        f"{'run':<26} {'events/s':>9} {'worker x':>9} {'CPU %':>6} {'CPU µs/ev':>9} "
+        f"{'peak RSS':>9}  notes",
     ]
     for r in rows:
         ratio = worker_rate / r.rate if r.rate and not r.name.startswith("worker") else None
         out.append(
             f"{r.name:<26} {r.rate:>9,.0f} {'' if ratio is None else f'{ratio:.2f}':>9} "
-            f"{r.cpu_percent:>6.0f} {r.peak_rss_mb:>6.0f} MiB  {r.extra}"
+            f"{r.cpu_percent:>6.0f} {r.cpu_us_per_event:>9.1f} {r.peak_rss_mb:>6.0f} MiB  {r.extra}"
         )
     return "\n".join(out)
 
@@ -758,6 +764,16 @@ def print_throughput(
             f"worker ({store}) / ceiling = {rate / ceiling.rate:.2f}"
             + ("" if peer is None else f"   worker ({store}) / peer = {rate / peer.rate:.2f}")
         )
+    # What a ratio to the ceiling asks of the worker: one core's time per event at that rate.
+    budgets = "; ".join(
+        f"{share}x the ceiling: {1e6 / (share * ceiling.rate):.1f} µs" for share in (0.3, 0.5)
+    )
+    worker = by_name["worker: memory"]
+    print(
+        f"one core's time per event at {budgets}; the worker (memory) used "
+        f"{worker.cpu_us_per_event:.1f} µs of CPU per event, the ceiling "
+        f"{ceiling.cpu_us_per_event:.1f} µs (bench/pure_bench.py: the pure path alone)"
+    )
 
 
 def _median_result(results: list[Result]) -> Result:
