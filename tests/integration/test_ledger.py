@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import random
+import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -25,9 +27,9 @@ from hypothesis import strategies as st
 
 from streams.config import build_config
 from streams.decisions import REASON_CODES, Candidate, Decision
-from streams.devstack import DevStack, free_port
+from streams.devstack import DevStack, RedisServer, free_port
 from streams.errors import ConfigError
-from streams.ledger import SCRIPT_SHA, ContactLedger, LedgerUnavailable
+from streams.ledger import SCRIPT_SHA, ContactLedger, LedgerUnavailable, _Pipeliner
 from streams.ledger_cli import add_ledger_commands, run_ledger_command
 from streams.policy import BusinessUnitCap, ChannelCap, Policy
 from streams.timeutil import MS_PER_DAY
@@ -805,20 +807,15 @@ def test_calls_issued_together_share_pipelines_and_decide_as_one_by_one(
         async with ContactLedger(dev_stack.redis_url, NO_HOLDOUT, new_id("ns")) as alone:
             expected = [await customer_calls(alone, c) for c in customers]
         async with ContactLedger(dev_stack.redis_url, NO_HOLDOUT, new_id("ns")) as together:
-            real = together.client.pipeline
+            batched = together._batched
+            assert batched is not None
+            exchange = batched._exchange
 
-            def counting(*args: Any, **kwargs: Any) -> Any:
-                pipe = real(*args, **kwargs)
-                execute = pipe.execute
+            async def counted(calls: list[Any]) -> list[Any]:
+                pipelines.append(len(calls))
+                return await exchange(calls)
 
-                async def counted(*a: Any, **kw: Any) -> Any:
-                    pipelines.append(len(pipe.command_stack))
-                    return await execute(*a, **kw)
-
-                pipe.execute = counted
-                return pipe
-
-            monkeypatch.setattr(together.client, "pipeline", counting)
+            monkeypatch.setattr(batched, "_exchange", counted)
             await together.client.script_flush()  # NOSCRIPT inside pipelines, reloaded
             got = await asyncio.gather(*(customer_calls(together, c) for c in customers))
         assert got == expected
@@ -826,6 +823,109 @@ def test_calls_issued_together_share_pipelines_and_decide_as_one_by_one(
         assert sum(pipelines) >= len(customers) * 5
 
     run(body())
+
+
+def test_pipelined_calls_answer_as_redis_py_does(
+    dev_stack: DevStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline is written and read on a pooled connection directly: every call gets the
+    answer (and leaves the state) that redis-py's own Pipeline gives, error replies included."""
+    rng = random.Random(5)
+    customers = [new_id() for _ in range(30)]
+    script: list[tuple[str, int, int]] = [  # (customer, kind, step) in a fixed random order
+        (c, rng.randrange(5), step) for step in range(6) for c in customers
+    ]
+
+    async def call(ledger: ContactLedger, c: str, kind: int, step: int) -> Any:
+        at = T0 + step * HOUR
+        if kind == 0:
+            await ledger.record_engagement(c, "email", "opened", at, None)
+            return "engaged"
+        if kind == 1:
+            await ledger.record_consent(c, rng_channel(c, step), "opted_out", at)
+            return "consent"
+        if kind == 2:
+            await ledger.record_complaint(c, at)
+            return "complaint"
+        if kind == 3:
+            return await ledger.record_outside_contact(c, "sms", at, "retail", f"o{step}")
+        (d,) = await ledger.decide([cand(c, f"t{step % 3}", str(step), rng_channel(c, step))], at)
+        return (d.decision_id, d.outcome, d.reasons, d.channel, d.decided_at_ms, d.details)
+
+    async def run_all(ledger: ContactLedger) -> tuple[list[Any], dict[str, Any]]:
+        await ledger.client.script_flush()  # the first calls meet NOSCRIPT inside a pipeline
+        got: list[Any] = []
+        for step in range(6):
+            got += await asyncio.gather(*(call(ledger, c, k, s) for c, k, s in script if s == step))
+        shown = {c: await ledger.show(c, T0 + 7 * HOUR) for c in customers}
+        return got, shown
+
+    async def by_redis_py(self: Any, calls: list[tuple[list[str], Any]]) -> list[Any]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+            return list(await pipe.execute(raise_on_error=False))
+
+    async def body() -> None:
+        async with ContactLedger(dev_stack.redis_url, NO_HOLDOUT, new_id("ns")) as ours:
+            got, shown = await run_all(ours)
+        with monkeypatch.context() as patched:
+            patched.setattr(_Pipeliner, "_exchange", by_redis_py)
+            async with ContactLedger(dev_stack.redis_url, NO_HOLDOUT, new_id("ns")) as theirs:
+                expected, expected_shown = await run_all(theirs)
+        assert got == expected
+        assert shown == expected_shown
+        outcomes = {g[1] for g in got if isinstance(g, tuple)}
+        assert {"contact", "suppressed"} <= outcomes  # the mix exercised the policy
+
+    asyncio.run(body())
+
+
+def rng_channel(customer: str, step: int) -> str:
+    return ("email", "push", "sms")[(len(customer) + step) % 3]
+
+
+def test_a_stalled_redis_times_out_and_never_mixes_up_replies(tmp_path: Path) -> None:
+    """Redis stops answering mid-pipeline (SIGSTOP): the calls fail as LedgerUnavailable after
+    the timeout and the client's retries, and the connection they were read on is never used
+    again, so once Redis answers again no call gets a reply meant for another."""
+    server = RedisServer(tmp_path)
+    server.start()
+    assert server.proc is not None
+    pid = server.proc.pid
+    capped = new_id()
+    fresh = [new_id() for _ in range(5)]
+    later = [new_id() for _ in range(5)]
+
+    async def body() -> None:
+        async with ContactLedger(server.url, NO_HOLDOUT, "ns", timeout=0.3) as ledger:
+            # The capped customer meets the global 7-day cap (2) with two contacts.
+            assert (await one(ledger, cand(capped, "a"), T0)).outcome == "contact"
+            assert (await one(ledger, cand(capped, "b"), T0 + HOUR)).outcome == "contact"
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                stalled = await asyncio.gather(
+                    *(one(ledger, cand(c, "a"), T0) for c in fresh), return_exceptions=True
+                )
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert all(isinstance(o, LedgerUnavailable) for o in stalled), stalled
+            # Retried and new calls together: each gets its own answer.
+            decided = await asyncio.gather(
+                one(ledger, cand(capped, "c"), T0 + 2 * HOUR),
+                *(one(ledger, cand(c, "a"), T0) for c in fresh),
+                *(one(ledger, cand(c, "b", channel="push"), T0) for c in later),
+            )
+        assert decided[0].outcome == "suppressed"
+        assert "global_cap_7d" in decided[0].reasons
+        chosen = [(d.outcome, d.channel or d.candidate.channel) for d in decided[1:]]
+        assert chosen == [("contact", "email")] * 5 + [("contact", "push")] * 5
+
+    try:
+        asyncio.run(body())
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        server.stop()
 
 
 def test_a_failed_pipeline_fails_every_call_in_it() -> None:
