@@ -437,7 +437,7 @@ def measure_consumption(
     ready = worker.wait_ready()
     deadline = time.monotonic() + timeout
     start: tuple[float, float, float] | None = None  # (time, CPU, records begun before it)
-    first_done: tuple[float, float, float] | None = None
+    first_done: tuple[float, float] | None = None  # (time, records done)
     while time.monotonic() < deadline:
         if not worker.alive():
             raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
@@ -452,9 +452,9 @@ def measure_consumption(
         elif start is None:
             start = (now, cpu, max(begun, done))
         if first_done is None and done > 0:
-            first_done = (now, cpu, done)
+            first_done = (now, done)
         if first_done is not None and done >= expect:
-            early = (done - first_done[2]) / (now - first_done[0]) if now > first_done[0] else 0.0
+            early = (done - first_done[1]) / (now - first_done[0]) if now > first_done[0] else 0.0
             return Consumption(
                 events=int(done - start[2]),
                 seconds=now - start[0],

@@ -235,8 +235,7 @@ class _Pipeliner:
                                 replies.append(await conn.read_response(timeout=math.inf))
                             except rex.ResponseError as exc:  # a whole reply: still in step
                                 replies.append(exc)
-                except TimeoutError:
-                    await conn.disconnect(nowait=True)
+                except TimeoutError:  # the retry's failed() closes the connection
                     raise rex.TimeoutError("Timeout reading the ledger's replies") from None
                 return replies
 
