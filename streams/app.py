@@ -25,10 +25,11 @@ from faust.streams import _current_event  # faust has no public setter
 from faust.types import TP
 
 from streams import fastpath, tansu
+from streams.changelog_repair import repair_changelogs
 from streams.clock import Clock
 from streams.core_adapter import build_core
 from streams.decisions import Decision
-from streams.errors import ConfigError
+from streams.errors import ConfigError, ReplacedLogError
 from streams.events import Event
 from streams.gate import LedgerGate
 from streams.http import HttpEndpoints
@@ -42,7 +43,7 @@ from streams.policy import Policy
 from streams.processor import Gate, Processor, Stores
 from streams.settings import Settings
 from streams.timeutil import wall_ms
-from streams.topics import TopicNames, check_copartitioned, ensure_topics
+from streams.topics import TopicNames, check_copartitioned, cluster_id, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class Worker:
     metrics: Metrics
     http: HttpEndpoints
     processor: Processor
+    changelogs: list[Any]  # the Faust tables, customers first
 
 
 def _faust_settings(settings: Settings) -> dict[str, Any]:
@@ -172,11 +174,13 @@ def build_worker(
     settings: Settings,
     partitions: int,
     gate: Gate | None = None,
+    cluster: str | None = None,
 ) -> Worker:
     """Build the Faust app for ``settings``: topics, tables, the agent, ticks and health.
 
     ``partitions`` is the input topics' partition count; every table and the tick topic use it
-    so that one customer's events, state and due items share a partition number.
+    so that one customer's events, state and due items share a partition number. ``cluster`` is
+    the brokers' cluster id, part of each input partition's log identity.
     """
     app_class = _TansuApp if settings.broker_kind == "tansu" else _App
     app = app_class(settings.app_id, **_faust_settings(settings))
@@ -268,6 +272,7 @@ def build_worker(
         topics.inputs, wait_unknown_ms=stream_conf["max_order_wait_ms"]
     )
     order_grace_ms = int(stream_conf["order_grace_ms"])
+    on_replaced = str(stream_conf["on_replaced_log"])
     last_seen: dict[tuple[str, int], int] = {}
     last_delivery: dict[tuple[str, int], int] = {}
 
@@ -336,6 +341,52 @@ def build_worker(
             where = contexts[partition] = _PartitionContext(topics.inputs[0], partition)
         _current_event.set(weakref.ref(where))  # type: ignore[arg-type]
 
+    async def check_logs(partitions: set[int]) -> None:
+        """Compare the restored log marks of ``partitions`` with the broker's logs; a replaced
+        log is reset (or stops the worker): ``streams/log_identity.py``."""
+        if not partitions:
+            return
+        wanted = [TP(topic, p) for p in sorted(partitions) for topic in topics.inputs]
+        ends = await consumer.highwaters(*wanted)
+        for p in sorted(partitions):
+            marks = processor.log_marks(p)
+            by_kind = {
+                topics.kind_of(topic): int(end)
+                for topic in topics.inputs
+                if (end := ends.get(TP(topic, p))) is not None
+            }
+            replaced = marks.replaced(cluster, by_kind)
+            if not replaced:
+                if marks.cluster is None and cluster is not None:
+                    marks.cluster = cluster
+                    processor.marks_changed(p)
+                continue
+            described = ", ".join(
+                f"{topic}[{p}] ({why}: state applied up to offset "
+                f"{marks.applied.get(kind, -1) - marks.base.get(kind, 0)} of cluster "
+                f"{marks.cluster}, the log ends at {by_kind.get(kind)} in cluster {cluster})"
+                for topic in topics.inputs
+                if (why := replaced.get(kind := topics.kind_of(topic))) is not None
+            )
+            if on_replaced == "fail":
+                message = (
+                    f"replaced input log: {described}; stream.on_replaced_log is 'fail': set it "
+                    "to 'reset' to keep the customer state and apply the new log's events"
+                )
+                log.error("%s", message)
+                raise ReplacedLogError(message)
+            log.error(
+                "replaced input log: %s; the customer state is kept and the partition's "
+                "applied-offset marks are reset, so every event of the new log is applied",
+                described,
+            )
+            for topic in topics.inputs:
+                why = replaced.get(topics.kind_of(topic))
+                if why is not None:
+                    metrics.log_resets.labels(topic, str(p), why).inc()
+            marks.reset(replaced, cluster)
+            processor.marks_changed(p)
+
     def abandon(reason: str) -> None:
         """Forget everything unwritten: its input was not acked and is read again."""
         pending = processor.pending_partitions()
@@ -377,6 +428,7 @@ def build_worker(
             owned["stale"] = False
             _current_event.set(None)  # restore reads every partition's store
             await processor.restore_partitions(set(owned["partitions"]))
+            await check_logs(set(owned["partitions"]))
             # Faust resumes the inputs only once table recovery is done: this is the first
             # moment the worker processes again after an assignment.
             metrics.recovery_seconds.set(time.monotonic() - owned["assigned_at"])
@@ -527,7 +579,7 @@ def build_worker(
         )
 
     http = HttpEndpoints(metrics, settings.metrics_port, is_ready)
-    return Worker(app, metrics, http, processor)
+    return Worker(app, metrics, http, processor, changelogs=[c.table for c in changelogs])
 
 
 class _HttpService(mode.Service):
@@ -615,7 +667,30 @@ def run_worker(settings: Settings) -> int:
     if settings.store == "rocksdb":
         settings.state_dir.mkdir(parents=True, exist_ok=True)
     gc.set_threshold(*GC_THRESHOLDS)
-    built = build_worker(settings, partitions)
+    try:
+        cluster = loop.run_until_complete(
+            cluster_id(settings.bootstrap_servers, settings.kafka_security)
+        )
+        built = build_worker(settings, partitions, cluster=cluster)
+        if settings.store == "rocksdb":
+            repairs = loop.run_until_complete(
+                repair_changelogs(
+                    built.changelogs,
+                    partitions,
+                    bootstrap_servers=settings.bootstrap_servers,
+                    security=settings.kafka_security,
+                    replication_factor=settings.replication_factor,
+                    exact_on_tansu=settings.broker_kind == "tansu",
+                    on_replaced=str(settings.config["stream"]["on_replaced_log"]),
+                )
+            )
+            for repair in repairs:
+                built.metrics.log_resets.labels(
+                    repair.topic, str(repair.partition), repair.verdict.value
+                ).inc()
+    except (ConfigError, ReplacedLogError):
+        loop.close()
+        raise
     worker = faust.Worker(
         built.app,
         _HttpService(built.http, loop=loop),

@@ -19,6 +19,7 @@ import yaml
 
 from streams.errors import ConfigError
 from streams.events import CHANNELS
+from streams.log_identity import ON_REPLACED
 from streams.policy import check_business_unit
 
 TRIGGER_NAMES = (
@@ -83,6 +84,9 @@ DEFAULTS: dict[str, Any] = {
         # batch of one overtakes a lingering batch of the other), so an earlier event of the
         # other topic can reach the broker a little later (Kafka Streams: max.task.idle.ms).
         "order_grace_ms": 500,
+        # What a replaced input log or changelog does (streams/log_identity.py): reset keeps the
+        # customer state and applies the new log's events; fail stops the worker.
+        "on_replaced_log": "reset",
     },
     "triggers": {
         "savings_drop_to_checking": dict(_SAVINGS_DROP),
@@ -229,6 +233,14 @@ def _days_list(path: str, v: Any) -> None:
         raise ConfigError(f"{path}: must be a non-empty list of whole days > 0, got {v!r}")
 
 
+def _one_of(allowed: tuple[str, ...]) -> Callable[[str, Any], None]:
+    def check(path: str, v: Any) -> None:
+        if v not in allowed:
+            raise ConfigError(f"{path}: must be one of {', '.join(allowed)}, got {v!r}")
+
+    return check
+
+
 # Range rules by the last key of the dotted path (or the whole path); the rest must be > 0.
 _RULES: dict[str, Callable[[str, Any], None]] = {
     "holdout_rate": _fraction,
@@ -242,6 +254,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "business_unit": _business_unit,
     "trigger_business_units": _business_unit,
     "business_unit_caps": _positive,
+    "on_replaced_log": _one_of(ON_REPLACED),
 }
 
 

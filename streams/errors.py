@@ -26,3 +26,8 @@ class InvalidEvent(LifecycleError):
 
 class DevStackError(LifecycleError):
     """The local dev stack (Tansu broker, redis-server) could not be started or reached."""
+
+
+class ReplacedLogError(LifecycleError):
+    """State that belongs to another log than the broker's (a fresh broker, recreated topics,
+    a changelog behind local state) while ``stream.on_replaced_log`` is ``fail``."""

@@ -157,6 +157,15 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.log_resets = Counter(
+            "lifecycle_log_resets_total",
+            "Replaced logs found at assignment or start, by topic, partition and kind: cluster or "
+            "offsets (an input log not the one the state was built from: its applied-offset "
+            "marks were reset), changelog_emptied (local state written back), changelog_behind "
+            "(local state dropped and restored from the changelog).",
+            ["topic", "partition", "kind"],
+            registry=r,
+        )
         self.ready = Gauge(
             "lifecycle_worker_ready",
             "1 when partitions are assigned and recovery is done, else 0.",

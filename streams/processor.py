@@ -49,6 +49,7 @@ from streams.clock import Clock
 from streams.decisions import NOBODY, Candidate, Decision, Recipient
 from streams.due_index import DueIndex
 from streams.events import Event
+from streams.log_identity import LogMarks, marks_key
 from streams.metrics import Children, Metrics
 from streams.pending_writes import Layer, PendingWrites
 from streams.policy import MARKETING, QuietHours
@@ -157,9 +158,16 @@ class SealedBatch:
     customers: Layer
     due: Layer
     stream_times: dict[int, int]
+    # Each touched partition's log marks (``streams/log_identity.py``), encoded when sealed.
+    marks: dict[int, bytes]
 
     def partitions(self) -> set[int]:
-        return self.customers.partitions() | self.due.partitions() | set(self.stream_times)
+        return (
+            self.customers.partitions()
+            | self.due.partitions()
+            | set(self.stream_times)
+            | set(self.marks)
+        )
 
 
 @dataclass
@@ -202,6 +210,9 @@ class Processor:
         self._due = PendingWrites(stores.due)
         # Partitions whose stream time moved since it was last written.
         self._clock_dirty: set[int] = set()
+        # Each owned input partition's log identity, and the partitions whose marks changed.
+        self._marks: dict[int, LogMarks] = {}
+        self._marks_dirty: set[int] = set()
         # This batch's decisions handed to the producer, not yet acknowledged.
         self._unacked: Unacked = []
         # Each customer's ledger work of this batch, as the last task of its chain.
@@ -237,6 +248,7 @@ class Processor:
             raw_time = self._stores.clock.get(str(p).encode())
             if raw_time is not None:
                 self._clock.restore(p, int(raw_time))
+            self._marks[p] = LogMarks.decode(self._stores.clock.get(marks_key(p)))
         log.info(
             "restored %d due items on partitions %s",
             sum(len(e) for e in by_partition.values()),
@@ -255,17 +267,37 @@ class Processor:
         self._due.discard(partitions)
         for p in partitions:
             self._clock_dirty.discard(p)
+            self._marks.pop(p, None)  # restored from the table with the partition
+            self._marks_dirty.discard(p)
             for sealed in self._sealed:
                 sealed.stream_times.pop(p, None)
+                sealed.marks.pop(p, None)
             self._clock.forget(p)
             self.due_index.drop(p)
 
     def pending_partitions(self) -> set[int]:
         """Partitions with writes waiting for ``flush``."""
-        found = self._customers.partitions() | self._due.partitions() | self._clock_dirty
+        found = (
+            self._customers.partitions()
+            | self._due.partitions()
+            | self._clock_dirty
+            | self._marks_dirty
+        )
         for sealed in self._sealed:
-            found |= set(sealed.stream_times)
+            found |= set(sealed.stream_times) | set(sealed.marks)
         return found
+
+    def log_marks(self, partition: int) -> LogMarks:
+        """The log identity of an input partition (``streams/log_identity.py``); changes made
+        to it are written with the next batch once ``marks_changed`` is called."""
+        marks = self._marks.get(partition)
+        if marks is None:
+            marks = self._marks[partition] = LogMarks()
+        return marks
+
+    def marks_changed(self, partition: int) -> None:
+        """Write ``partition``'s log marks with the next batch."""
+        self._marks_dirty.add(partition)
 
     # --- input ------------------------------------------------------------------------
 
@@ -290,6 +322,12 @@ class Processor:
         """``apply_event`` without a coroutine per event (the batch path's): applying never
         waits; the ledger work it starts runs as tasks once the caller yields."""
         key = event.customer_id.encode()
+        # Offsets are compared and stored counted from the partition's base: a replaced log's
+        # events then lie above every offset applied from the log before it.
+        marks = self._marks.get(partition)
+        if marks is None:
+            marks = self.log_marks(partition)
+        offset += marks.base.get(kind, 0)
         clock = self._clock
         if clock.is_event_time and clock.observe(partition, event.occurred_at_ms):
             self._clock_dirty.add(partition)
@@ -310,6 +348,9 @@ class Processor:
             if duplicate:
                 self._metrics.events_duplicate.labels(kind).inc()
             new_state = self._core.with_applied_offset(new_state, kind, offset)
+            if offset > marks.applied.get(kind, -1):
+                marks.applied[kind] = offset
+                self._marks_dirty.add(partition)
             candidates, recipient = self._prepare(candidates, now, new_state)
             if self._gate_wants(event) or candidates:
                 work = self._ledger_work(self._unacked, event, candidates, now, recipient)
@@ -367,8 +408,15 @@ class Processor:
             if stream_time is not None:
                 stream_times[p] = stream_time
         self._clock_dirty = set()
+        marks = {p: self._marks[p].encode() for p in self._marks_dirty if p in self._marks}
+        self._marks_dirty = set()
         sealed = SealedBatch(
-            self._chains, self._unacked, self._customers.seal(), self._due.seal(), stream_times
+            self._chains,
+            self._unacked,
+            self._customers.seal(),
+            self._due.seal(),
+            stream_times,
+            marks,
         )
         self._chains, self._unacked = {}, []
         self._sealed.append(sealed)
@@ -391,6 +439,9 @@ class Processor:
                 stream_time = sealed.stream_times.get(p)
                 if stream_time is not None:
                     self._stores.clock[str(p).encode()] = str(stream_time).encode()
+                raw_marks = sealed.marks.get(p)
+                if raw_marks is not None:
+                    self._stores.clock[marks_key(p)] = raw_marks
         finally:
             self._customers.release(sealed.customers)
             self._due.release(sealed.due)

@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from streams.errors import ConfigError
 from streams.kafka_security import KafkaSecurity, aiokafka_kwargs
@@ -92,3 +94,24 @@ def check_copartitioned(topics: TopicNames, counts: Mapping[str, int]) -> int:
             f"{u}; the input topics must be co-partitioned (same count, keyed by customer_id)"
         )
     return a
+
+
+async def cluster_id(bootstrap_servers: str, security: KafkaSecurity | None = None) -> str | None:
+    """The id of the cluster the brokers belong to (Metadata v2 and later), or None.
+
+    aiokafka reads the id but does not keep it, so the worker asks once at start: the state's
+    log identity (``streams/log_identity.py``) records it.
+    """
+    client = AIOKafkaClient(
+        bootstrap_servers=bootstrap_servers, **aiokafka_kwargs(security or KafkaSecurity())
+    )
+    await client.bootstrap()
+    try:
+        node = next(iter(client.cluster.brokers())).nodeId
+        response = await client.send(node, MetadataRequest([], False))
+        found = getattr(response, "cluster_id", None)
+        return str(found) if found else None
+    except KafkaError as exc:
+        raise ConfigError(f"--bootstrap-servers: cannot reach the brokers ({exc})") from None
+    finally:
+        await client.close()

@@ -228,8 +228,14 @@ def test_a_batch_writes_its_state_after_every_ack_and_once_per_key() -> None:
         await flushing
 
     asyncio.run(scenario())
-    # One record per table: the customer's last state, its due entry, the stream time.
-    assert sorted(writes) == [("clock", b"0"), ("customers", b"c1"), ("due", b"c1")]
+    # One record per key: the customer's last state, its due entry, the stream time and the
+    # partition's log marks.
+    assert sorted(writes) == [
+        ("clock", b"0"),
+        ("clock", b"log:0"),
+        ("customers", b"c1"),
+        ("due", b"c1"),
+    ]
     state = orjson.loads(stores.customers[b"c1"])
     assert state["ids"] == ["e0", "e1", "e2"]  # each event saw the ones before it
     assert state["offsets"] == {"usage": 2}
