@@ -26,3 +26,7 @@ class InvalidEvent(LifecycleError):
 
 class DevStackError(LifecycleError):
     """The local dev stack (Tansu broker, redis-server) could not be started or reached."""
+
+
+class BrokerUnavailable(LifecycleError):
+    """No Kafka broker answered at the bootstrap servers (within the start-up wait)."""
