@@ -27,9 +27,10 @@ from faust.types import TP
 from streams import fastpath, tansu
 from streams.changelog_repair import repair_changelogs
 from streams.clock import Clock
+from streams.config import PRODUCER_MAX_REQUEST_BYTES
 from streams.core_adapter import build_core
 from streams.decisions import Decision
-from streams.errors import ConfigError, ReplacedLogError
+from streams.errors import BrokerUnavailable, ConfigError, ReplacedLogError
 from streams.events import Event
 from streams.gate import LedgerGate
 from streams.http import HttpEndpoints
@@ -43,7 +44,13 @@ from streams.policy import Policy
 from streams.processor import Gate, Processor, Stores
 from streams.settings import Settings
 from streams.timeutil import wall_ms
-from streams.topics import TopicNames, check_copartitioned, cluster_id, ensure_topics
+from streams.topics import (
+    TopicNames,
+    check_copartitioned,
+    cluster_id,
+    ensure_topics,
+    wait_for_brokers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +131,8 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
         # batch of input (processor.flush), so a short linger costs no throughput.
         "producer_linger": PRODUCER_LINGER_SECONDS,
         "producer_max_batch_size": PRODUCER_MAX_BATCH_BYTES,
+        # stream.max_message_bytes is bounded by it (a dead letter carries the value).
+        "producer_max_request_size": PRODUCER_MAX_REQUEST_BYTES,
         "broker_max_poll_records": MAX_BATCH,
     }
     credentials = faust_credentials(settings.kafka_security)
@@ -597,11 +606,15 @@ class _HttpService(mode.Service):
 
 
 async def prepare_topics(settings: Settings) -> int:
-    """Create missing contract topics; refuse input topics that are not co-partitioned.
+    """Wait for a broker (``--broker-wait-seconds``), create missing contract topics, refuse
+    input topics that are not co-partitioned.
 
     Returns the input partition count; the internal tick topic is created with it.
     """
     topics = TopicNames.from_config(settings.topics)
+    await wait_for_brokers(
+        settings.bootstrap_servers, settings.broker_wait_seconds, settings.kafka_security
+    )
     counts = await ensure_topics(
         settings.bootstrap_servers,
         topics.all,
@@ -651,7 +664,7 @@ def run_worker(settings: Settings) -> int:
     try:
         loop.run_until_complete(check_ledger(settings))
         partitions = loop.run_until_complete(prepare_topics(settings))
-    except ConfigError:
+    except (ConfigError, BrokerUnavailable):
         loop.close()
         raise
     log.info(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from streams import __version__
-from streams.errors import ConfigError, DevStackError, ReplacedLogError
+from streams.errors import BrokerUnavailable, ConfigError, DevStackError, ReplacedLogError
 
 PROG = "lifecycle-triggers"
 
@@ -200,6 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReplacedLogError as exc:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 3
+    except BrokerUnavailable as exc:  # not a bad option: the broker was not there in time
+        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -179,6 +179,15 @@ OPEN_MAP_TEMPLATES: dict[str, Any] = {
     "policy.business_unit_caps": {"per_7_days": 1, "per_30_days": 1},
 }
 
+# The producer's request limit (Faust's producer_max_request_size default, which the worker
+# keeps; a Kafka broker's own default message.max.bytes is a little above it). A record larger
+# than stream.max_message_bytes is dead-lettered with its value, base64 when the value is not
+# text (4/3 of its size), inside a JSON envelope: 512 KiB leaves room for both (its base64 is
+# 699,052 bytes), and a record near the request limit can hardly reach the worker through a
+# default broker anyway.
+PRODUCER_MAX_REQUEST_BYTES = 1_000_000
+MAX_MESSAGE_BYTES_LIMIT = 512 * 1024
+
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")  # a legal Kafka topic name
 _HH_MM = re.compile(r"(?:[01][0-9]|2[0-3]):[0-5][0-9]")
 
@@ -196,6 +205,15 @@ def _non_negative(path: str, v: Any) -> None:
 def _fraction(path: str, v: Any) -> None:
     if not 0 <= v <= 1:
         raise ConfigError(f"{path}: must be between 0 and 1, got {v!r}")
+
+
+def _message_bytes(path: str, v: Any) -> None:
+    if not 0 < v <= MAX_MESSAGE_BYTES_LIMIT:
+        raise ConfigError(
+            f"{path}: must be between 1 and {MAX_MESSAGE_BYTES_LIMIT} bytes (a dead letter "
+            f"carries the record's value, and the producer sends at most "
+            f"{PRODUCER_MAX_REQUEST_BYTES} bytes a request), got {v!r}"
+        )
 
 
 def _topic(path: str, v: Any) -> None:
@@ -255,6 +273,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "trigger_business_units": _business_unit,
     "business_unit_caps": _positive,
     "on_replaced_log": _one_of(ON_REPLACED),
+    "max_message_bytes": _message_bytes,
 }
 
 

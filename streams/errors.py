@@ -31,3 +31,7 @@ class DevStackError(LifecycleError):
 class ReplacedLogError(LifecycleError):
     """State that belongs to another log than the broker's (a fresh broker, recreated topics,
     a changelog behind local state) while ``stream.on_replaced_log`` is ``fail``."""
+
+
+class BrokerUnavailable(LifecycleError):
+    """No Kafka broker answered at the bootstrap servers (within the start-up wait)."""

@@ -111,6 +111,28 @@ def _options(url: str, scheme: str, query: str) -> dict[str, Any]:
     return options
 
 
+def _check_single(url: str, scheme: str) -> None:
+    """Refuse what redis-py would fail on only at the first connection (a port that is not a
+    number), or read otherwise than written: port 0 and a database path that is not a number
+    both silently become the defaults (port 6379, database 0)."""
+    from redis.asyncio.connection import parse_url
+
+    parts = urlsplit(url)
+    if scheme != "unix":
+        port = parts.netloc.rpartition("@")[2].rpartition("]")[2].rpartition(":")
+        if port[1] and (not port[2].isdigit() or not 0 < int(port[2]) < 65_536):
+            raise ConfigError(f"{mask(url)}: port {port[2]!r} is not a number from 1 to 65535")
+        database = parts.path.strip("/")
+        if database and not database.isdigit():
+            raise ConfigError(
+                f"{mask(url)}: the path must be a database number (/0, /1, ...), got {parts.path!r}"
+            )
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"{mask(url)}: {exc}") from None
+
+
 def parse(url: str) -> RedisTarget:
     """Parse a ledger URL of any of the three kinds; raises ConfigError saying what is wrong
     (with the password masked)."""
@@ -121,6 +143,7 @@ def parse(url: str) -> RedisTarget:
             f"{mask(url)}: must start with one of {', '.join(s + '://' for s in SCHEMES)}"
         )
     if scheme in SINGLE_SCHEMES:
+        _check_single(url, scheme)
         return RedisTarget("single", url)
     if scheme in CLUSTER_SCHEMES:
         if parts.path.strip("/") not in ("", "0"):

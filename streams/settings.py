@@ -139,8 +139,17 @@ OPTIONS: tuple[Option, ...] = (
         "lt",
         "key prefix of the contact ledger in Redis (a back-test uses its own)",
     ),
+    Option(
+        "--broker-wait-seconds",
+        "BROKER_WAIT_SECONDS",
+        "300",
+        "how long the worker waits at start for a broker to answer, retrying with backoff, "
+        "before it exits 1 (0: one attempt)",
+    ),
     Option("--log-level", "LOG_LEVEL", "info", "debug, info, warning or error"),
 )
+# The longest start-up wait for the broker: a day; beyond that a supervisor should restart.
+MAX_BROKER_WAIT_SECONDS = 86_400
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -181,6 +190,44 @@ def _seconds(name: str, text: str) -> float:
     return value
 
 
+def _wait_seconds(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}: must be a number of seconds, got {text!r}") from None
+    if not 0 <= value <= MAX_BROKER_WAIT_SECONDS:
+        raise ConfigError(
+            f"{name}: must be between 0 and {MAX_BROKER_WAIT_SECONDS} seconds, got {text!r}"
+        )
+    return value
+
+
+def check_bootstrap_servers(name: str, text: str) -> str:
+    """``host:port[,host:port...]`` with a host and a port from 1 to 65535 each (IPv6 hosts in
+    brackets); the stripped text. Raises ConfigError naming ``name`` and the bad address."""
+    servers = text.strip()
+    if not servers:
+        raise ConfigError(f"{name}: must be host:port[,host:port...], got {text!r}")
+    for item in servers.split(","):
+        address = item.strip()
+        host, colon, port = address.rpartition(":")
+        bracketed = host.startswith("[") and host.endswith("]")
+        if (
+            not colon
+            or not host
+            or (":" in host and not bracketed)
+            or host.strip("[]") == ""
+            or any(c.isspace() for c in host)
+            or not port.isdigit()
+            or not 0 < int(port) < 65_536
+        ):
+            raise ConfigError(
+                f"{name}: {address!r} is not host:port (a host name or address and a port "
+                f"from 1 to 65535; IPv6 in brackets, [::1]:9092); got {text!r}"
+            )
+    return servers
+
+
 def _choice(name: str, text: str, allowed: tuple[str, ...]) -> str:
     if text not in allowed:
         raise ConfigError(f"{name}: must be one of {', '.join(allowed)}, got {text!r}")
@@ -210,6 +257,7 @@ class Settings:
     ledger_wait_replicas: int
     ledger_namespace: str
     log_level: str
+    broker_wait_seconds: float
     # SASL/TLS for Kafka come from the environment only (KAFKA_SECURITY_PROTOCOL, ...): never
     # a secret on a command line.
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity, repr=False)
@@ -244,11 +292,7 @@ class Settings:
             assert value is not None  # noqa: S101 - every option but --config has a default
             return value
 
-        bootstrap = text("bootstrap_servers").strip()
-        if not bootstrap or any(":" not in h or not h.strip() for h in bootstrap.split(",")):
-            raise ConfigError(
-                f"{names['bootstrap_servers']}: must be host:port[,host:port...], got {bootstrap!r}"
-            )
+        bootstrap = check_bootstrap_servers(names["bootstrap_servers"], text("bootstrap_servers"))
         redis_url = text("redis_url")
         if urlsplit(redis_url).scheme not in redis_url_module.SCHEMES:
             raise ConfigError(
@@ -306,5 +350,8 @@ class Settings:
             ),
             ledger_namespace=namespace,
             log_level=log_level,
+            broker_wait_seconds=_wait_seconds(
+                names["broker_wait_seconds"], text("broker_wait_seconds")
+            ),
             kafka_security=from_env(env),
         )

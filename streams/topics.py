@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -11,12 +13,19 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.metadata import MetadataRequest
 
-from streams.errors import ConfigError
+from streams.errors import BrokerUnavailable, ConfigError
 from streams.kafka_security import KafkaSecurity, aiokafka_kwargs
 
 log = logging.getLogger(__name__)
 
 _TOPIC_ALREADY_EXISTS = 36
+BOOTSTRAP_OPTION = "--bootstrap-servers (KAFKA_BOOTSTRAP_SERVERS)"
+# A probe that gets no answer in this time counts as "no broker" and is tried again.
+PROBE_TIMEOUT_MS = 10_000
+# Waiting for the broker at start: retries from half a second, doubling, at most 5 s apart,
+# so that a worker started before its broker goes on within seconds of the broker's start.
+FIRST_RETRY_SECONDS = 0.5
+MAX_RETRY_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +65,9 @@ async def ensure_topics(
 
     Existing topics are left as they are (their partition count is reported, not changed).
     """
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers,
-        request_timeout_ms=15_000,
-        **aiokafka_kwargs(security or KafkaSecurity()),
-    )
-    await admin.start()
+    admin = _admin(bootstrap_servers, security)
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
         if missing:
@@ -80,9 +85,116 @@ async def ensure_topics(
             counts[meta["topic"]] = len(meta["partitions"])
         return counts
     except KafkaError as exc:
-        raise ConfigError(f"--bootstrap-servers: cannot reach the brokers ({exc})") from None
+        if exc.retriable:
+            # Connection refused, broker not ready, timed out: the broker is not there (yet).
+            raise BrokerUnavailable(
+                f"{BOOTSTRAP_OPTION}: no broker answers at {bootstrap_servers} ({exc})"
+            ) from None
+        raise ConfigError(
+            f"{BOOTSTRAP_OPTION}: the brokers at {bootstrap_servers} refused: {exc}"
+        ) from None
     finally:
         await admin.close()
+
+
+def _admin(
+    bootstrap_servers: str, security: KafkaSecurity | None, timeout_ms: int = 15_000
+) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers,
+        request_timeout_ms=timeout_ms,
+        **aiokafka_kwargs(security or KafkaSecurity()),
+    )
+
+
+class _Muffle(logging.Filter):
+    """Keeps the client's own error lines of a probe out of the log (one line per attempt and
+    address, every few seconds of a long wait), remembering the last for our message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        self.last = record.getMessage()
+        return False
+
+
+async def probe_brokers(bootstrap_servers: str, security: KafkaSecurity | None = None) -> None:
+    """Return when a broker answers a metadata request; else BrokerUnavailable saying why
+    (the client's error, and the last connection error it logged)."""
+    admin = _admin(bootstrap_servers, security, PROBE_TIMEOUT_MS)
+    muffle = _Muffle()
+    client_log = logging.getLogger("aiokafka")
+    client_log.addFilter(muffle)
+    try:
+        await admin.start()
+        await admin.list_topics()
+    except (TimeoutError, KafkaError) as exc:
+        why = str(exc) or type(exc).__name__
+        raise BrokerUnavailable(f"{why}; {muffle.last}" if muffle.last else why) from None
+    finally:
+        client_log.removeFilter(muffle)
+        await admin.close()
+
+
+def backoff_delays(
+    first: float = FIRST_RETRY_SECONDS, cap: float = MAX_RETRY_SECONDS
+) -> Iterator[float]:
+    """Seconds between attempts: doubling from ``first`` up to ``cap``, then ``cap`` on."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(cap, delay * 2)
+
+
+async def wait_for_brokers(
+    bootstrap_servers: str,
+    wait_seconds: float,
+    security: KafkaSecurity | None = None,
+    probe: Callable[[str, KafkaSecurity | None], Awaitable[None]] = probe_brokers,
+) -> None:
+    """Return once a broker answers; retry with backoff for up to ``wait_seconds``.
+
+    The first failure is logged as one warning naming the option and the address; a bound
+    that runs out raises BrokerUnavailable with the last error (the CLI exits 1).
+    """
+    started = time.monotonic()
+    deadline = started + wait_seconds
+    delays = backoff_delays()
+    failures = 0
+    while True:
+        try:
+            await probe(bootstrap_servers, security)
+        except BrokerUnavailable as exc:
+            failures += 1
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BrokerUnavailable(
+                    f"{BOOTSTRAP_OPTION}: no broker answered at {bootstrap_servers} within "
+                    f"{wait_seconds:g} s (last error: {exc})"
+                ) from None
+            if failures == 1:
+                log.warning(
+                    "%s: no broker answers at %s; retrying for up to %g s",
+                    BOOTSTRAP_OPTION,
+                    bootstrap_servers,
+                    wait_seconds,
+                )
+            else:
+                log.debug("still no broker at %s: %s", bootstrap_servers, exc)
+            await asyncio.sleep(min(next(delays), left))
+            continue
+        if failures:
+            log.info(
+                "%s: a broker answers at %s after %.1f s",
+                BOOTSTRAP_OPTION,
+                bootstrap_servers,
+                time.monotonic() - started,
+            )
+        return
 
 
 def check_copartitioned(topics: TopicNames, counts: Mapping[str, int]) -> int:

@@ -5,9 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from streams.config import DEFAULTS, build_config, dump_config, load_config, thaw
-from streams.errors import ConfigError
+from streams.app import _faust_settings
+from streams.config import (
+    DEFAULTS,
+    MAX_MESSAGE_BYTES_LIMIT,
+    PRODUCER_MAX_REQUEST_BYTES,
+    build_config,
+    dump_config,
+    load_config,
+    thaw,
+)
+from streams.errors import ConfigError, InvalidEvent
+from streams.ingest import dead_letter
+from streams.settings import Settings
 
 
 def test_defaults_are_the_contracts() -> None:
@@ -91,3 +103,38 @@ def test_channel_fallbacks_are_lists_of_known_channels() -> None:
     for bad in (["fax"], ["push", "push"]):
         with pytest.raises(ConfigError, match="channel_fallbacks.renewal_reminder"):
             build_config({"policy": {"channel_fallbacks": {"renewal_reminder": bad}}})
+
+
+def test_max_message_bytes_is_bounded_by_what_the_producer_can_carry() -> None:
+    limit = MAX_MESSAGE_BYTES_LIMIT
+    assert build_config({"stream": {"max_message_bytes": limit}})["stream"]["max_message_bytes"]
+    for too_big in (limit + 1, 10**26):
+        with pytest.raises(ConfigError) as info:
+            build_config({"stream": {"max_message_bytes": too_big}})
+        message = str(info.value)
+        assert message.startswith("stream.max_message_bytes: must be between 1 and")
+        assert str(limit) in message and str(too_big) in message
+    with pytest.raises(ConfigError, match=r"stream\.max_message_bytes"):
+        build_config({"stream": {"max_message_bytes": 0}})
+
+
+def test_a_dead_letter_of_the_largest_accepted_value_fits_one_producer_request() -> None:
+    # Binary values go base64 into the dead letter (4/3 of their size), in a JSON envelope;
+    # the producer refuses a record above its request limit (MessageSizeTooLargeError).
+    value = bytes(range(256)) * (MAX_MESSAGE_BYTES_LIMIT // 256)
+    key = b"c" * 128
+    record = dead_letter(
+        source_topic="account-events",
+        partition=0,
+        offset=1,
+        key=key,
+        value=value,
+        error=InvalidEvent("invalid_json", "value: not valid UTF-8 JSON (unexpected byte)"),
+        received_at_ms=0,
+    )
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, record, [])
+    assert size <= PRODUCER_MAX_REQUEST_BYTES
+    assert (
+        _faust_settings(Settings.from_options({}, environ={}))["producer_max_request_size"]
+        == PRODUCER_MAX_REQUEST_BYTES
+    )

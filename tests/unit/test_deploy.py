@@ -446,6 +446,22 @@ def test_compose_kafka_runs_kraft_without_auto_topic_creation() -> None:
     assert "healthcheck" in kafka
 
 
+def test_compose_keeps_the_broker_log_as_it_keeps_the_worker_state() -> None:
+    # The worker's RocksDB state is on a named volume; a broker log that a `docker compose
+    # down`/`up` replaces would leave that state ahead of a fresh log.
+    config = compose()
+    kafka = config["services"]["kafka"]
+    log_dirs = kafka["environment"]["KAFKA_LOG_DIRS"]
+    mounts = dict(_mount(v) for v in kafka.get("volumes", []))
+    for log_dir in log_dirs.split(","):
+        assert log_dir in mounts, f"the broker's log dir {log_dir} is on no volume"
+        assert mounts[log_dir] in config["volumes"], "a named volume, not a bind mount"
+    worker_mounts = dict(_mount(v) for v in config["services"]["worker"]["volumes"])
+    assert "worker-state" in worker_mounts.values() and "worker-state" in config["volumes"]
+    # A kept log dir is formatted once, with one cluster id: the id must not change.
+    assert kafka["environment"]["CLUSTER_ID"]
+
+
 def test_compose_init_creates_the_contract_topics_with_explicit_partitions() -> None:
     services = compose()["services"]
     init = services["kafka-init"]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from streams.cli import main
-from streams.errors import ConfigError
+from streams.devstack import free_port
+from streams.errors import BrokerUnavailable, ConfigError
 from streams.settings import OPTIONS, Settings, mask_url
+from streams.topics import backoff_delays, wait_for_brokers
 
 CONTRACT_OPTIONS = {
     "--bootstrap-servers": "KAFKA_BOOTSTRAP_SERVERS",
@@ -125,3 +131,159 @@ def test_config_command_prints_the_effective_configuration(
     assert main(["config", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "holdout_rate: 0.1" in out and "savings_drop_to_wire" in out
+
+
+BOOTSTRAP = r"--bootstrap-servers \(KAFKA_BOOTSTRAP_SERVERS\)"
+
+
+@pytest.mark.parametrize(
+    "servers",
+    [
+        "localhost:notaport",
+        ":9092",
+        "",
+        "   ",
+        "localhost",
+        "localhost:0",
+        "localhost:65536",
+        "localhost:-1",
+        "::1:9092",  # IPv6 needs brackets: which colon starts the port?
+        "[]:9092",
+        "kafka-1:9092,,kafka-2:9092",
+        "kafka-1:9092,",
+        "kafka 1:9092",
+    ],
+)
+def test_a_malformed_broker_address_is_refused_by_name(servers: str) -> None:
+    with pytest.raises(ConfigError, match=BOOTSTRAP):
+        Settings.from_options({"bootstrap_servers": servers}, environ={})
+
+
+@pytest.mark.parametrize(
+    "servers", ["kafka:9092", "10.0.0.1:1", "[::1]:9092", "k1:9092, k2:9093", " k:65535 "]
+)
+def test_well_formed_broker_addresses_are_accepted(servers: str) -> None:
+    settings = Settings.from_options({"bootstrap_servers": servers}, environ={})
+    assert settings.bootstrap_servers == servers.strip()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://localhost:abc/0", "port 'abc' is not a number"),
+        ("rediss://:s3cret-pw@localhost:abc/0", "port 'abc' is not a number"),
+        ("redis://localhost:0/0", "port '0'"),
+        ("redis://localhost:99999/0", "port '99999'"),
+        ("redis://localhost:/0", "port ''"),
+        ("redis://localhost:6379/ledger", "must be a database number"),
+        ("redis://localhost:6379/0?socket_timeout=soon", "socket_timeout"),
+        ("unix:///run/redis.sock?db=first", "'db'"),
+    ],
+)
+def test_a_malformed_redis_url_is_refused_by_name(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=r"--redis-url \(REDIS_URL\)") as info:
+        Settings.from_options({"redis_url": url}, environ={})
+    assert message in str(info.value)
+    assert "s3cret-pw" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://localhost/0", "rediss://u:p@h:6380", "redis://[::1]:6379/2", "unix:///r.sock"]
+)
+def test_well_formed_redis_urls_are_accepted(url: str) -> None:
+    assert Settings.from_options({"redis_url": url}, environ={}).redis_url == url
+
+
+def test_broker_wait_is_a_setting_with_a_default_and_a_range() -> None:
+    assert Settings.from_options({}, environ={}).broker_wait_seconds == 300
+    env = {"BROKER_WAIT_SECONDS": "12.5"}
+    assert Settings.from_options({}, environ=env).broker_wait_seconds == 12.5
+    assert Settings.from_options({"broker_wait_seconds": "0"}, environ={}).broker_wait_seconds == 0
+    for bad in ("-1", "soon", "86401", "nan"):
+        with pytest.raises(ConfigError, match=r"--broker-wait-seconds \(BROKER_WAIT_SECONDS\)"):
+            Settings.from_options({"broker_wait_seconds": bad}, environ={})
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "named"),
+    [
+        ("--redis-url", "redis://localhost:abc/0", "--redis-url (REDIS_URL)"),
+        ("--bootstrap-servers", "localhost:notaport", "--bootstrap-servers"),
+        ("--bootstrap-servers", ":9092", "--bootstrap-servers"),
+    ],
+)
+def test_worker_exits_2_naming_a_malformed_address(
+    option: str, value: str, named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Nothing listens at either default address here: a refusal must come before connecting.
+    assert main(["worker", option, value]) == 2
+    err = capsys.readouterr().err
+    assert named in err and value in err
+
+
+def test_worker_waits_for_an_absent_broker_then_exits_1_in_one_line() -> None:
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "worker"],
+        env={
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+            "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "BROKER_WAIT_SECONDS": "2",
+            "STATE_STORE": "memory",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    waiting = [line for line in result.stderr.splitlines() if "retrying for up to 2 s" in line]
+    assert len(waiting) == 1, result.stderr
+    assert (
+        f"--bootstrap-servers (KAFKA_BOOTSTRAP_SERVERS): no broker answers at 127.0.0.1:{port}"
+        in waiting[0]
+    )
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("lifecycle-triggers worker: error: --bootstrap-servers")
+    assert f"no broker answered at 127.0.0.1:{port} within 2 s" in last
+    # The client's own connection errors are folded into ours, not one line per attempt.
+    assert "ERROR aiokafka" not in result.stderr
+
+
+def test_the_start_up_wait_backs_off_to_a_cap() -> None:
+    delays = list(itertools.islice(backoff_delays(0.5, 5.0), 7))
+    assert delays == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+
+
+def test_a_wait_of_zero_tries_once_and_names_the_option_and_address() -> None:
+    calls: list[str] = []
+
+    async def absent(servers: str, security: object) -> None:
+        calls.append(servers)
+        raise BrokerUnavailable("Unable to bootstrap")
+
+    with pytest.raises(BrokerUnavailable) as info:
+        asyncio.run(wait_for_brokers("k:9", 0, probe=absent))
+    assert calls == ["k:9"]
+    assert str(info.value) == (
+        "--bootstrap-servers (KAFKA_BOOTSTRAP_SERVERS): no broker answered at k:9 within 0 s "
+        "(last error: Unable to bootstrap)"
+    )
+
+
+def test_the_wait_goes_on_once_a_broker_answers(caplog: pytest.LogCaptureFixture) -> None:
+    answers = iter([False, False, True])
+
+    async def late(servers: str, security: object) -> None:
+        if not next(answers):
+            raise BrokerUnavailable("Unable to bootstrap")
+
+    with caplog.at_level(logging.INFO, logger="streams.topics"):
+        asyncio.run(wait_for_brokers("k:9", 60, probe=late))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "--bootstrap-servers (KAFKA_BOOTSTRAP_SERVERS): no broker answers at k:9; "
+        "retrying for up to 60 s"
+    ]
+    assert any("a broker answers at k:9 after" in r.getMessage() for r in caplog.records)
