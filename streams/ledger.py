@@ -6,9 +6,9 @@ step: one round trip per candidate. The decision id is stored with its first res
 repeated id returns that result and changes nothing (at-least-once in, effectively-once out).
 
 Keys are ``<namespace>:{<customer_id>}:<part>``: the hash tag keeps one customer in one Redis
-Cluster slot. When Redis cannot be reached, every call raises ``LedgerUnavailable`` and nothing
-is decided: the caller pauses, retries later with the same candidates, and gets the same
-outcomes (fail closed).
+Cluster slot (``customer_keys`` says how identifiers holding a ``}`` are written). When Redis
+cannot be reached, every call raises ``LedgerUnavailable`` and nothing is decided: the caller
+pauses, retries later with the same candidates, and gets the same outcomes (fail closed).
 
 One URL setting reaches the three deployments (``streams.redis_url``): a single instance
 (``redis://``, ``rediss://``, ``unix://``), Redis Cluster (``redis+cluster://h1:p1,h2:p2``; the
@@ -55,6 +55,7 @@ from streams.decisions import Candidate, Decision
 from streams.errors import ConfigError, LifecycleError
 from streams.events import CHANNELS, CONSENT_CHANNELS, ENGAGEMENT_ACTIONS
 from streams.policy import (
+    DEFAULT_BUSINESS_UNIT,
     GLOBAL_WINDOW_7D_MS,
     GLOBAL_WINDOW_30D_MS,
     MARKETING,
@@ -74,6 +75,73 @@ KEY_PARTS = ("dec", "idx", "mk", "tr", "cmp", "st")
 CONSENT_STATUSES = {"opted_in": "in", "opted_out": "out"}
 
 T = TypeVar("T")
+
+
+# -- keys ---------------------------------------------------------------------------------------
+#
+# Customer ids and business units are free text, and a key is read back by Redis Cluster (the
+# hash tag runs from the first "{" to the next "}") and by whoever sees it. Plain text is written
+# as it is; an identifier holding its field's delimiter is percent-escaped and its field marked
+# with a "%" that the plain form can never have there:
+#
+#   customer (delimiter "}"):  <ns>:{<id>}:<part>           <ns>:%{<esc(id)>}:<part>
+#   business unit ("}"):       ...:bu:<unit>                 ...:bu%:<esc(unit)>
+#   outside contact id (":"):  x:<unit>:<contact_id>         x%:<esc(unit)>:<contact_id>
+#
+# esc() escapes "%" first, so it is injective, and leaves no "{", "}" or ":". Then:
+# - a key names one (customer, part): the namespace (no "{", "}" or ":") ends at the first ":",
+#   the tag at the first "}" after it, and what follows is the part, "bu:" and "bu%:" apart;
+# - the hash tag is the (escaped) customer id, whatever the part or business unit: every key of
+#   a customer is in that customer's slot;
+# - the plain forms are exactly the keys and ids of the release before, and only identifiers
+#   holding their delimiter changed. So a ledger written before keeps working as it is, with no
+#   migration and no second format to read, and old and new workers of a rolling deploy share
+#   every plain customer's ledger. The keys that change were ambiguous before (``V}:bu:u``'s
+#   decision hash was ``V``'s contacts of unit ``u}:dec``): the new ones never read them, and they
+#   expire with their retention (a state hash with an opt-out is kept, and then ignored).
+# Escaping every identifier (a "v2" prefix) would have changed every key, and a cluster would
+# have moved the customer ids holding ":" or spaces to other slots, out of reach of one script
+# call that could read both formats; "%" keeps ids readable ("crm:42" stays "crm:42").
+_ESCAPES = str.maketrans({c: f"%{ord(c):02X}" for c in "%{}:"})
+
+
+def _marked(text: str, delimiter: str) -> tuple[str, str]:
+    """(marker, text) for a field that ``delimiter`` would end: plain text as it is."""
+    if delimiter not in text:
+        return "", text
+    return "%", text.translate(_ESCAPES)
+
+
+def _keys(namespace: str, customer_id: str, business_unit: str) -> list[str]:
+    if not customer_id:
+        # An empty hash tag "{}" hashes the whole key: the parts would land in different slots.
+        raise ValueError("customer_id must not be empty")
+    mark, tag = _marked(customer_id, "}")
+    prefix = f"{namespace}:{mark}{{{tag}}}:"
+    mark, unit = _marked(business_unit, "}")
+    return [*(prefix + part for part in KEY_PARTS), f"{prefix}bu{mark}:{unit}"]
+
+
+def check_namespace(namespace: str) -> None:
+    """A ledger namespace: non-empty, without "{", "}" or ":" (it ends at the first ":")."""
+    if not namespace or any(c in namespace for c in "{}:"):
+        raise ValueError(f"namespace must be non-empty without '{{', '}}' or ':': {namespace!r}")
+
+
+def customer_keys(
+    namespace: str, customer_id: str, business_unit: str = DEFAULT_BUSINESS_UNIT
+) -> list[str]:
+    """A customer's ledger keys in ``namespace``, in the order the script takes them: the
+    parts of ``KEY_PARTS``, then the one counting the marketing contacts of ``business_unit``.
+    All share the customer's hash slot; different (customer, part, unit) never share a key."""
+    check_namespace(namespace)
+    return _keys(namespace, customer_id, business_unit)
+
+
+def outside_contact_id(business_unit: str, contact_id: str) -> str:
+    """The ledger's id of a contact another business unit made: one per (unit, contact id)."""
+    mark, unit = _marked(business_unit, ":")
+    return f"x{mark}:{unit}:{contact_id}"
 
 
 class LedgerUnavailable(LifecycleError):
@@ -300,10 +368,7 @@ class ContactLedger:
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1_000,
     ) -> None:
-        if not namespace or any(c in namespace for c in "{}:"):
-            raise ValueError(
-                f"namespace must be non-empty without '{{', '}}' or ':': {namespace!r}"
-            )
+        check_namespace(namespace)
         self.policy = policy
         self.namespace = namespace
         self.wait_replicas = wait_replicas
@@ -342,10 +407,9 @@ class ContactLedger:
 
     def keys(self, customer_id: str, business_unit: str | None = None) -> list[str]:
         """The customer's keys, in the order the script expects them; the last one counts the
-        marketing contacts of ``business_unit`` (default: ``policy.business_unit``)."""
-        prefix = f"{self.namespace}:{{{customer_id}}}:"
-        unit = business_unit or self.policy.business_unit
-        return [*(prefix + part for part in KEY_PARTS), f"{prefix}bu:{unit}"]
+        marketing contacts of ``business_unit`` (default: ``policy.business_unit``); see
+        ``customer_keys``."""
+        return _keys(self.namespace, customer_id, business_unit or self.policy.business_unit)
 
     async def _guard(self, call: Callable[[], Awaitable[T]]) -> T:
         """Run one Redis call; every way of not reaching Redis becomes ``LedgerUnavailable``."""
@@ -493,6 +557,8 @@ class ContactLedger:
         for channel in channels:
             if channel not in caps.channels:
                 raise ValueError(f"{candidate.trigger}: unknown channel {channel!r}")
+        if "|" in candidate.trigger:  # the script counts a trigger's marks by "<trigger>|"
+            raise ValueError(f"trigger name must not contain '|': {candidate.trigger!r}")
         args = self._base_args("decide", now_ms)
         args += [
             candidate.decision_id,
@@ -580,7 +646,7 @@ class ContactLedger:
             check_business_unit("business_unit", business_unit)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
-        key = f"x:{business_unit}:{contact_id}"
+        key = outside_contact_id(business_unit, contact_id)
         args = [*self._base_args("outside", at_ms), key, channel, category, business_unit]
         return bool(await self._run(customer_id, args, business_unit))
 

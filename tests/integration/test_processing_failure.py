@@ -16,7 +16,7 @@ import orjson
 import redis
 
 from streams.devstack import DevStack
-from streams.ledger import KEY_PARTS
+from streams.ledger import customer_keys
 from streams.scenarios import all_scenarios
 from tests.integration.test_triggers_live import START_MS, _expected, _produce, _records, _start
 from tests.support import consume, decision_id, run, unique_topics
@@ -33,8 +33,8 @@ def test_a_ledger_error_stops_the_worker_and_a_restart_decides_everything(
     topics = unique_topics("poison")
     app_id = f"poison-{tag}"
     r = redis.Redis(port=dev_stack.redis.port)
-    contacts = f"{app_id}:{{{victim}}}:{KEY_PARTS[0]}"
-    r.set(contacts, "not a sorted set")
+    poisoned = customer_keys(app_id, victim)[0]  # the decision hash
+    r.set(poisoned, "not a hash")
     worker = _start(dev_stack, tmp_path, topics, app_id)
     try:
         run(_produce(dev_stack.bootstrap_servers, topics, _records(scenarios, tag)))
@@ -46,7 +46,7 @@ def test_a_ledger_error_stops_the_worker_and_a_restart_decides_everything(
     log = worker.log_text()
     assert "WRONGTYPE" in log, log[-3000:]
 
-    r.delete(contacts)
+    r.delete(poisoned)
     again = _start(dev_stack, tmp_path, topics, app_id)
     try:
         published = run(

@@ -545,3 +545,39 @@ def test_a_cluster_node_behind_a_plain_url_says_so(tmp_path: Path) -> None:
     finally:
         for server in servers:
             server.stop(kill=True)
+
+
+def test_customers_whose_ids_hold_braces_keep_to_their_own_slot(tmp_path: Path) -> None:
+    """On a real cluster: customer ``V`` (business unit ``u}:dec``) and customer ``V}:bu:u``
+    shared a slot and a key under the old layout (WRONGTYPE); ids with braces, colons and
+    spaces now each get one slot for all their keys (a key outside it would be refused with
+    CROSSSLOT) and a ledger of their own."""
+    cluster = LocalCluster(tmp_path)
+    try:
+        cluster.start()
+        tag = uuid.uuid4().hex[:6]
+        people = {
+            f"V{tag}": "u}:dec",
+            f"V{tag}}}:bu:u": "cards",
+            f"{{{tag}}} x:y": "a b}{",
+            f"{tag}}}": "}",
+        }
+        admin = _admin(cluster.servers[0].port)
+
+        async def main() -> None:
+            async with ContactLedger(cluster.url, NO_HOLDOUT, f"ns{tag}") as ledger:
+                for customer, unit in people.items():
+                    (d,) = await ledger.decide([_cand(customer, 0)], _now(0), None, unit)
+                    assert (d.outcome, d.details["global_7d"]["count"]) == ("contact", 0)
+                    await ledger.record_consent(customer, "sms", "opted_out", _now(0) + 1)
+                for customer, unit in people.items():
+                    keys = ledger.keys(customer, unit)
+                    slots = {int(admin.execute_command("CLUSTER KEYSLOT", k)) for k in keys}
+                    assert len(slots) == 1, (customer, keys)
+                    shown = await ledger.show(customer, _now(0) + 2)
+                    assert len(shown["history"]) == 1, customer
+                    assert shown["opted_out"] == ["sms"], customer
+
+        asyncio.run(main())
+    finally:
+        cluster.stop()
