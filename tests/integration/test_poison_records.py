@@ -26,7 +26,8 @@ from aiokafka import AIOKafkaProducer
 
 from streams.devstack import DevStack
 from streams.scenarios import all_scenarios
-from streams.topics import TopicNames
+from streams.timeutil import format_ms
+from streams.topics import TopicNames, ensure_topics
 from tests.integration.test_triggers_live import (
     POLICY,
     START_MS,
@@ -163,3 +164,129 @@ def test_poison_records_are_dead_lettered_and_every_partition_moves_on(
             assert encoded <= LIMIT, (position, field, encoded)
             assert letter[f"{field}_truncated"] is (len(cut) < len(original)), (position, field)
         assert letter["value_truncated"] or letter["key_truncated"], position
+
+
+async def _plant_corrupt_state(bootstrap: str, app_id: str, customers: list[str]) -> None:
+    """Write records the worker cannot read into its customers table's changelog, as an
+    incompatible version or a damaged changelog would leave them: the worker restores them at
+    start. Keyed like the input (the default partitioner), so each lands on its customer's
+    partition."""
+    changelog = f"{app_id}-customers-changelog"
+    await ensure_topics(bootstrap, (changelog,), PARTITIONS, 1)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for customer in customers:
+            await producer.send_and_wait(
+                changelog, b"\x00not a customer record", key=customer.encode()
+            )
+    finally:
+        await producer.stop()
+
+
+def test_a_record_whose_processing_fails_is_dead_lettered_and_the_rest_decided(
+    dev_stack: DevStack, tmp_path: Path
+) -> None:
+    """Given a customer whose stored record cannot be read, when the planted scenarios arrive,
+    then that customer's events are dead-lettered with ``processing_error`` and the error,
+    every other planted decision is published, and the worker stays up."""
+    tag = uuid.uuid4().hex[:8]
+    scenarios = all_scenarios(START_MS, prefix=f"failing-{tag}")
+    victim = next(s for s in scenarios if s.expected)
+    expected = _expected([s for s in scenarios if s is not victim])
+    topics = unique_topics("failing")
+    app_id = f"failing-{tag}"
+    run(_plant_corrupt_state(dev_stack.bootstrap_servers, app_id, [victim.customer_id]))
+    config = write_config(tmp_path / "config.yaml", topics, POLICY)
+    worker = WorkerProcess(
+        dev_stack, config, app_id, tmp_path / "state", partitions=PARTITIONS
+    ).start()
+    try:
+        worker.wait_ready()
+        run(_produce(dev_stack.bootstrap_servers, topics, [], _records(scenarios, tag)))
+        published = _decisions(
+            run(
+                consume(
+                    dev_stack.bootstrap_servers,
+                    topics.contact_decisions,
+                    until=sum(expected.values()),
+                    timeout=90,
+                    settle=3,
+                )
+            )
+        )
+        dead = run(
+            consume(
+                dev_stack.bootstrap_servers,
+                topics.dead_letters,
+                until=len(victim.events),
+                settle=1,
+            )
+        )
+        assert worker.proc is not None and worker.proc.poll() is None, "the worker stopped"
+        counted = sum(
+            worker.metric("lifecycle_dead_letters_total", topic=t, reason="processing_error")
+            for t in topics.inputs
+        )
+    finally:
+        code = worker.stop()
+    assert code == 0, worker.log_text()[-3000:]
+    got = collections.Counter((d["customer_id"], d["trigger"]) for d in published)
+    assert got == expected, f"missing {dict(expected - got)}, unexpected {dict(got - expected)}"
+    letters = [orjson.loads(r.value) for r in dead]
+    assert len(letters) == len(victim.events) == counted
+    by_id = {orjson.loads(letter["value"])["event_id"]: letter for letter in letters}
+    assert set(by_id) == {e["event_id"] for e in victim.events}
+    for letter in letters:
+        assert letter["error_code"] == "processing_error"
+        assert "JSONDecodeError" in letter["error"], letter["error"]
+        assert letter["key"] == victim.customer_id
+    assert "processing failed" in worker.log_text()
+
+
+def test_many_records_failing_processing_stop_the_worker(
+    dev_stack: DevStack, tmp_path: Path
+) -> None:
+    """Given customers whose stored records cannot be read, when only their events arrive,
+    then the worker dead-letters no more than half of the last 100 records (the default
+    stream.processing_error_max_share and window) and stops with an ERROR naming the share,
+    instead of dead-lettering the whole stream."""
+    tag = uuid.uuid4().hex[:8]
+    customers = [f"broken-{tag}-{i}" for i in range(8)]
+    topics = unique_topics("broken")
+    app_id = f"broken-{tag}"
+    run(_plant_corrupt_state(dev_stack.bootstrap_servers, app_id, customers))
+    config = write_config(tmp_path / "config.yaml", topics, POLICY)
+    worker = WorkerProcess(
+        dev_stack, config, app_id, tmp_path / "state", partitions=PARTITIONS
+    ).start()
+    records = [
+        (
+            "usage",
+            None,
+            customer,
+            orjson.dumps(
+                {
+                    "event_id": f"{customer}-{n}",
+                    "customer_id": customer,
+                    "type": "profile",
+                    "occurred_at": format_ms(START_MS + n * 60_000),
+                }
+            ),
+        )
+        for n in range(15)
+        for customer in customers
+    ]
+    try:
+        worker.wait_ready()
+        run(_produce(dev_stack.bootstrap_servers, topics, [], records))
+        assert worker.proc is not None
+        code = worker.proc.wait(timeout=60)
+    finally:
+        worker.stop()
+    assert code != 0
+    log = worker.log_text()
+    assert "51 of the last 100 records failed processing" in log, log[-3000:]
+    assert "stream.processing_error_max_share 0.5" in log
+    dead = run(consume(dev_stack.bootstrap_servers, topics.dead_letters, until=51, timeout=5))
+    assert len(dead) <= 50
