@@ -438,10 +438,12 @@ def build_worker(
                 metrics.order_forced.labels("buffer_full").inc(merger.forced - forced)
             for tp, offset, typed, r in ready:
                 if typed is not None:  # else a dead letter, already published
-                    where = Position(tp.topic, partition, offset)
-                    rejected = apply(kind_of(tp.topic), where, typed, r.key, r.value)
+                    topic = tp.topic
+                    rejected = apply(
+                        kind_of(topic), topic, partition, offset, typed, r.key, r.value
+                    )
                     if rejected is not None:
-                        failed.append((rejected, where))
+                        failed.append((rejected, Position(topic, partition, offset)))
                     apply_time(partition)
                 done.append((tp, offset))
             if partition in ticked and wall_clock:

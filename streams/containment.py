@@ -184,18 +184,20 @@ class Contained:
     def apply(
         self,
         kind: str,
-        where: Position,
+        topic: str,
+        partition: int,
+        offset: int,
         event: Event,
         key: bytes | None,
         value: bytes | None,
     ) -> Rejected | None:
-        """Apply ``event`` (the record ``key``/``value`` at ``where``); the dead letter for it
-        if its processing raised, else None. Raises ``ProcessingErrorsExceeded`` when too many
-        of the last records failed."""
+        """Apply ``event`` (the record ``key``/``value`` at ``topic[partition]@offset``); the
+        dead letter for it if its processing raised, else None. Raises
+        ``ProcessingErrorsExceeded`` when too many of the last records failed."""
         try:
-            self._step(kind, where.partition, where.offset, event)
+            self._step(kind, partition, offset, event)
         except Exception as exc:
-            return self._failed(kind, where, key, value, exc)
+            return self._failed(kind, Position(topic, partition, offset), key, value, exc)
         self.share.note(False)
         return None
 

@@ -178,8 +178,7 @@ def test_a_failing_event_leaves_the_processor_as_it_was(where: str) -> None:
         core.planted = {"e2"}
         failed = []
         for offset, event in events:
-            where_ = Position(TOPIC, 0, offset)
-            rejected = contained.apply("usage", where_, event, b"c1", b"raw bytes")
+            rejected = contained.apply("usage", TOPIC, 0, offset, event, b"c1", b"raw bytes")
             if rejected is not None:
                 failed.append(orjson.loads(rejected.value))
             processor.apply_time_nowait(0)
@@ -213,14 +212,12 @@ def test_a_run_of_failures_stops_instead_of_dead_lettering_the_stream(
         # One failure in ten, for long: under the share.
         for i in range(50):
             eid = "bad0" if i % 10 == 0 else f"ok{i}"
-            contained.apply("usage", Position(TOPIC, 0, i), _visit(eid, 1_000 + i), None, b"v")
+            contained.apply("usage", TOPIC, 0, i, _visit(eid, 1_000 + i), None, b"v")
         # Then the third failure within ten records: over 0.2 of the window.
         for i in range(50, 52):
-            assert contained.apply(
-                "usage", Position(TOPIC, 0, i), _visit(f"bad{i % 10}", 2_000), None, b"v"
-            )
+            assert contained.apply("usage", TOPIC, 0, i, _visit(f"bad{i % 10}", 2_000), None, b"v")
         with pytest.raises(ProcessingErrorsExceeded) as stopped:
-            contained.apply("usage", Position(TOPIC, 0, 52), _visit("bad3", 2_000), None, b"v")
+            contained.apply("usage", TOPIC, 0, 52, _visit("bad3", 2_000), None, b"v")
         assert "3 of the last 10 records failed" in str(stopped.value)
         assert "stream.processing_error_max_share 0.2" in str(stopped.value)
         assert f"{TOPIC}[0]@52" in str(stopped.value)
