@@ -28,6 +28,7 @@ from streams import fastpath, tansu
 from streams.changelog_repair import repair_changelogs
 from streams.clock import Clock
 from streams.config import PRODUCER_MAX_REQUEST_BYTES
+from streams.containment import Contained, DeadLetterOut, Position
 from streams.core_adapter import build_core
 from streams.decisions import Decision
 from streams.errors import BrokerUnavailable, ConfigError, ReplacedLogError
@@ -201,6 +202,7 @@ def build_worker(
         Decoder(stream_conf["max_message_bytes"], stream_conf["max_future_seconds"]),
         metrics,
         wall_ms,
+        stream_conf["dead_letter_max_value_bytes"],
     )
     wall_clock = settings.clock == "wall"
     ticks = ticks_topic_name(settings)
@@ -254,6 +256,19 @@ def build_worker(
         metrics,
         quiet_hours=policy.quiet_hours,
     )
+    # Poison records are contained (streams/containment.py): a record that fails processing
+    # is dead-lettered, and a dead letter that can never be sent is skipped, counted.
+    contained = Contained(
+        processor.step_event_nowait,
+        metrics,
+        wall_ms,
+        stream_conf["processing_error_max_share"],
+        stream_conf["processing_error_window"],
+        stream_conf["dead_letter_max_value_bytes"],
+    )
+    dead_letter_out = DeadLetterOut(
+        lambda key, value: dead_letters.send(key=key, value=value), metrics
+    )
     redis_ok = {"value": False}
 
     if isinstance(gate, LedgerGate):
@@ -276,8 +291,9 @@ def build_worker(
         "assigned_wall": wall_ms(),
         "seeks": None,
     }
-    # Items: (topic-partition, offset, the event; None for a dead letter, acked in its turn).
-    merger: EventTimeMerger[tuple[TP, int, Event | None]] = EventTimeMerger(
+    # Items: (topic-partition, offset, the event; None for a dead letter, acked in its turn;
+    # the record, for a dead letter should its processing fail).
+    merger: EventTimeMerger[tuple[TP, int, Event | None, Any]] = EventTimeMerger(
         topics.inputs, wait_unknown_ms=stream_conf["max_order_wait_ms"]
     )
     order_grace_ms = int(stream_conf["order_grace_ms"])
@@ -442,7 +458,8 @@ def build_worker(
             # moment the worker processes again after an assignment.
             metrics.recovery_seconds.set(time.monotonic() - owned["assigned_at"])
         now = wall_ms()
-        apply_event, kind_of = processor.apply_event_nowait, topics.kind_of
+        apply, apply_time, kind_of = contained.apply, processor.apply_time_nowait, topics.kind_of
+        failed: list[tuple[Rejected, Position]] = []
         done: list[tuple[TP, int]] = []
         touched: set[int] = set()
         ticked: set[int] = set()
@@ -462,15 +479,15 @@ def build_worker(
             for r in records:
                 result = ingest.accept(topic, partition, r.offset, r.key, r.value)
                 if isinstance(result, Rejected):
-                    await dead_letters.send(key=result.key, value=result.value)
+                    await dead_letter_out.send(result, Position(topic, partition, r.offset))
                     # Acked in its topic-partition's offset order, behind the records the merge
                     # still holds: Faust commits up to the first gap it sees in the acked
                     # offsets, and does not check the gap before the first of them (on a fresh
                     # partition, or one offset wide), so an early ack could commit past them.
-                    merger.add(partition, topic, DEAD_LETTER_TIME, came, (tp, r.offset, None))
+                    merger.add(partition, topic, DEAD_LETTER_TIME, came, (tp, r.offset, None, None))
                 else:
                     merger.add(
-                        partition, topic, result.occurred_at_ms, came, (tp, r.offset, result)
+                        partition, topic, result.occurred_at_ms, came, (tp, r.offset, result, r)
                     )
             last_seen[(topic, partition)] = records[-1].offset
             last_delivery[(topic, partition)] = now
@@ -480,17 +497,24 @@ def build_worker(
             ready = merger.release(partition, wall_ms(), pending_for(partition))
             if merger.forced > forced:
                 metrics.order_forced.labels("buffer_full").inc(merger.forced - forced)
-            for tp, offset, typed in ready:
-                if typed is None:  # a dead letter, already published
-                    done.append((tp, offset))
-                    continue
-                apply_event(kind_of(tp.topic), partition, offset, typed)
+            for tp, offset, typed, r in ready:
+                if typed is not None:  # else a dead letter, already published
+                    topic = tp.topic
+                    rejected = apply(
+                        kind_of(topic), topic, partition, offset, typed, r.key, r.value
+                    )
+                    if rejected is not None:
+                        failed.append((rejected, Position(topic, partition, offset)))
+                    apply_time(partition)
                 done.append((tp, offset))
             if partition in ticked and wall_clock:
                 enter(partition)
                 processor.apply_time_nowait(partition)
 
         sealed = processor.seal()
+        for rejected, where in failed:
+            await dead_letter_out.send(rejected, where)
+        letters = dead_letter_out.seal()
 
         def write_to(partition: int) -> bool:
             if consumer.epoch != epoch or consumer.seeks != seeks:
@@ -506,6 +530,7 @@ def build_worker(
             # out even if a rebalance starts now.
             producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
             await fastpath.send_in_order(producer, changelogs[0], changelogs[1:])
+            await dead_letter_out.settle(letters)
             if consumer.epoch != epoch or consumer.seeks != seeks:
                 abandon("rebalance" if consumer.epoch != epoch else "seek")
                 return

@@ -19,6 +19,7 @@ import yaml
 
 from streams.errors import ConfigError
 from streams.events import CHANNELS
+from streams.ingest import DEAD_LETTER_MAX_VALUE_BYTES_LIMIT
 from streams.log_identity import ON_REPLACED
 from streams.policy import check_business_unit
 
@@ -87,6 +88,15 @@ DEFAULTS: dict[str, Any] = {
         # What a replaced input log or changelog does (streams/log_identity.py): reset keeps the
         # customer state and applies the new log's events; fail stops the worker.
         "on_replaced_log": "reset",
+        # A dead letter's copies of the record's key and value are cut to this many bytes of
+        # JSON text each (their length and SHA-256 are kept): any record's dead letter fits the
+        # producer's request limit.
+        "dead_letter_max_value_bytes": 65_536,
+        # An exception while processing a record dead-letters it (processing_error); more
+        # than this share of failures among the last processing_error_window records is a
+        # fault of the processor, and the worker stops.
+        "processing_error_max_share": 0.5,
+        "processing_error_window": 100,
     },
     "triggers": {
         "savings_drop_to_checking": dict(_SAVINGS_DROP),
@@ -207,15 +217,6 @@ def _fraction(path: str, v: Any) -> None:
         raise ConfigError(f"{path}: must be between 0 and 1, got {v!r}")
 
 
-def _message_bytes(path: str, v: Any) -> None:
-    if not 0 < v <= MAX_MESSAGE_BYTES_LIMIT:
-        raise ConfigError(
-            f"{path}: must be between 1 and {MAX_MESSAGE_BYTES_LIMIT} bytes (a dead letter "
-            f"carries the record's value, and the producer sends at most "
-            f"{PRODUCER_MAX_REQUEST_BYTES} bytes a request), got {v!r}"
-        )
-
-
 def _topic(path: str, v: Any) -> None:
     if not _NAME.match(v):
         raise ConfigError(f"{path}: {v!r} is not a valid Kafka topic name")
@@ -251,6 +252,24 @@ def _days_list(path: str, v: Any) -> None:
         raise ConfigError(f"{path}: must be a non-empty list of whole days > 0, got {v!r}")
 
 
+def _message_bytes(path: str, v: Any) -> None:
+    if not 0 < v <= MAX_MESSAGE_BYTES_LIMIT:
+        raise ConfigError(
+            f"{path}: must be between 1 and {MAX_MESSAGE_BYTES_LIMIT} bytes (an accepted record "
+            f"must fit what the producer sends in one request, {PRODUCER_MAX_REQUEST_BYTES} "
+            f"bytes, with room to spare), got {v!r}"
+        )
+
+
+def _dead_letter_bytes(path: str, v: Any) -> None:
+    if not 1 <= v <= DEAD_LETTER_MAX_VALUE_BYTES_LIMIT:
+        raise ConfigError(
+            f"{path}: must be 1 to {DEAD_LETTER_MAX_VALUE_BYTES_LIMIT} bytes (a dead letter "
+            f"carries the key twice and the value, under the producer's 1,000,000-byte request "
+            f"limit), got {v!r}"
+        )
+
+
 def _one_of(allowed: tuple[str, ...]) -> Callable[[str, Any], None]:
     def check(path: str, v: Any) -> None:
         if v not in allowed:
@@ -265,6 +284,8 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "drop_fraction": _fraction,
     "match_fraction": _fraction,
     "paid_in_full_share": _fraction,
+    "processing_error_max_share": _fraction,
+    "dead_letter_max_value_bytes": _dead_letter_bytes,
     "priorities": _non_negative,
     "start": _clock_time,
     "end": _clock_time,

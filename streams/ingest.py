@@ -10,6 +10,7 @@ clock) are checked here too.
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -35,6 +36,16 @@ _TIMEZONE = re.compile(TIMEZONE_PATTERN, re.ASCII)
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
 DEFAULT_MAX_FUTURE_SECONDS = 86_400
+# A dead letter's copy of the original key and of the value is cut to this many bytes of its
+# JSON text (stream.dead_letter_max_value_bytes).
+DEFAULT_DEAD_LETTER_MAX_VALUE_BYTES = 64 * 1024
+# The largest bound the configuration takes: a dead letter carries the key twice (as the
+# record's key and in its "key" field) and the value once, each cut to the bound, plus the
+# error and its position; all of it must fit the producer's request limit (Faust's
+# producer_max_request_size, 1,000,000 bytes).
+DEAD_LETTER_MAX_VALUE_BYTES_LIMIT = 256 * 1024
+# An error text longer than this is cut (an exception's message may quote anything).
+DEAD_LETTER_MAX_ERROR_CHARS = 1_000
 
 
 # --- field checks: each returns the typed value or raises InvalidEvent ------------------
@@ -328,11 +339,45 @@ class Decoder:
         return event
 
 
-def _text_or_base64(raw: bytes) -> tuple[str, bool]:
+def _json_text_bytes(text: str) -> int:
+    """The bytes ``text`` takes inside a JSON string (escapes included, quotes not)."""
+    return len(orjson.dumps(text)) - 2
+
+
+def _bounded(raw: bytes, limit: int) -> tuple[str, bool, bool]:
+    """``raw`` as dead-letter text: (text, whether base64, whether cut).
+
+    UTF-8 becomes text, anything else base64; either is cut to the longest prefix of ``raw``
+    whose JSON encoding takes at most ``limit`` bytes. Escapes make JSON text up to six times
+    the UTF-8 bytes (a control character is ``\\u0001``), base64 is 4/3 of them.
+    """
     try:
-        return raw.decode("utf-8"), False
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return base64.b64encode(raw).decode("ascii"), True
+        if 4 * ((len(raw) + 2) // 3) <= limit:
+            return base64.b64encode(raw).decode("ascii"), True, False
+        kept = raw[: limit // 4 * 3]
+        return base64.b64encode(kept).decode("ascii"), True, True
+    # JSON text is never shorter than the UTF-8 bytes (orjson writes non-ASCII as is).
+    if len(raw) <= limit and _json_text_bytes(text) <= limit:
+        return text, False, False
+    # Every character takes at least one byte: the longest prefix that fits has at most
+    # ``limit`` characters. Binary search on it (only ever done for an oversized record).
+    low, high = 0, min(len(text), limit)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _json_text_bytes(text[:middle]) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low], False, True
+
+
+def bounded_key(
+    key: bytes | None, limit: int = DEFAULT_DEAD_LETTER_MAX_VALUE_BYTES
+) -> bytes | None:
+    """A dead letter's record key: the original key, cut to ``limit`` bytes when longer."""
+    return key if key is None or len(key) <= limit else key[:limit]
 
 
 def dead_letter(
@@ -344,24 +389,35 @@ def dead_letter(
     value: bytes | None,
     error: InvalidEvent,
     received_at_ms: int,
+    max_value_bytes: int = DEFAULT_DEAD_LETTER_MAX_VALUE_BYTES,
 ) -> bytes:
-    """The contract's dead-letter record (JSON bytes) for a rejected input record."""
+    """The contract's dead-letter record (JSON bytes) for a rejected input record.
+
+    The copies of the key and the value are each cut to ``max_value_bytes`` of JSON text, so
+    a dead letter always fits the producer's request limit whatever the record held; their
+    original length (``*_bytes``) and SHA-256 (``*_sha256``) are kept, and ``*_truncated``
+    says whether the copy is whole. The original is on the input topic at its position.
+    """
+    message = error.message
+    if len(message) > DEAD_LETTER_MAX_ERROR_CHARS:
+        message = message[: DEAD_LETTER_MAX_ERROR_CHARS - 3] + "..."
     record: dict[str, Any] = {
         "source_topic": source_topic,
         "partition": partition,
         "offset": offset,
         "key": None,
         "value": None,
-        "error": error.message,
+        "error": message,
         "error_code": error.code,
         "received_at": format_ms(received_at_ms),
     }
-    if key is not None:
-        record["key"], encoded = _text_or_base64(key)
+    for name, raw in (("key", key), ("value", value)):
+        if raw is None:
+            continue
+        record[name], encoded, truncated = _bounded(raw, max_value_bytes)
         if encoded:
-            record["key_encoding"] = "base64"
-    if value is not None:
-        record["value"], encoded = _text_or_base64(value)
-        if encoded:
-            record["value_encoding"] = "base64"
+            record[f"{name}_encoding"] = "base64"
+        record[f"{name}_bytes"] = len(raw)
+        record[f"{name}_sha256"] = hashlib.sha256(raw).hexdigest()
+        record[f"{name}_truncated"] = truncated
     return orjson.dumps(record)

@@ -60,6 +60,13 @@ class Metrics:
             ["topic", "reason"],
             registry=r,
         )
+        self.dead_letters_unsendable = Counter(
+            "lifecycle_dead_letters_unsendable_total",
+            "Dead letters the producer or the broker refused for their content (too large, "
+            "invalid): logged at ERROR and skipped, by source topic.",
+            ["topic"],
+            registry=r,
+        )
         self.events_replayed = Counter(
             "lifecycle_events_replayed_total",
             "Input events skipped because the customer's record already holds them (replays).",

@@ -12,7 +12,12 @@ from dataclasses import dataclass
 
 from streams.errors import InvalidEvent
 from streams.events import Event
-from streams.ingest import Decoder, dead_letter
+from streams.ingest import (
+    DEFAULT_DEAD_LETTER_MAX_VALUE_BYTES,
+    Decoder,
+    bounded_key,
+    dead_letter,
+)
 from streams.metrics import Children, Metrics
 from streams.topics import TopicNames
 
@@ -21,7 +26,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A record that goes to the dead-letter topic: its original key and the dead letter."""
+    """A record that goes to the dead-letter topic: its original key (cut like the dead
+    letter's copy of it when longer) and the dead letter."""
 
     key: bytes | None
     value: bytes
@@ -37,11 +43,13 @@ class Ingest:
         decoder: Decoder,
         metrics: Metrics,
         wall_ms: Callable[[], int],
+        dead_letter_max_value_bytes: int = DEFAULT_DEAD_LETTER_MAX_VALUE_BYTES,
     ) -> None:
         self._topics = topics
         self._decoder = decoder
         self._metrics = metrics
         self._wall_ms = wall_ms
+        self._max_value_bytes = dead_letter_max_value_bytes
         self._consumed = Children(metrics.events_consumed)
 
     def accept(
@@ -61,7 +69,8 @@ class Ingest:
                 value=value,
                 error=exc,
                 received_at_ms=now,
+                max_value_bytes=self._max_value_bytes,
             )
-            return Rejected(key, record, exc)
+            return Rejected(bounded_key(key, self._max_value_bytes), record, exc)
         self._consumed(topic, event.type).inc()
         return event

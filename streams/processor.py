@@ -321,6 +321,18 @@ class Processor:
     def apply_event_nowait(self, kind: str, partition: int, offset: int, event: Event) -> None:
         """``apply_event`` without a coroutine per event (the batch path's): applying never
         waits; the ledger work it starts runs as tasks once the caller yields."""
+        self.step_event_nowait(kind, partition, offset, event)
+        self.apply_time_nowait(partition)
+
+    def step_event_nowait(self, kind: str, partition: int, offset: int, event: Event) -> None:
+        """Apply one input event to its customer's record, without firing the partition's due
+        items (``apply_time_nowait`` does that).
+
+        All or nothing: whatever can fail (loading the record, the core's step, quiet hours,
+        encoding the record) runs before anything changes. If it raises, the processor is as
+        it was: the stream time has not moved, no ledger work was started and no write is
+        pending, so the caller can dead-letter the event and go on.
+        """
         key = event.customer_id.encode()
         # Offsets are compared and stored counted from the partition's base: a replaced log's
         # events then lie above every offset applied from the log before it.
@@ -329,35 +341,52 @@ class Processor:
             marks = self.log_marks(partition)
         offset += marks.base.get(kind, 0)
         clock = self._clock
-        if clock.is_event_time and clock.observe(partition, event.occurred_at_ms):
-            self._clock_dirty.add(partition)
-        now = clock.now(partition)
-        assert now is not None  # noqa: S101 - observed just above in event mode
+        occurred = event.occurred_at_ms
+        if clock.is_event_time:
+            # The stream time this event moves to; observed once the event is applied.
+            stream_time = clock.stream_time(partition)
+            now = occurred if stream_time is None or occurred > stream_time else stream_time
+        else:
+            wall_now = clock.now(partition)
+            assert wall_now is not None  # noqa: S101 - the wall clock always has a time
+            now = wall_now
+        core = self._core
         raw = self._customers.get(key)
-        if raw is None:
-            self._state_records(str(partition)).inc()
-        state = None if raw is None else self._core.load(raw)
+        state = None if raw is None else core.load(raw)
         durable_due = self.due_index.get(partition, key)
-        if state is not None and self._core.applied_offset(state, kind) >= offset:
+        if state is not None and core.applied_offset(state, kind) >= offset:
             # A replay after a crash or rebalance: the record already holds this event, and
             # its decisions were acknowledged before the record was written.
+            due = core.next_due_ms(state)
             self._metrics.events_replayed.labels(kind).inc()
-            self._index(partition, key, state, durable_due)
-        else:
-            new_state, candidates, duplicate = self._core.step(state, event, now)
-            if duplicate:
-                self._metrics.events_duplicate.labels(kind).inc()
-            new_state = self._core.with_applied_offset(new_state, kind, offset)
-            if offset > marks.applied.get(kind, -1):
-                marks.applied[kind] = offset
-                self._marks_dirty.add(partition)
-            candidates, recipient = self._prepare(candidates, now, new_state)
-            if self._gate_wants(event) or candidates:
-                work = self._ledger_work(self._unacked, event, candidates, now, recipient)
-                self._chain(key, work)
-            self._customers.put(partition, key, self._core.dump(new_state))
-            self._index(partition, key, new_state, durable_due)
-        self.apply_time_nowait(partition)
+            self._observe(partition, occurred)
+            self._set_due(partition, key, due, durable_due)
+            return
+        new_state, candidates, duplicate = core.step(state, event, now)
+        new_state = core.with_applied_offset(new_state, kind, offset)
+        fired = candidates
+        candidates, recipient, deferred = self._prepare(candidates, now, new_state)
+        dumped = core.dump(new_state)
+        due = core.next_due_ms(new_state)
+        # Nothing below raises on a record's content: the event is applied from here on.
+        self._observe(partition, occurred)
+        if offset > marks.applied.get(kind, -1):
+            marks.applied[kind] = offset
+            self._marks_dirty.add(partition)
+        if raw is None:
+            self._state_records(str(partition)).inc()
+        if duplicate:
+            self._metrics.events_duplicate.labels(kind).inc()
+        self._count(fired, deferred)
+        if self._gate_wants(event) or candidates:
+            work = self._ledger_work(self._unacked, event, candidates, now, recipient)
+            self._chain(key, work)
+        self._customers.put(partition, key, dumped)
+        self._set_due(partition, key, due, durable_due)
+
+    def _observe(self, partition: int, occurred_at_ms: int) -> None:
+        if self._clock.is_event_time and self._clock.observe(partition, occurred_at_ms):
+            self._clock_dirty.add(partition)
 
     async def apply_time(self, partition: int) -> None:
         """Fire every due item of ``partition`` whose time has come (now >= due)."""
@@ -384,7 +413,9 @@ class Processor:
                 continue
             state, candidates = self._core.advance(state, now)
             deferred = self._core.take_deferred(state, now)
-            candidates, recipient = self._prepare(candidates, now, state)
+            fired = candidates
+            candidates, recipient, held = self._prepare(candidates, now, state)
+            self._count(fired, held)
             if candidates or deferred:
                 work = self._ledger_work(self._unacked, None, candidates, now, recipient, deferred)
                 self._chain(key, work)
@@ -456,19 +487,26 @@ class Processor:
 
     def _prepare(
         self, candidates: list[Candidate], now: int, state: Any
-    ) -> tuple[list[Candidate], Recipient]:
-        """Count the candidates that fired now, keep those that fall in the customer's quiet
-        hours in ``state`` (deferred), and say who the rest are decided for."""
-        for candidate in candidates:
-            self._triggers_fired(candidate.trigger).inc()
+    ) -> tuple[list[Candidate], Recipient, list[Candidate]]:
+        """Keep the candidates that fall in the customer's quiet hours in ``state`` (deferred),
+        and say who the rest are decided for: (the rest, the recipient, the deferred)."""
         quiet: frozenset[str] = frozenset()
+        deferred: list[Candidate] = []
         if self._quiet is not None and candidates:
             until = self._quiet.quiet_until(now, self._core.timezone(state))
             if until is not None:
                 quiet = self._quiet.channels
-                candidates = self._defer(candidates, now, state, quiet, until)
+                candidates, deferred = self._defer(candidates, now, state, quiet, until)
         segment, unit = self._core.segment(state), self._core.business_unit(state)
-        return candidates, Recipient(segment, unit, quiet)
+        return candidates, Recipient(segment, unit, quiet), deferred
+
+    def _count(self, fired: list[Candidate], deferred: list[Candidate]) -> None:
+        """Count the candidates that fired now and those held for the end of quiet hours."""
+        for candidate in fired:
+            self._triggers_fired(candidate.trigger).inc()
+        for candidate in deferred:
+            self._metrics.decisions_deferred.labels(candidate.trigger).inc()
+            log.debug("deferred %s of %s", candidate.trigger, candidate.customer_id)
 
     async def _ledger_work(
         self,
@@ -498,18 +536,17 @@ class Processor:
 
     def _defer(
         self, candidates: list[Candidate], now: int, state: Any, quiet: frozenset[str], until: int
-    ) -> list[Candidate]:
+    ) -> tuple[list[Candidate], list[Candidate]]:
         """Keep marketing candidates on a ``quiet`` channel in ``state`` until ``until`` (the
-        end of the customer's quiet hours); return the rest. Service is never deferred."""
-        kept = []
+        end of the customer's quiet hours); (the rest, the kept). Service is never deferred."""
+        kept, deferred = [], []
         for c in candidates:
             if c.category != MARKETING or c.channel not in quiet:
                 kept.append(c)
             else:
                 self._core.defer(state, c, until, now)
-                self._metrics.decisions_deferred.labels(c.trigger).inc()
-                log.debug("deferred %s of %s until %d", c.trigger, c.customer_id, until)
-        return kept
+                deferred.append(c)
+        return kept, deferred
 
     def _chain(self, key: bytes, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` after the customer's earlier ledger work, concurrently with others'."""
@@ -580,7 +617,12 @@ class Processor:
         ``durable_due`` is the entry the due table holds (or will hold once flushed): the
         in-memory index mirrors it, except for an entry ``pop_due_items`` just removed.
         """
-        due = self._core.next_due_ms(state)
+        self._set_due(partition, key, self._core.next_due_ms(state), durable_due)
+
+    def _set_due(
+        self, partition: int, key: bytes, due: int | None, durable_due: int | None
+    ) -> None:
+        """Set the customer's due-index entry to ``due`` (see ``_index``)."""
         self.due_index.set(partition, key, due)
         if durable_due == due:
             return

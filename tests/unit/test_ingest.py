@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from typing import Any
 
 import orjson
@@ -132,6 +133,12 @@ def test_dead_letter_keeps_text_as_text_and_binary_as_base64() -> None:
         "error": "value: not valid UTF-8 JSON",
         "error_code": "invalid_json",
         "received_at": "2026-03-01T12:00:00.000Z",
+        "key_bytes": 2,
+        "key_sha256": hashlib.sha256(b"c1").hexdigest(),
+        "key_truncated": False,
+        "value_bytes": 5,
+        "value_sha256": hashlib.sha256(b"{oops").hexdigest(),
+        "value_truncated": False,
     }
     binary = orjson.loads(
         dead_letter(
