@@ -29,6 +29,15 @@ from streams.changelog_repair import repair_changelogs
 from streams.clock import Clock
 from streams.config import PRODUCER_MAX_REQUEST_BYTES
 from streams.containment import Contained, DeadLetterOut, Position
+from streams.copartition import (
+    Alignment,
+    InOrderAcks,
+    Router,
+    forward_headers,
+    lane_of,
+    source_kind,
+    source_of,
+)
 from streams.core_adapter import build_core
 from streams.decisions import Decision
 from streams.errors import BrokerUnavailable, ConfigError, ReplacedLogError
@@ -38,6 +47,7 @@ from streams.http import HttpEndpoints
 from streams.ingest import Decoder
 from streams.kafka_security import faust_credentials
 from streams.ledger import ContactLedger, LedgerRefused, LedgerUnavailable
+from streams.log_identity import LANE_PREFIX, REPARTITION
 from streams.metrics import Metrics
 from streams.ordering import EventTimeMerger
 from streams.pipeline import Ingest, Rejected
@@ -180,6 +190,26 @@ def ticks_topic_name(settings: Settings) -> str:
     return f"{settings.app_id}-clock-ticks"
 
 
+def repartition_topic_name(settings: Settings) -> str:
+    """The internal topic that carries misrouted input records to their partition
+    (``streams/copartition.py``), co-partitioned with the inputs."""
+    return f"{settings.app_id}-repartition"
+
+
+def _router(settings: Settings, topics: TopicNames, partitions: int, metrics: Metrics) -> Router:
+    stream_conf = settings.config["stream"]
+    chosen = stream_conf["topic_partitioners"]
+    names = {
+        topics.account_events: chosen.get("account_events", stream_conf["partitioner"]),
+        topics.usage_events: chosen.get("usage_events", stream_conf["partitioner"]),
+    }
+    misrouted = metrics.misrouted_records
+    for topic in topics.inputs:
+        misrouted.labels(topic)  # a series from the start: increase() sees the first one
+    counters = {topic: misrouted.labels(topic) for topic in topics.inputs}
+    return Router(names, partitions, str(stream_conf["repartition"]), lambda t: counters[t].inc())
+
+
 def build_worker(
     settings: Settings,
     partitions: int,
@@ -206,9 +236,15 @@ def build_worker(
     )
     wall_clock = settings.clock == "wall"
     ticks = ticks_topic_name(settings)
+    router = _router(settings, topics, partitions, metrics)
+    repartition = repartition_topic_name(settings)
+    # The repartition topic is a third input of the event-time merge where records may be
+    # forwarded; with stream.repartition: off it is not read at all.
+    applied_from = (*topics.inputs, repartition) if router.forwards else topics.inputs
     source = app.topic(
-        *topics.inputs, ticks, key_serializer="raw", value_serializer="raw", partitions=partitions
+        *applied_from, ticks, key_serializer="raw", value_serializer="raw", partitions=partitions
     )
+    repartition_topic = app.topic(repartition, key_serializer="raw", value_serializer="raw")
     dead_letters = app.topic(topics.dead_letters, key_serializer="raw", value_serializer="raw")
     decisions_topic = app.topic(
         topics.contact_decisions, key_serializer="raw", value_serializer="raw"
@@ -291,11 +327,26 @@ def build_worker(
         "assigned_wall": wall_ms(),
         "seeks": None,
     }
-    # Items: (topic-partition, offset, the event; None for a dead letter, acked in its turn;
-    # the record, for a dead letter should its processing fail).
-    merger: EventTimeMerger[tuple[TP, int, Event | None, Any]] = EventTimeMerger(
-        topics.inputs, wait_unknown_ms=stream_conf["max_order_wait_ms"]
+    # Items: (topic-partition, offset, the event; None for a dead letter or a forwarded record,
+    # acked in its turn; the record, for a dead letter should its processing fail; the
+    # applied-offset mark it counts under).
+    merger: EventTimeMerger[tuple[TP, int, Event | None, Any, str]] = EventTimeMerger(
+        applied_from, wait_unknown_ms=stream_conf["max_order_wait_ms"]
     )
+    # The applied-offset marks of a customer record are kept per input: the repartition topic
+    # has offsets of its own.
+    mark_kinds = {topic: topics.kind_of(topic) for topic in topics.inputs}
+    alignment = Alignment(router.forwards, STALLED_TOPIC_MS)
+    in_order = InOrderAcks()
+
+    def unread_since(since_ms: int) -> Callable[[str, int], bool]:
+        # Whether a topic-partition may hold records not read yet that were there by
+        # ``since_ms``: the event-time merge's own question, unknown counted as yes.
+        def unread(topic: str, partition: int) -> bool:
+            return pending_for(partition, count=False)(topic, since_ms) is not False
+
+        return unread
+
     order_grace_ms = int(stream_conf["order_grace_ms"])
     on_replaced = str(stream_conf["on_replaced_log"])
     last_seen: dict[tuple[str, int], int] = {}
@@ -318,13 +369,14 @@ def build_worker(
         known = fetch_state(topic, partition)
         return None if known is None else known[0]
 
-    def pending_for(partition: int) -> Callable[[str, int], bool | None]:
+    def pending_for(partition: int, count: bool = True) -> Callable[[str, int], bool | None]:
         def pending(topic: str, since_ms: int) -> bool | None:
             # Whether this topic-partition holds records the worker has not received yet that
             # were on the broker by ``since_ms``.
             known = fetch_state(topic, partition)
             if known is None:
-                metrics.order_forced.labels("unknown").inc()
+                if count:
+                    metrics.order_forced.labels("unknown").inc()
                 return None
             highwater, position, answered_ms = known
             if highwater > position:
@@ -351,7 +403,8 @@ def build_worker(
             quiet_since = last_delivery.get((topic, partition), owned["assigned_wall"])
             if wall_ms() - quiet_since < STALLED_TOPIC_MS:
                 return True
-            metrics.order_forced.labels("stalled").inc()
+            if count:
+                metrics.order_forced.labels("stalled").inc()
             return False
 
         return pending
@@ -366,18 +419,28 @@ def build_worker(
             where = contexts[partition] = _PartitionContext(topics.inputs[0], partition)
         _current_event.set(weakref.ref(where))  # type: ignore[arg-type]
 
+    def ends_key(kind: str) -> str:
+        return REPARTITION if kind.startswith(LANE_PREFIX) else kind
+
+    def topic_of(kind: str) -> str:
+        found = [t for t, k in mark_kinds.items() if k == kind]
+        return found[0] if found else repartition
+
     async def check_logs(partitions: set[int]) -> None:
         """Compare the restored log marks of ``partitions`` with the broker's logs; a replaced
         log is reset (or stops the worker): ``streams/log_identity.py``."""
         if not partitions:
             return
-        wanted = [TP(topic, p) for p in sorted(partitions) for topic in topics.inputs]
+        checked = {topic: mark_kinds[topic] for topic in topics.inputs}
+        if router.forwards:
+            checked[repartition] = REPARTITION
+        wanted = [TP(topic, p) for p in sorted(partitions) for topic in checked]
         ends = await consumer.highwaters(*wanted)
         for p in sorted(partitions):
             marks = processor.log_marks(p)
             by_kind = {
-                topics.kind_of(topic): int(end)
-                for topic in topics.inputs
+                kind: int(end)
+                for topic, kind in checked.items()
                 if (end := ends.get(TP(topic, p))) is not None
             }
             replaced = marks.replaced(cluster, by_kind)
@@ -387,11 +450,11 @@ def build_worker(
                     processor.marks_changed(p)
                 continue
             described = ", ".join(
-                f"{topic}[{p}] ({why}: state applied up to offset "
+                f"{topic_of(kind)}[{p}] ({why}: state applied up to offset "
                 f"{marks.applied.get(kind, -1) - marks.base.get(kind, 0)} of cluster "
-                f"{marks.cluster}, the log ends at {by_kind.get(kind)} in cluster {cluster})"
-                for topic in topics.inputs
-                if (why := replaced.get(kind := topics.kind_of(topic))) is not None
+                f"{marks.cluster}, the log ends at {by_kind.get(ends_key(kind))} in cluster "
+                f"{cluster})"
+                for kind, why in replaced.items()
             )
             if on_replaced == "fail":
                 message = (
@@ -405,10 +468,8 @@ def build_worker(
                 "applied-offset marks are reset, so every event of the new log is applied",
                 described,
             )
-            for topic in topics.inputs:
-                why = replaced.get(topics.kind_of(topic))
-                if why is not None:
-                    metrics.log_resets.labels(topic, str(p), why).inc()
+            for kind, why in replaced.items():
+                metrics.log_resets.labels(topic_of(kind), str(p), why).inc()
             marks.reset(replaced, cluster)
             processor.marks_changed(p)
 
@@ -417,6 +478,7 @@ def build_worker(
         pending = processor.pending_partitions()
         merged = set(merger.partitions())
         held = sum(len(merger.drop(p)) for p in merged)
+        in_order.drop()
         # Every assignment ends with a seek, usually before anything was held: say so only when
         # something was dropped.
         log.log(
@@ -458,7 +520,7 @@ def build_worker(
             # moment the worker processes again after an assignment.
             metrics.recovery_seconds.set(time.monotonic() - owned["assigned_at"])
         now = wall_ms()
-        apply, apply_time, kind_of = contained.apply, processor.apply_time_nowait, topics.kind_of
+        apply, apply_time = contained.apply, processor.apply_time_nowait
         failed: list[tuple[Rejected, Position]] = []
         done: list[tuple[TP, int]] = []
         touched: set[int] = set()
@@ -476,36 +538,95 @@ def build_worker(
             # theirs). The other topic must have news at least as recent to count as caught up.
             known = fetch_state(topic, partition)
             came = min(now, known[2]) if known is not None and known[2] else now
+            forwarded, forwards = topic == repartition, router.forwards
+            mark = mark_kinds.get(topic, "")
             for r in records:
-                result = ingest.accept(topic, partition, r.offset, r.key, r.value)
+                lane = None
+                if forwarded:
+                    # A lane per source topic-partition: each keeps its own order, and its own
+                    # applied-offset mark (offsets of one lane only grow).
+                    kind, source = source_kind(r.headers), source_of(r.headers)
+                    alignment.arrived(partition, source)
+                    lane = lane_of(kind, source)
+                    mark = f"r:{lane}"
+                    in_order.fetched(tp, r.offset)
+                    result = ingest.accept(topic, partition, r.offset, r.key, r.value, kind=kind)
+                else:
+                    result = ingest.accept(topic, partition, r.offset, r.key, r.value)
+                    if not isinstance(result, Rejected):
+                        target = router.target(topic, partition, r.offset, r.key)
+                        if forwards:
+                            alignment.fetched(topic, partition, result.occurred_at_ms)
+                        if target is not None:
+                            headers = forward_headers(topic, mark, partition, r.offset)
+                            await repartition_topic.send(
+                                key=r.key, value=r.value, partition=target, headers=headers
+                            )
+                            alignment.forwarded(target, headers[1][1], result.occurred_at_ms, now)
+                            # Acked in its turn, like a dead letter: Faust flushes the producer
+                            # (the forward) before it commits this offset.
+                            merger.add(
+                                partition,
+                                topic,
+                                DEAD_LETTER_TIME,
+                                came,
+                                (tp, r.offset, None, None, mark),
+                            )
+                            continue
                 if isinstance(result, Rejected):
                     await dead_letter_out.send(result, Position(topic, partition, r.offset))
                     # Acked in its topic-partition's offset order, behind the records the merge
                     # still holds: Faust commits up to the first gap it sees in the acked
                     # offsets, and does not check the gap before the first of them (on a fresh
                     # partition, or one offset wide), so an early ack could commit past them.
-                    merger.add(partition, topic, DEAD_LETTER_TIME, came, (tp, r.offset, None, None))
+                    merger.add(
+                        partition,
+                        topic,
+                        DEAD_LETTER_TIME,
+                        came,
+                        (tp, r.offset, None, None, mark),
+                        lane,
+                    )
                 else:
                     merger.add(
-                        partition, topic, result.occurred_at_ms, came, (tp, r.offset, result, r)
+                        partition,
+                        topic,
+                        result.occurred_at_ms,
+                        came,
+                        (tp, r.offset, result, r, mark),
+                        lane,
                     )
             last_seen[(topic, partition)] = records[-1].offset
             last_delivery[(topic, partition)] = now
+        aligned = alignment.active()
+        if aligned:
+            # A partition held back for another's sake goes as soon as that one catches up,
+            # not at its own next fetch.
+            touched.update(merger.partitions())
         for partition in sorted(touched):
             enter(partition)
             forced = merger.forced
-            ready = merger.release(partition, wall_ms(), pending_for(partition))
+            limit = None
+            if aligned:
+                since = merger.first_arrival(partition)
+                if since is not None:
+                    limit = alignment.limit(
+                        partition, owned["partitions"], topics.inputs, unread_since(since), now
+                    )
+            ready = merger.release(partition, wall_ms(), pending_for(partition), limit)
             if merger.forced > forced:
                 metrics.order_forced.labels("buffer_full").inc(merger.forced - forced)
-            for tp, offset, typed, r in ready:
-                if typed is not None:  # else a dead letter, already published
+            for tp, offset, typed, r, mark in ready:
+                if typed is not None:  # else a dead letter or a forwarded record, already sent
                     topic = tp.topic
-                    rejected = apply(
-                        kind_of(topic), topic, partition, offset, typed, r.key, r.value
-                    )
+                    rejected = apply(mark, topic, partition, offset, typed, r.key, r.value)
                     if rejected is not None:
                         failed.append((rejected, Position(topic, partition, offset)))
                     apply_time(partition)
+                if tp.topic == repartition:
+                    # Lanes release this topic-partition out of offset order: acked in order.
+                    done.extend(in_order.release(tp, offset))
+                    continue
                 done.append((tp, offset))
             if partition in ticked and wall_clock:
                 enter(partition)
@@ -538,7 +659,7 @@ def build_worker(
             inputs = 0
             for tp, offset in done:
                 ack(tp, offset)
-                inputs += tp.topic != ticks
+                inputs += tp.topic in inputs_of_ours
             metrics.records_done.inc(inputs)
 
         return rest()
@@ -551,7 +672,8 @@ def build_worker(
         # stretches of event time) waits in aiokafka's buffer, not in the merge.
         return {TP(topic, partition) for partition, topic in merger.crowded(HOLD_BACK_AT)}
 
-    consumer.use_batches(frozenset((*topics.inputs, ticks)), handle, held_back)
+    inputs_of_ours = frozenset(topics.inputs)
+    consumer.use_batches(frozenset((*applied_from, ticks)), handle, held_back)
 
     async def process(stream: Any) -> AsyncIterator[None]:
         # Subscribes Faust to the inputs and ticks; their records reach ``handle`` instead.
@@ -570,6 +692,7 @@ def build_worker(
 
     @app.timer(interval=GAUGE_INTERVAL_SECONDS)
     async def update_gauges() -> None:
+        router.tick()
         for p in sorted(owned["partitions"]):
             metrics.due_items.labels(str(p)).set(processor.due_index.size(p))
             for topic in topics.inputs:
@@ -582,6 +705,7 @@ def build_worker(
         metrics.rebalances.inc()
         owned["assigned_at"] = time.monotonic()
         owned["assigned_wall"] = wall_ms()
+        alignment.assigned(owned["assigned_wall"])
         assigned = kwargs.get("assigned", args[0] if args else set())
         owned["partitions"] = {tp.partition for tp in assigned if tp.topic in topics.inputs}
         owned["stale"] = True
@@ -597,6 +721,8 @@ def build_worker(
         processor.drop_partitions(gone)
         for tp in revoked:
             merger.drop(tp.partition)
+            alignment.drop(tp.partition)
+            in_order.drop({tp.partition})
             last_seen.pop((tp.topic, tp.partition), None)
             last_delivery.pop((tp.topic, tp.partition), None)
 
@@ -647,20 +773,25 @@ async def prepare_topics(settings: Settings) -> int:
         settings.replication_factor,
         settings.kafka_security,
     )
-    partitions = check_copartitioned(topics, counts)
-    ticks = ticks_topic_name(settings)
+    partitions = check_copartitioned(topics, counts, settings.partitions)
+    internal = {
+        ticks_topic_name(settings): "it holds only clock ticks",
+        repartition_topic_name(settings): "stop every worker first: it holds forwarded records "
+        "not yet applied",
+    }
     got = await ensure_topics(
         settings.bootstrap_servers,
-        (ticks,),
+        tuple(internal),
         partitions,
         settings.replication_factor,
         settings.kafka_security,
     )
-    if got[ticks] != partitions:
-        raise ConfigError(
-            f"topic {ticks!r} has {got[ticks]} partitions, the inputs {partitions}: "
-            "delete it (it holds only clock ticks) so that the worker recreates it"
-        )
+    for name, why in internal.items():
+        if got[name] != partitions:
+            raise ConfigError(
+                f"topic {name!r} has {got[name]} partitions, the inputs {partitions}: "
+                f"delete it ({why}) so that the worker recreates it"
+            )
     return partitions
 
 

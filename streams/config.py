@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from streams.copartition import PARTITIONERS, REPARTITION_MODES
 from streams.errors import ConfigError
 from streams.events import CHANNELS
 from streams.ingest import DEAD_LETTER_MAX_VALUE_BYTES_LIMIT
@@ -97,6 +98,14 @@ DEFAULTS: dict[str, Any] = {
         # fault of the processor, and the worker stops.
         "processing_error_max_share": 0.5,
         "processing_error_window": 100,
+        # The partitioner the input topics' producers use (streams/copartition.py): murmur2 as
+        # Kafka's Java producer and aiokafka, crc32 as librdkafka's consistent(_random); per
+        # input topic (account_events, usage_events) another one if they differ.
+        "partitioner": "murmur2",
+        "topic_partitioners": {},
+        # Records on another partition than their partitioner's: forwarded through the
+        # repartition topic (misrouted), every record forwarded (all), or only counted (off).
+        "repartition": "misrouted",
     },
     "triggers": {
         "savings_drop_to_checking": dict(_SAVINGS_DROP),
@@ -181,12 +190,14 @@ OPEN_MAPS: dict[str, tuple[str, ...] | None] = {
     "policy.priorities": ("service", *TRIGGER_NAMES),
     "policy.trigger_business_units": TRIGGER_NAMES,
     "policy.business_unit_caps": None,
+    "stream.topic_partitioners": ("account_events", "usage_events"),
 }
 # Open maps that are empty by default: what each value must look like. A mapping template lists
 # the keys a value may have; only the keys given are kept (a missing one means "no limit").
 OPEN_MAP_TEMPLATES: dict[str, Any] = {
     "policy.trigger_business_units": "lifecycle",
     "policy.business_unit_caps": {"per_7_days": 1, "per_30_days": 1},
+    "stream.topic_partitioners": "murmur2",
 }
 
 # The producer's request limit (Faust's producer_max_request_size default, which the worker
@@ -294,6 +305,9 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "trigger_business_units": _business_unit,
     "business_unit_caps": _positive,
     "on_replaced_log": _one_of(ON_REPLACED),
+    "partitioner": _one_of(PARTITIONERS),
+    "topic_partitioners": _one_of(PARTITIONERS),
+    "repartition": _one_of(REPARTITION_MODES),
     "max_message_bytes": _message_bytes,
 }
 

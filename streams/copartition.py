@@ -28,8 +28,10 @@ from __future__ import annotations
 import logging
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.partitioner import murmur2
 
@@ -276,3 +278,50 @@ def source_of(headers: Sequence[tuple[str, bytes]] | None) -> bytes | None:
         if name == SOURCE:
             return value
     return None
+
+
+def lane_of(kind: str, source: bytes | None) -> str:
+    """The lane of a forwarded record: its source topic kind and partition (``a3``, ``u0``)."""
+    partition = "?"
+    if source is not None:
+        text = source.decode(errors="replace")
+        opened, closed = text.rfind("["), text.rfind("]")
+        if 0 <= opened < closed:
+            partition = text[opened + 1 : closed]
+    return f"{kind[:1]}{partition}"
+
+
+class InOrderAcks:
+    """Acks of a topic-partition whose records are released out of offset order (the lanes
+    of the repartition topic), handed out in offset order.
+
+    Faust commits up to the first gap in a partition's acked offsets but does not see a gap
+    before the first of them, so an ack released early could commit past an earlier record
+    still held: here an offset is acked only once every offset fetched before it is done.
+    """
+
+    def __init__(self) -> None:
+        self._fetched: dict[Any, deque[int]] = {}
+        self._done: dict[Any, set[int]] = {}
+
+    def fetched(self, tp: Any, offset: int) -> None:
+        self._fetched.setdefault(tp, deque()).append(offset)
+
+    def release(self, tp: Any, offset: int) -> list[tuple[Any, int]]:
+        """``offset`` is done: the acks that may go now, in offset order."""
+        done = self._done.setdefault(tp, set())
+        done.add(offset)
+        fetched = self._fetched.get(tp)
+        out: list[tuple[Any, int]] = []
+        while fetched and fetched[0] in done:
+            first = fetched.popleft()
+            done.discard(first)
+            out.append((tp, first))
+        return out
+
+    def drop(self, partitions: Collection[int] | None = None) -> None:
+        """Forget what is held of ``partitions`` (all when None): read again after a seek or
+        held by another worker after a rebalance."""
+        for tp in [tp for tp in self._fetched if partitions is None or tp.partition in partitions]:
+            self._fetched.pop(tp, None)
+            self._done.pop(tp, None)

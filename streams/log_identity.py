@@ -34,6 +34,8 @@ from enum import Enum
 import orjson
 
 KINDS = ("account", "usage")
+REPARTITION = "repartition"  # the ends key of the internal repartition topic
+LANE_PREFIX = "r:"  # marks of records forwarded through it, one per source lane
 # Offsets of a log after a reset start this far above the highest offset applied before it.
 RESET_GAP = 1 << 32
 ON_REPLACED = ("reset", "fail")
@@ -61,14 +63,12 @@ class LogMarks:
         partition, ``ends``: the next offset to be written, per kind, was applied)."""
         found: dict[str, str] = {}
         other_cluster = self.cluster is not None and cluster is not None and cluster != self.cluster
-        for kind in KINDS:
-            applied = self.applied.get(kind)
-            if applied is None:
-                continue  # nothing applied yet: nothing to skip by mistake
+        for kind, applied in sorted(self.applied.items()):
             if other_cluster:
                 found[kind] = "cluster"
                 continue
-            end = ends.get(kind)
+            # The lanes of the repartition topic (``r:<lane>``) share its end.
+            end = ends.get(REPARTITION if kind.startswith(LANE_PREFIX) else kind)
             if end is not None and applied - self.base.get(kind, 0) >= end:
                 found[kind] = "offsets"
         return found

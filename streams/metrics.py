@@ -173,6 +173,13 @@ class Metrics:
             ["topic", "partition", "kind"],
             registry=r,
         )
+        self.misrouted_records = Counter(
+            "lifecycle_misrouted_records_total",
+            "Input records on another partition than the one stream.partitioner gives their key "
+            "(their producers hash keys another way), by topic.",
+            ["topic"],
+            registry=r,
+        )
         self.ready = Gauge(
             "lifecycle_worker_ready",
             "1 when partitions are assigned and recovery is done, else 0.",

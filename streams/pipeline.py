@@ -53,11 +53,21 @@ class Ingest:
         self._consumed = Children(metrics.events_consumed)
 
     def accept(
-        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        kind: str | None = None,
     ) -> Event | Rejected:
+        """Decode one record of ``topic`` (of the ``kind`` given, else the topic's own: a record
+        forwarded through the repartition topic keeps its source's kind, and was counted as
+        consumed at its source)."""
         now = self._wall_ms()
+        forwarded = kind is not None
         try:
-            event = self._decoder.decode(self._topics.kind_of(topic), key, value, now)
+            event = self._decoder.decode(kind or self._topics.kind_of(topic), key, value, now)
         except InvalidEvent as exc:
             self._metrics.dead_letters.labels(topic, exc.code).inc()
             log.warning("dead letter %s[%d]@%d: %s", topic, partition, offset, exc.message)
@@ -72,5 +82,6 @@ class Ingest:
                 max_value_bytes=self._max_value_bytes,
             )
             return Rejected(bounded_key(key, self._max_value_bytes), record, exc)
-        self._consumed(topic, event.type).inc()
+        if not forwarded:
+            self._consumed(topic, event.type).inc()
         return event

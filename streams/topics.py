@@ -197,13 +197,28 @@ async def wait_for_brokers(
         return
 
 
-def check_copartitioned(topics: TopicNames, counts: Mapping[str, int]) -> int:
-    """The shared partition count of the input topics; refuse to start when they differ."""
+def check_copartitioned(
+    topics: TopicNames, counts: Mapping[str, int], expected: int | None = None
+) -> int:
+    """The shared partition count of the input topics; refuse to start when they differ, or
+    differ from ``expected`` (``--partitions``): the tables, the ticks and the repartition
+    topic are made with that count, and a customer's events, state and due items must share
+    one partition number."""
     a, u = (counts[t] for t in topics.inputs)
     if a != u:
         raise ConfigError(
             f"topics: {topics.account_events!r} has {a} partitions but {topics.usage_events!r} has "
-            f"{u}; the input topics must be co-partitioned (same count, keyed by customer_id)"
+            f"{u}; the input topics must be co-partitioned (the same count, keyed by "
+            "customer_id): one customer's events, state and due items share one partition "
+            "number, which no setting can make true across different counts. Give both topics "
+            "the same count (adding partitions to a keyed topic moves keys: do it before the "
+            "first worker runs)"
+        )
+    if expected is not None and a != expected:
+        raise ConfigError(
+            f"--partitions (TOPIC_PARTITIONS) is {expected} but the input topics "
+            f"{topics.account_events!r} and {topics.usage_events!r} have {a} partitions: set it "
+            f"to {a}"
         )
     return a
 

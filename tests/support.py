@@ -20,6 +20,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from streams.copartition import murmur2_partition
 from streams.devstack import DevStack, dev_environment, free_port, stop_process
 from streams.topics import TopicNames
 
@@ -165,6 +166,16 @@ class WorkerProcess:
 
 
 Record = tuple[bytes | None, bytes | None]
+
+
+def key_on_partition(prefix: str, partition: int, partitions: int) -> str:
+    """A key starting with ``prefix`` that murmur2 (the worker's default partitioner) places on
+    ``partition``: a record produced there with it is not misrouted."""
+    for n in range(100_000):
+        key = f"{prefix}-{n}"
+        if murmur2_partition(key.encode(), partitions) == partition:
+            return key
+    raise AssertionError(f"no key for partition {partition} of {partitions}")
 
 
 async def produce(bootstrap: str, topic: str, records: Iterable[Record]) -> None:

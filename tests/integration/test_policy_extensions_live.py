@@ -85,7 +85,10 @@ def test_quiet_hours_defer_and_business_unit_caps_suppress(
 
     topics = unique_topics("ext")
     app_id = f"ext-{tag}"
-    config = write_config(tmp_path / "ext.yaml", topics, POLICY)
+    # Every record goes to partition 0 on purpose, whatever its key hashes to: not misrouted.
+    config = write_config(
+        tmp_path / "ext.yaml", topics, {**POLICY, "stream": {"repartition": "off"}}
+    )
 
     async def outside_contact() -> None:
         policy = Policy.from_config(build_config(POLICY)["policy"])

@@ -34,6 +34,7 @@ from tests.support import (
     consume,
     decision_id,
     end_offsets,
+    key_on_partition,
     read_changelog,
     run,
     unique_topics,
@@ -78,7 +79,7 @@ def _records(
         at = parse_rfc3339_ms(e["occurred_at"]) or 0
         timeline.append((at, kind, None, e["customer_id"], orjson.dumps(e)))
     for p in range(partitions):
-        cid = f"clock-{tag}-p{p}"
+        cid = key_on_partition(f"clock-{tag}-p{p}", p, partitions)
         for day in range(0, SETTLE_DAYS + 1, 2):
             at = START_MS + day * MS_PER_DAY
             clock_event = {
