@@ -39,7 +39,7 @@ class Layer:
         self.partition_of: dict[bytes, int] = {}
 
     def __len__(self) -> int:
-        return len(self.partition_of)
+        return sum(len(entries) for entries in self.by_partition.values())
 
     def partitions(self) -> set[int]:
         return {p for p, entries in self.by_partition.items() if entries}
@@ -49,7 +49,8 @@ class Layer:
         for partition in partitions:
             entries = self.by_partition.pop(partition, None) or {}
             for key in entries:
-                del self.partition_of[key]
+                if self.partition_of.get(key) == partition:
+                    del self.partition_of[key]
             dropped += len(entries)
         return dropped
 
@@ -66,24 +67,24 @@ class PendingWrites:
         self._open = Layer()
         self._sealed: list[Layer] = []
 
-    def get(self, key: bytes) -> bytes | None:
-        layer = self._open
-        partition = layer.partition_of.get(key)
-        if partition is not None:
-            return layer.by_partition[partition][key]
-        for layer in reversed(self._sealed):
-            partition = layer.partition_of.get(key)
-            if partition is not None:
-                return layer.by_partition[partition][key]
+    def get(self, key: bytes, partition: int | None = None) -> bytes | None:
+        """The pending value of ``key`` (of ``partition``'s writes, when given: a key written
+        on two partitions, as misrouted input applied where it is, has a value on each), else
+        the store's."""
+        for layer in (self._open, *reversed(self._sealed)):
+            if partition is None:
+                found = layer.partition_of.get(key)
+                if found is not None:
+                    return layer.by_partition[found][key]
+                continue
+            entries = layer.by_partition.get(partition)
+            if entries is not None and key in entries:
+                return entries[key]
         return self.store.get(key)
 
     def put(self, partition: int, key: bytes, value: bytes | None) -> None:
         """Hold ``value`` (None deletes) for ``key``; the last one before a flush wins."""
         layer = self._open
-        before = layer.partition_of.get(key)
-        if before is not None and before != partition:
-            # A key moves partition only if the caller's partitioning changed; keep one entry.
-            del layer.by_partition[before][key]
         layer.partition_of[key] = partition
         entries = layer.by_partition.get(partition)
         if entries is None:
@@ -114,7 +115,8 @@ class PendingWrites:
         store = self.store
         partition_of = layer.partition_of
         for key, value in entries.items():
-            del partition_of[key]
+            if partition_of.get(key) == partition:
+                del partition_of[key]
             if value is not None:
                 store[key] = value
             elif store.get(key) is not None:

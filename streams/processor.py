@@ -351,7 +351,7 @@ class Processor:
             assert wall_now is not None  # noqa: S101 - the wall clock always has a time
             now = wall_now
         core = self._core
-        raw = self._customers.get(key)
+        raw = self._customers.get(key, partition)
         state = None if raw is None else core.load(raw)
         durable_due = self.due_index.get(partition, key)
         if state is not None and core.applied_offset(state, kind) >= offset:
@@ -398,7 +398,7 @@ class Processor:
         if now is None:
             return
         for key, due_ms in self.due_index.pop_due_items(partition, now):
-            raw = self._customers.get(key)
+            raw = self._customers.get(key, partition)
             if raw is None:  # pragma: no cover - an index entry always has a record
                 self._due.put(partition, key, None)
                 continue

@@ -101,7 +101,11 @@ def _worker(
     if stream:
         extra["stream"] = stream
     config = write_config(tmp / f"{app_id}.yaml", topics, extra)
-    worker = WorkerProcess(stack, config, app_id, tmp / f"{app_id}-state", partitions=PARTITIONS)
+    # RocksDB keeps each partition's records apart, as separate workers would: a split
+    # customer really has two records (a memory store on one worker shares one dict).
+    worker = WorkerProcess(
+        stack, config, app_id, tmp / f"{app_id}-state", partitions=PARTITIONS, store="rocksdb"
+    )
     worker.start()
     worker.wait_ready()
     return worker
