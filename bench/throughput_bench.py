@@ -264,6 +264,7 @@ def run_worker(
     workdir: Path,
     store: str,
     profile: Path | None = None,
+    repartition: str | None = None,
 ) -> Result:
     topics = with_outputs(inputs, tag)
     stack.create_topics((topics.contact_decisions, topics.dead_letters), 8)
@@ -276,6 +277,7 @@ def run_worker(
         store=store,
         profile=profile,
         profile_format="raw",
+        policy={"stream": {"repartition": repartition}} if repartition else {},
     )
     worker.start()
     try:
@@ -285,7 +287,9 @@ def run_worker(
     if code not in (0, None) and profile is None:
         print(f"warning: worker exited with {code}:\n{worker.log_tail(1500)}", file=sys.stderr)
     return Result(
-        f"worker: {store}" + (" (py-spy)" if profile else ""),
+        f"worker: {store}"
+        + (" (py-spy)" if profile else "")
+        + (f", repartition {repartition}" if repartition else ""),
         events=got.events,
         seconds=got.seconds,
         cpu_seconds=got.cpu_seconds,
@@ -571,6 +575,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="also run the memory worker under py-spy; write its collapsed stacks here",
     )
+    parser.add_argument(
+        "--repartition-modes",
+        default="off,all",
+        help="also run the memory worker with these stream.repartition modes (comma-separated; "
+        "empty: none): the input is correctly partitioned, so 'off' is the cost-free baseline "
+        "of the default 'misrouted', and 'all' sends every record through the repartition topic",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
     # Internal: the ceiling loop runs as its own process.
     parser.add_argument("--role", default="main", help=argparse.SUPPRESS)
@@ -661,6 +672,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             record(run_worker(stack, inputs, f"{tag}-m{i}", args.events, workdir, "memory"))
             if not args.no_rocksdb:
                 record(run_worker(stack, inputs, f"{tag}-r{i}", args.events, workdir, "rocksdb"))
+            for mode in filter(None, args.repartition_modes.split(",")):
+                record(
+                    run_worker(
+                        stack,
+                        inputs,
+                        f"{tag}-{mode}{i}",
+                        args.events,
+                        workdir,
+                        "memory",
+                        repartition=mode,
+                    )
+                )
         rows = [_median_result(results) for results in runs.values()]
         by_name = {r.name: r for r in rows}
         worker_rate = by_name["worker: memory"].rate if rows else 0.0
@@ -768,6 +791,19 @@ def print_throughput(
     budgets = "; ".join(
         f"{share}x the ceiling: {1e6 / (share * ceiling.rate):.1f} µs" for share in (0.3, 0.5)
     )
+    off = by_name.get("worker: memory, repartition off")
+    if off is not None:
+        # The input is partitioned as stream.partitioner expects: 'off' skips the repartition
+        # topic entirely, the default only checks each record, 'all' forwards every one.
+        modes = [("misrouted (default)", worker_rate)] + [
+            (r.name.rsplit(" ", 1)[1], r.rate)
+            for r in rows
+            if r.name.startswith("worker: memory, repartition ") and not r.name.endswith(" off")
+        ]
+        print(
+            "stream.repartition on correctly partitioned input, as a ratio to 'off': "
+            + "; ".join(f"{name} {rate / off.rate:.2f}" for name, rate in modes)
+        )
     worker = by_name["worker: memory"]
     print(
         f"one core's time per event at {budgets}; the worker (memory) used "

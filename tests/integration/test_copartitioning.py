@@ -132,15 +132,16 @@ def _scenarios(tag: str) -> tuple[Records, collections.Counter[tuple[str, str]]]
     return _records(scenarios, tag), _expected(scenarios)
 
 
+@pytest.mark.parametrize("mode", ["misrouted", "all"])
 def test_account_events_hashed_by_crc32_get_exactly_the_planted_decisions(
-    dev_stack: DevStack, tmp_path: Path
+    dev_stack: DevStack, tmp_path: Path, mode: str
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     records, expected = _scenarios(tag)
     misrouted = _misrouted(records)
     assert misrouted > 0  # the two partitioners disagree on some of these customers
     topics = unique_topics("copart")
-    worker = _worker(dev_stack, tmp_path, topics, f"copart-{tag}")
+    worker = _worker(dev_stack, tmp_path, topics, f"copart-{tag}", {"repartition": mode})
     try:
         run(_produce_mixed(dev_stack.bootstrap_servers, topics, records))
         published = _decided(dev_stack, topics, sum(expected.values()))

@@ -296,3 +296,29 @@ def test_a_changelog_behind_local_state_is_restored_from_not_a_crash(
             worker.stop()
     finally:
         fresh.stop()
+
+
+def test_with_on_replaced_log_fail_a_replaced_log_stops_the_worker(
+    dev_stack: DevStack, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    topics, app_id, customer = unique_topics("failing"), f"failing-{tag}", f"c-fail-{tag}"
+    _first_life_done(dev_stack, tmp_path, topics, app_id, customer, "memory")
+    bootstrap = dev_stack.bootstrap_servers
+    run(_recreate(bootstrap, topics.inputs))
+    config = write_config(
+        tmp_path / f"{app_id}-fail.yaml",
+        topics,
+        {"policy": {"holdout_rate": 0}, "stream": {"on_replaced_log": "fail"}},
+    )
+    worker = WorkerProcess(
+        dev_stack, config, app_id, tmp_path / "state", partitions=PARTITIONS
+    ).start()
+    try:
+        assert worker.proc is not None
+        code = worker.proc.wait(timeout=90)
+    finally:
+        worker.stop()
+    assert code != 0
+    log = worker.log_text()
+    assert "replaced input log" in log and "stream.on_replaced_log is 'fail'" in log, log[-3000:]
