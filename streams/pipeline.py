@@ -14,6 +14,7 @@ from streams.errors import InvalidEvent
 from streams.events import Event
 from streams.ingest import Decoder, dead_letter
 from streams.metrics import Children, Metrics
+from streams.ratelimited_log import SummaryLog
 from streams.topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class Ingest:
         self._metrics = metrics
         self._wall_ms = wall_ms
         self._consumed = Children(metrics.events_consumed)
+        self._dead_log = SummaryLog(log, "dead-lettered")
 
     def accept(
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
@@ -52,7 +54,15 @@ class Ingest:
             event = self._decoder.decode(self._topics.kind_of(topic), key, value, now)
         except InvalidEvent as exc:
             self._metrics.dead_letters.labels(topic, exc.code).inc()
-            log.warning("dead letter %s[%d]@%d: %s", topic, partition, offset, exc.message)
+            self._dead_log.note(
+                exc.code,
+                f"{topic}[{partition}]@{offset}",
+                "dead letter %s[%d]@%d: %s",
+                topic,
+                partition,
+                offset,
+                exc.message,
+            )
             record = dead_letter(
                 source_topic=topic,
                 partition=partition,
