@@ -11,7 +11,8 @@ RUN useradd --create-home --uid 10001 lifecycle && mkdir -p /var/lib/lifecycle-t
     && chown lifecycle /var/lib/lifecycle-triggers
 COPY --from=build /install /usr/local
 USER lifecycle
-ENV STATE_DIR=/var/lib/lifecycle-triggers METRICS_PORT=9108 PYTHONUNBUFFERED=1
+# The metrics port on every interface of the container (the worker's own default is 127.0.0.1).
+ENV STATE_DIR=/var/lib/lifecycle-triggers METRICS_PORT=9108 METRICS_HOST=0.0.0.0 PYTHONUNBUFFERED=1
 VOLUME ["/var/lib/lifecycle-triggers"]
 EXPOSE 9108
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \

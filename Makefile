@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check -c requirements/constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: help install system-deps demo dev test test-unit test-integration lint format typecheck check bench soak constraints clean
+.PHONY: help install system-deps demo dev test test-unit test-integration lint format typecheck check check-dashboards bench soak constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ typecheck: install ## mypy on streams/
 	$(BIN)/mypy
 
 check: lint typecheck test ## what CI runs
+
+check-dashboards: install ## every dashboard query and alert expression on a real Prometheus scraping a worker under traffic (about 2 minutes)
+	$(BIN)/python deploy/check_expressions.py
 
 bench: install ## run the benchmarks in bench/ (prints ratios against a baseline from the same run)
 	@for script in bench/*_bench.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -48,6 +48,7 @@ from streams.ingest import Decoder
 from streams.kafka_security import faust_credentials
 from streams.ledger import ContactLedger, LedgerRefused, LedgerUnavailable
 from streams.log_identity import LANE_PREFIX, REPARTITION
+from streams.logs import logging_config
 from streams.metrics import Metrics
 from streams.ordering import EventTimeMerger
 from streams.pipeline import Ingest, Rejected
@@ -83,6 +84,14 @@ GAUGE_INTERVAL_SECONDS = 5.0
 # is not waited for by the event-time merge (its remaining offsets are not data).
 STALLED_TOPIC_MS = 30_000
 REDIS_PROBE_SECONDS = 5.0
+# A probe that has no answer within this is a failed probe: shorter than the interval, so a
+# hung Redis turns /ledger and lifecycle_redis_up within two intervals and probes never overlap.
+REDIS_PROBE_TIMEOUT_SECONDS = 2.0
+# Each owned input partition's end offset is read from the broker at this interval, whether or
+# not the stream fetches: while the stream is paused (a Redis outage holds it) the fetch
+# responses stop, and a lag computed from them would freeze exactly when it matters.
+END_OFFSETS_SECONDS = 5.0
+END_OFFSETS_TIMEOUT_SECONDS = 30.0
 PRODUCER_LINGER_SECONDS = 0.005
 PRODUCER_MAX_BATCH_BYTES = 256 * 1024
 # Records per fetch, so per batch (streams/fastpath.py): a batch's decisions and state wait
@@ -226,6 +235,7 @@ def build_worker(
     app = app_class(settings.app_id, **_faust_settings(settings))
     metrics = Metrics()
     topics = TopicNames.from_config(settings.topics)
+    metrics.preset(topics.inputs)
     stream_conf = settings.config["stream"]
     ingest = Ingest(
         topics,
@@ -305,20 +315,24 @@ def build_worker(
     dead_letter_out = DeadLetterOut(
         lambda key, value: dead_letters.send(key=key, value=value), metrics
     )
-    redis_ok = {"value": False}
-
     if isinstance(gate, LedgerGate):
         ledger_gate = gate
 
-        @app.timer(interval=REDIS_PROBE_SECONDS)
-        async def probe_redis() -> None:
-            redis_ok["value"] = await ledger_gate.ping()
-
         @app.task
-        async def first_probe() -> None:
-            redis_ok["value"] = await ledger_gate.ping()
+        async def probe_redis() -> None:
+            # A loop, not a timer: each probe is bounded by its timeout and the next starts an
+            # interval later, so a hung Redis cannot pile probes up.
+            while True:
+                await ledger_gate.ping(REDIS_PROBE_TIMEOUT_SECONDS)
+                await asyncio.sleep(REDIS_PROBE_SECONDS)
+
+        def ledger_ok() -> bool:
+            return ledger_gate.up
     else:
-        redis_ok["value"] = True
+
+        def ledger_ok() -> bool:
+            return True
+
     owned: dict[str, Any] = {
         "partitions": set(),
         "stale": True,
@@ -327,6 +341,10 @@ def build_worker(
         "assigned_wall": wall_ms(),
         "seeks": None,
     }
+    # The last input offset acked per topic-partition (its state written), and each owned
+    # input partition's end offset as the broker last told it (END_OFFSETS_SECONDS).
+    processed: dict[tuple[str, int], int] = {}
+    log_ends: dict[tuple[str, int], int] = {}
     # Items: (topic-partition, offset, the event; None for a dead letter or a forwarded record,
     # acked in its turn; the record, for a dead letter should its processing fail; the
     # applied-offset mark it counts under).
@@ -659,7 +677,11 @@ def build_worker(
             inputs = 0
             for tp, offset in done:
                 ack(tp, offset)
-                inputs += tp.topic in inputs_of_ours
+                if tp.topic in inputs_of_ours:
+                    inputs += 1
+                    where = (tp.topic, tp.partition)
+                    if offset > processed.get(where, -1):
+                        processed[where] = offset
             metrics.records_done.inc(inputs)
 
         return rest()
@@ -690,16 +712,51 @@ def build_worker(
         for p in sorted(owned["partitions"]):
             await tick_topic.send(value=b"", partition=p)
 
+    def lag_of(topic: str, partition: int) -> int | None:
+        """Records between the last input offset done with (or, before any since the
+        assignment, the group's committed position) and the end of the partition's log."""
+        tp = TP(topic, partition)
+        known = (log_ends.get((topic, partition)), highwater_of(topic, partition))
+        ends = [e for e in known if e is not None]
+        if not ends:
+            return None
+        end = max(ends)
+        done_up_to = processed.get((topic, partition))
+        if done_up_to is None:
+            # faust's read offset right after an assignment: the committed position.
+            read = app.consumer._read_offset.get(tp)  # type: ignore[attr-defined]
+            if read is None:
+                return 0 if end == 0 else None
+            done_up_to = int(read) - 1
+        return max(0, end - done_up_to - 1)
+
     @app.timer(interval=GAUGE_INTERVAL_SECONDS)
     async def update_gauges() -> None:
-        router.tick()
         for p in sorted(owned["partitions"]):
             metrics.due_items.labels(str(p)).set(processor.due_index.size(p))
             for topic in topics.inputs:
-                seen = last_seen.get((topic, p))
-                highwater = highwater_of(topic, p)
-                if highwater is not None and seen is not None:
-                    metrics.consumer_lag.labels(topic, str(p)).set(max(0, highwater - seen - 1))
+                lag = lag_of(topic, p)
+                if lag is not None:
+                    metrics.consumer_lag.labels(topic, str(p)).set(lag)
+
+    @app.task
+    async def read_log_ends() -> None:
+        while True:
+            await asyncio.sleep(END_OFFSETS_SECONDS)
+            wanted = [TP(t, p) for p in sorted(owned["partitions"]) for t in topics.inputs]
+            if not wanted or not owned["assigned"]:
+                continue
+            try:
+                # On Tansu the transport's exact ends (streams/tansu.py), not ListOffsets.
+                ends = await asyncio.wait_for(
+                    consumer.highwaters(*wanted), END_OFFSETS_TIMEOUT_SECONDS
+                )
+            except Exception as exc:  # noqa: BLE001 - lag stays as it was; try again later
+                log.debug("end offsets of %d partitions not read: %r", len(wanted), exc)
+                continue
+            for tp, end in ends.items():
+                if end is not None and tp.partition in owned["partitions"]:
+                    log_ends[(tp.topic, tp.partition)] = int(end)
 
     async def on_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
         metrics.rebalances.inc()
@@ -710,6 +767,7 @@ def build_worker(
         owned["partitions"] = {tp.partition for tp in assigned if tp.topic in topics.inputs}
         owned["stale"] = True
         owned["assigned"] = True
+        forget(owned["partitions"])
 
     async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         owned["assigned"] = False
@@ -725,20 +783,36 @@ def build_worker(
             in_order.drop({tp.partition})
             last_seen.pop((tp.topic, tp.partition), None)
             last_delivery.pop((tp.topic, tp.partition), None)
+        forget(owned["partitions"])
+
+    def forget(keep: set[int]) -> None:
+        """Drop what is known of partitions not in ``keep``, their series first: another
+        worker exports them now."""
+        metrics.owned_partitions(keep, topics.inputs)
+        for known in (processed, log_ends):
+            for where in [w for w in known if w[1] not in keep]:
+                del known[where]
 
     # faust's signal stubs want a receiver typed with its internal signal class; ours takes Any.
     app.on_partitions_assigned.connect(cast(Any, on_assigned))
     app.on_partitions_revoked.connect(cast(Any, on_revoked))
 
     def is_ready() -> bool:
+        # Not Redis: a worker that cannot reach the ledger is no reason to keep its pod from
+        # being moved (README: "Readiness and the ledger"); /ledger and lifecycle_redis_up say it.
         return (
             bool(owned["assigned"])
-            and redis_ok["value"]
             and not app.rebalancing
             and app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
         )
 
-    http = HttpEndpoints(metrics, settings.metrics_port, is_ready)
+    http = HttpEndpoints(
+        metrics,
+        settings.metrics_port,
+        is_ready,
+        ledger_ok=ledger_ok,
+        host=settings.metrics_host,
+    )
     return Worker(app, metrics, http, processor, changelogs=[c.table for c in changelogs])
 
 
@@ -865,6 +939,8 @@ def run_worker(settings: Settings) -> int:
         _HttpService(built.http, loop=loop),
         loop=loop,
         loglevel=settings.log_level.upper(),
+        # Our handler and format for Faust's lines too (else a second, coloured one on stdout).
+        logging_config=logging_config(settings.log_level, settings.log_format),
         redirect_stdouts=False,
     )
     # At WARNING and above faust's worker installs a terminal spinner that sets the root logger

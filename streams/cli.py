@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -51,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics-port", default="0", help="metrics port (default 0: a free one, logged)"
     )
     dev.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address the metrics port listens on (default 127.0.0.1: this machine only)",
+    )
+    dev.add_argument("--log-format", default="text", help="text or json (default text)")
+    dev.add_argument(
         "--sample",
         action="store_true",
         help="once the worker is ready, produce a few sample events (some malformed) and "
@@ -75,11 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(level: str = "info") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _setup_logging(level: str = "info", fmt: str = "text") -> None:
+    from streams.logs import setup_logging
+
+    setup_logging(level, fmt)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -87,7 +91,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from streams.settings import Settings
 
     settings = Settings.from_options(vars(args))
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, settings.log_format)
     return run_worker(settings)
 
 
@@ -104,16 +108,18 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     from streams.settings import Settings
     from streams.topics import TopicNames
 
-    _setup_logging()
     # Validate everything we can before starting servers.
     probe = Settings.from_options(
         {
             "clock": args.clock,
             "config": args.config,
             "metrics_port": args.metrics_port,
+            "metrics_host": args.metrics_host,
+            "log_format": args.log_format,
             "partitions": str(args.partitions),
         }
     )
+    _setup_logging(probe.log_level, probe.log_format)
     # SIGTERM must run the finally below (stop what we started), like Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     stack = DevStack()
@@ -133,6 +139,8 @@ def _cmd_dev(args: argparse.Namespace) -> int:
                 "config": args.config,
                 "partitions": str(args.partitions),
                 "metrics_port": metrics_port,
+                "metrics_host": args.metrics_host,
+                "log_format": args.log_format,
                 "state_dir": state_dir,
                 "app_id": "lifecycle-triggers-dev",
                 "broker_kind": "tansu",
@@ -191,6 +199,9 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
+    from streams.pipesafe import protect_standard_streams
+
+    protect_standard_streams()
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -30,10 +30,11 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.partitioner import murmur2
+
+from streams.ratelimited_log import SummaryLog
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,6 @@ REPARTITION_MODES = ("misrouted", "all", "off")
 # Headers of a forwarded record: the topic kind it came from, and where it was.
 SOURCE_KIND = "lt-kind"
 SOURCE = "lt-source"
-SUMMARY_INTERVAL_SECONDS = 60.0
 # Keys whose partition is remembered: a customer's key recurs, and murmur2 in Python costs
 # microseconds a record. Cleared when full (the cost is a recomputation, not a wrong answer).
 CACHED_KEYS = 200_000
@@ -82,15 +82,6 @@ class _Expected:
         return found
 
 
-@dataclass
-class _Summary:
-    """Misrouted records since the last summary line, per topic, with one example each."""
-
-    counts: dict[str, int]
-    example: dict[str, str]
-    since: float
-
-
 class Router:
     """Where each input record is applied (see the module docstring)."""
 
@@ -109,9 +100,12 @@ class Router:
             topic: _Expected(name, partitions) for topic, name in partitioners.items()
         }
         self._count = count
-        self._clock = clock
-        self._summary = _Summary({}, {}, clock())
-        self._last_line: float | None = None
+        self._summary = SummaryLog(
+            log,
+            "misrouted input records (their producers do not use the partitioner of "
+            "stream.partitioner):",
+            clock=clock,
+        )
 
     @property
     def forwards(self) -> bool:
@@ -130,40 +124,18 @@ class Router:
 
     def _misrouted(self, topic: str, partition: int, offset: int, expected: int) -> None:
         self._count(topic)
-        summary = self._summary
-        summary.counts[topic] = summary.counts.get(topic, 0) + 1
-        summary.example.setdefault(topic, f"{topic}[{partition}]@{offset} belongs to [{expected}]")
-        now = self._clock()
-        if self._last_line is None or now - self._last_line >= SUMMARY_INTERVAL_SECONDS:
-            self._last_line = now
-            self.flush_summary()
-
-    def tick(self) -> None:
-        """Log the summary if one is due (called periodically: counts after the last line
-        are told even when no more misrouted records come)."""
-        now = self._clock()
-        if self._summary.counts and (
-            self._last_line is None or now - self._last_line >= SUMMARY_INTERVAL_SECONDS
-        ):
-            self._last_line = now
-            self.flush_summary()
-
-    def flush_summary(self) -> None:
-        """Log what was misrouted since the last line: the first at once, then at most one line
-        a minute (one line per record would bury every other line of the log)."""
-        summary = self._summary
-        if summary.counts:
-            log.warning(
-                "misrouted input records in the last %.0f s: %s (e.g. %s): their producers do "
-                "not use the partitioner of stream.partitioner; %s",
-                self._clock() - summary.since,
-                ", ".join(f"{t} {n}" for t, n in sorted(summary.counts.items())),
-                "; ".join(summary.example.values()),
-                "forwarded to their partitions through the repartition topic"
-                if self.mode != "off"
-                else "applied where they are (stream.repartition: off)",
-            )
-        self._summary = _Summary({}, {}, self._clock())
+        where = f"{topic}[{partition}]@{offset}"
+        self._summary.note(
+            topic,
+            where,
+            "misrouted input record %s: its key belongs to partition %d by stream.partitioner; "
+            "its producer hashes keys another way; %s",
+            where,
+            expected,
+            "forwarded to its partition through the repartition topic"
+            if self.mode != "off"
+            else "applied where it is (stream.repartition: off)",
+        )
 
 
 def forward_headers(topic: str, kind: str, partition: int, offset: int) -> list[tuple[str, bytes]]:

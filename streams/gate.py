@@ -40,6 +40,12 @@ class LedgerGate:
         self.ledger = ledger
         self._metrics = metrics
         self._sleep = sleep
+        # Whether Redis answered the last call or probe: /ledger and lifecycle_redis_up.
+        self.up = False
+
+    def _set_up(self, up: bool) -> None:
+        self.up = up
+        self._metrics.redis_up.set(1 if up else 0)
 
     async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         delay = FIRST_RETRY_SECONDS
@@ -50,7 +56,7 @@ class LedgerGate:
                 result = await call()
             except LedgerUnavailable as exc:
                 self._metrics.ledger_errors.labels("unavailable").inc()
-                self._metrics.redis_up.set(0)
+                self._set_up(False)
                 if outage_started is None:
                     outage_started = time.monotonic()
                     log.error("contact ledger unavailable, holding the stream: %s", exc)
@@ -62,7 +68,7 @@ class LedgerGate:
             self._metrics.ledger_call_seconds.labels(operation).observe(
                 time.perf_counter() - started
             )
-            self._metrics.redis_up.set(1)
+            self._set_up(True)
             if outage_started is not None:
                 log.warning(
                     "contact ledger back after %.1f s; the stream resumes",
@@ -107,12 +113,15 @@ class LedgerGate:
                 self._metrics.decision_reasons.labels(d.candidate.trigger, reason).inc()
         return decisions
 
-    async def ping(self) -> bool:
-        """One health probe (no retry): True when Redis answered."""
+    async def ping(self, timeout: float | None = None) -> bool:
+        """One health probe (no retry): True when Redis answered within ``timeout`` s."""
         try:
-            await self.ledger.ping()
-        except LedgerUnavailable:
-            self._metrics.redis_up.set(0)
+            async with asyncio.timeout(timeout):
+                await self.ledger.ping()
+        except (LedgerUnavailable, TimeoutError) as exc:
+            if self.up:
+                log.warning("contact ledger probe failed: %r", exc)
+            self._set_up(False)
             return False
-        self._metrics.redis_up.set(1)
+        self._set_up(True)
         return True

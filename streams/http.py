@@ -1,4 +1,4 @@
-"""The worker's HTTP endpoints on the metrics port: /metrics, /healthz and /ready."""
+"""The worker's HTTP endpoints on the metrics port: /metrics, /healthz, /ready and /ledger."""
 
 from __future__ import annotations
 
@@ -14,12 +14,21 @@ log = logging.getLogger(__name__)
 
 
 class HttpEndpoints:
-    """A small aiohttp server; ``is_ready`` decides /ready."""
+    """A small aiohttp server on ``host``; ``is_ready`` decides /ready, ``ledger_ok`` /ledger."""
 
-    def __init__(self, metrics: Metrics, port: int, is_ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        port: int,
+        is_ready: Callable[[], bool],
+        ledger_ok: Callable[[], bool] = lambda: True,
+        host: str = "127.0.0.1",
+    ) -> None:
         self._metrics = metrics
         self._port = port
+        self._host = host
         self._is_ready = is_ready
+        self._ledger_ok = ledger_ok
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -28,14 +37,20 @@ class HttpEndpoints:
         app.router.add_get("/metrics", self._metrics_page)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/ready", self._ready)
+        app.router.add_get("/ledger", self._ledger)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "0.0.0.0", self._port)  # noqa: S104 - scraped from outside
+        site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self._port
-        log.info("metrics on http://127.0.0.1:%d/metrics (also /healthz, /ready)", self.port)
+        bound = sockets[0].getsockname()[:2] if sockets else (self._host, self._port)
+        self.port = int(bound[1])
+        host = str(bound[0])
+        shown = f"[{host}]" if ":" in host else host
+        log.info(
+            "metrics on http://%s:%d/metrics (also /healthz, /ready, /ledger)", shown, self.port
+        )
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -55,3 +70,8 @@ class HttpEndpoints:
         ready = self._is_ready()
         self._metrics.ready.set(1 if ready else 0)
         return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+    async def _ledger(self, request: web.Request) -> web.Response:
+        # The contact ledger's health, apart from readiness (README: "Readiness and the ledger").
+        up = self._ledger_ok()
+        return web.json_response({"ledger": "up" if up else "down"}, status=200 if up else 503)

@@ -1,21 +1,59 @@
-"""Prometheus instruments: units in the names, bounded labels (never a customer id)."""
+"""Prometheus instruments: units in the names, bounded labels (never a customer id).
+
+Every labelled counter and histogram starts with its known label values at 0
+(``Metrics.preset``): a series that appears only at its first increment makes ``increase()``
+miss that increment, and an alert on it has no series to look at until then. Per-partition
+series exist only for the partitions a worker owns (``Metrics.forget_partitions``): with two
+workers, ``sum`` and ``count by (partition)`` must not count a partition twice.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Generic, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
 )
+
+from streams.config import TRIGGER_NAMES
+from streams.decisions import OUTCOMES, REASON_CODES
+from streams.events import ACCOUNT_EVENT_TYPES, USAGE_EVENT_TYPES
 
 # The *_created series double the exposition for no use on our dashboards.
 disable_created_metrics()
 
 M = TypeVar("M", Counter, Gauge, Histogram)
+
+# The reason classes of dead letters (``InvalidEvent.code`` in streams/ingest.py; a unit test
+# keeps the two in step).
+DEAD_LETTER_REASONS = (
+    "bad_timestamp",
+    "empty_value",
+    "future_timestamp",
+    "invalid_json",
+    "invalid_value",
+    "key_mismatch",
+    "missing_field",
+    "missing_key",
+    "not_an_object",
+    "out_of_range",
+    "too_large",
+    "unknown_type",
+    "wrong_type",
+)
+INPUT_KINDS = ("account", "usage")
+LEDGER_OPERATIONS = ("decide", "engagement", "consent", "complaint")
+LEDGER_ERROR_KINDS = ("unavailable",)
+ORDER_FORCED_REASONS = ("buffer_full", "stalled", "unknown")
+LATENCY_CLOCKS = ("event_time", "processing_time")
 
 
 class Children(Generic[M]):
@@ -36,6 +74,12 @@ class Children(Generic[M]):
             child = self._children[values] = self._metric.labels(*values)
         return child
 
+    def forget(self, keep: Iterable[tuple[str, ...]]) -> None:
+        """Forget the children whose label values are not in ``keep`` (series removed)."""
+        wanted = set(keep)
+        for values in [v for v in self._children if v not in wanted]:
+            del self._children[values]
+
 
 class Metrics:
     """The worker's instruments, in a registry of their own (one per app: tests build many)."""
@@ -43,6 +87,13 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # process_* (memory, CPU, open file descriptors against the limit) and python_* (the
+        # interpreter, garbage collections): a RocksDB worker's memory and descriptors must be
+        # visible against its container limits.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self._children: list[Children[Counter]] = []
         self.events_consumed = Counter(
             "lifecycle_events_consumed_total",
             "Valid input events accepted, by topic and event type.",
@@ -135,9 +186,10 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
-        self.state_records = Gauge(
-            "lifecycle_state_records",
-            "Customer state records created on this worker since start, by partition.",
+        self.state_records_created = Counter(
+            "lifecycle_state_records_created",
+            "Customer state records created (a customer's first event) on this worker, by "
+            "owned partition.",
             ["partition"],
             registry=r,
         )
@@ -185,3 +237,56 @@ class Metrics:
             "1 when partitions are assigned and recovery is done, else 0.",
             registry=r,
         )
+
+    def children(self, metric: Counter) -> Children[Counter]:
+        """A cache of ``metric``'s children that ``forget_partitions`` keeps in step."""
+        made: Children[Counter] = Children(metric)
+        self._children.append(made)
+        return made
+
+    def preset(self, input_topics: tuple[str, str]) -> None:
+        """Create every known label combination of the counters and histograms at 0."""
+        account, usage = input_topics
+        for topic, types in ((account, ACCOUNT_EVENT_TYPES), (usage, USAGE_EVENT_TYPES)):
+            for event_type in types:
+                self.events_consumed.labels(topic, event_type)
+            for reason in DEAD_LETTER_REASONS:
+                self.dead_letters.labels(topic, reason)
+        for kind in INPUT_KINDS:
+            self.events_replayed.labels(kind)
+            self.events_duplicate.labels(kind)
+        for trigger in TRIGGER_NAMES:
+            self.triggers_fired.labels(trigger)
+            self.decisions_deferred.labels(trigger)
+            for outcome in OUTCOMES:
+                self.decisions.labels(trigger, outcome)
+            for reason in REASON_CODES:
+                self.decision_reasons.labels(trigger, reason)
+        for operation in LEDGER_OPERATIONS:
+            self.ledger_call_seconds.labels(operation)
+        for kind in LEDGER_ERROR_KINDS:
+            self.ledger_errors.labels(kind)
+        for clock in LATENCY_CLOCKS:
+            self.event_to_decision_seconds.labels(clock)
+        for reason in ORDER_FORCED_REASONS:
+            self.order_forced.labels(reason)
+
+    def owned_partitions(self, partitions: Iterable[int], input_topics: tuple[str, ...]) -> None:
+        """Keep the per-partition series of ``partitions`` only (called on every assignment
+        and revocation): a partition another worker took over is that worker's to export."""
+        keep = {str(p) for p in partitions}
+        for gauge in (self.due_items, self.state_records_created):
+            for (partition,) in _label_values(gauge):
+                if partition not in keep:
+                    gauge.remove(partition)
+        for topic, partition in _label_values(self.consumer_lag):
+            if partition not in keep or topic not in input_topics:
+                self.consumer_lag.remove(topic, partition)
+        for cache in self._children:
+            cache.forget((p,) for p in keep)
+
+
+def _label_values(metric: Counter | Gauge) -> list[tuple[str, ...]]:
+    # prometheus_client keeps a metric's children by label values and has no public listing.
+    with metric._lock:
+        return [tuple(values) for values in metric._metrics]

@@ -19,6 +19,7 @@ from streams.ingest import (
     dead_letter,
 )
 from streams.metrics import Children, Metrics
+from streams.ratelimited_log import SummaryLog
 from streams.topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Ingest:
         self._wall_ms = wall_ms
         self._max_value_bytes = dead_letter_max_value_bytes
         self._consumed = Children(metrics.events_consumed)
+        self._dead_log = SummaryLog(log, "dead-lettered")
 
     def accept(
         self,
@@ -70,7 +72,15 @@ class Ingest:
             event = self._decoder.decode(kind or self._topics.kind_of(topic), key, value, now)
         except InvalidEvent as exc:
             self._metrics.dead_letters.labels(topic, exc.code).inc()
-            log.warning("dead letter %s[%d]@%d: %s", topic, partition, offset, exc.message)
+            self._dead_log.note(
+                exc.code,
+                f"{topic}[{partition}]@{offset}",
+                "dead letter %s[%d]@%d: %s",
+                topic,
+                partition,
+                offset,
+                exc.message,
+            )
             record = dead_letter(
                 source_topic=topic,
                 partition=partition,

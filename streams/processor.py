@@ -203,7 +203,7 @@ class Processor:
         self._gate = gate
         self._publish = publish
         self._metrics = metrics
-        self._state_records = Children(metrics.state_records)
+        self._state_records = metrics.children(metrics.state_records_created)
         self._triggers_fired = Children(metrics.triggers_fired)
         self.due_index = DueIndex()
         self._customers = PendingWrites(stores.customers)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +17,11 @@ from streams.config import load_config
 from streams.errors import ConfigError
 from streams.kafka_security import KafkaSecurity, from_env
 
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 CLOCKS = ("wall", "event")
 STORES = ("rocksdb", "memory")
 BROKER_KINDS = ("kafka", "tansu")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,14 @@ OPTIONS: tuple[Option, ...] = (
         "--metrics-port",
         "METRICS_PORT",
         "9108",
-        "port of /metrics, /healthz and /ready (0 picks a free port and logs it)",
+        "port of /metrics, /healthz, /ready and /ledger (0 picks a free port and logs it)",
+    ),
+    Option(
+        "--metrics-host",
+        "METRICS_HOST",
+        "127.0.0.1",
+        "address the metrics port listens on (0.0.0.0: every interface, as in the container "
+        "image, for a scraper on another host)",
     ),
     Option(
         "--state-dir", "STATE_DIR", "./state", "directory where the RocksDB store keeps its files"
@@ -147,6 +158,12 @@ OPTIONS: tuple[Option, ...] = (
         "before it exits 1 (0: one attempt)",
     ),
     Option("--log-level", "LOG_LEVEL", "info", "debug, info, warning or error"),
+    Option(
+        "--log-format",
+        "LOG_FORMAT",
+        "text",
+        "text, or json (one object a line) for a log collector; covers Faust's lines too",
+    ),
 )
 # The longest start-up wait for the broker: a day; beyond that a supervisor should restart.
 MAX_BROKER_WAIT_SECONDS = 86_400
@@ -228,6 +245,19 @@ def check_bootstrap_servers(name: str, text: str) -> str:
     return servers
 
 
+def check_host(name: str, text: str) -> str:
+    """An IP address or a host name to listen on."""
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    labels = text.split(".")
+    if text and len(text) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return text
+    raise ConfigError(f"{name}: must be an IP address or a host name, got {text!r}")
+
+
 def _choice(name: str, text: str, allowed: tuple[str, ...]) -> str:
     if text not in allowed:
         raise ConfigError(f"{name}: must be one of {', '.join(allowed)}, got {text!r}")
@@ -245,6 +275,7 @@ class Settings:
     config: Mapping[str, Any] = field(repr=False)
     partitions: int
     metrics_port: int
+    metrics_host: str
     state_dir: Path
     app_id: str
     store: str
@@ -257,6 +288,7 @@ class Settings:
     ledger_wait_replicas: int
     ledger_namespace: str
     log_level: str
+    log_format: str
     broker_wait_seconds: float
     # SASL/TLS for Kafka come from the environment only (KAFKA_SECURITY_PROTOCOL, ...): never
     # a secret on a command line.
@@ -334,6 +366,7 @@ class Settings:
             config=load_config(config_path),
             partitions=_int(names["partitions"], text("partitions"), 1, 10_000),
             metrics_port=_int(names["metrics_port"], text("metrics_port"), 0, 65_535),
+            metrics_host=check_host(names["metrics_host"], text("metrics_host")),
             state_dir=Path(text("state_dir")),
             app_id=app_id,
             store=_choice(names["store"], text("store"), STORES),
@@ -350,6 +383,7 @@ class Settings:
             ),
             ledger_namespace=namespace,
             log_level=log_level,
+            log_format=_choice(names["log_format"], text("log_format").lower(), LOG_FORMATS),
             broker_wait_seconds=_wait_seconds(
                 names["broker_wait_seconds"], text("broker_wait_seconds")
             ),

@@ -130,14 +130,16 @@ class WorkerProcess:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = 60.0, ledger: bool = True) -> None:
+        """Wait until /ready (partitions assigned, tables recovered) and, with ``ledger``,
+        /ledger (Redis answers) say 200: the worker can decide."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker exited early:\n{self.log_text()[-4000:]}")
             try:
-                if self.get("/ready")[0] == 200:
+                if self.get("/ready")[0] == 200 and (not ledger or self.get("/ledger")[0] == 200):
                     return
             except OSError:
                 pass

@@ -159,7 +159,7 @@ def test_account_events_hashed_by_crc32_get_exactly_the_planted_decisions(
     # events (murmur2, as the worker expects) was.
     assert counted == misrouted
     assert usage_counted == 0
-    assert "misrouted input records" in log
+    assert "misrouted input record" in log
 
 
 def _split(tag: str, scenario: str) -> bool:

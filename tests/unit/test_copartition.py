@@ -77,14 +77,13 @@ def test_misrouted_records_are_logged_in_a_summary_not_one_line_each(
     with caplog.at_level(logging.WARNING, logger="streams.copartition"):
         for i, key in enumerate(keys):
             router.target("acc", crc32_partition(key, 4), i, key)
-        router.tick()  # within the minute: nothing more
         now[0] = 61.0
-        router.tick()  # the rest, once the minute is over
-        router.tick()
+        router.target("acc", crc32_partition(keys[0], 4), 99, keys[0])  # the next interval
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 2
-    assert "acc 1 " in lines[0] and "acc[" in lines[0]  # the first at once, with an example
-    assert f"acc {len(keys) - 1} " in lines[1]
+    # The first in full (where, and where it belongs), then one summary of the interval.
+    assert len(lines) == 3, lines
+    assert "acc[" in lines[0] and "belongs to partition" in lines[0]
+    assert f"{len(keys)} records" in lines[1] and f"acc {len(keys)}" in lines[1]
 
 
 def test_a_forwarded_record_keeps_its_kind() -> None:

@@ -60,6 +60,9 @@ def test_options_win_over_environment_which_wins_over_defaults() -> None:
         ({"app_id": "has space"}, "--app-id"),
         ({"store": "disk"}, "--store"),
         ({"session_timeout": "1", "heartbeat_interval": "2"}, "--heartbeat-interval"),
+        ({"metrics_host": "not a host"}, r"--metrics-host \(METRICS_HOST\): must be an IP"),
+        ({"metrics_host": ""}, "--metrics-host"),
+        ({"log_format": "xml"}, r"--log-format \(LOG_FORMAT\): must be one of text, json"),
     ],
 )
 def test_bad_options_are_refused_by_name(values: dict[str, str], message: str) -> None:
@@ -287,3 +290,15 @@ def test_the_wait_goes_on_once_a_broker_answers(caplog: pytest.LogCaptureFixture
         "retrying for up to 60 s"
     ]
     assert any("a broker answers at k:9 after" in r.getMessage() for r in caplog.records)
+
+
+def test_the_metrics_port_listens_on_this_machine_only_unless_told() -> None:
+    assert Settings.from_options({}, environ={}).metrics_host == "127.0.0.1"
+    for host in ("0.0.0.0", "::", "worker-0.lifecycle-triggers", "10.1.2.3"):  # noqa: S104
+        assert Settings.from_options({}, environ={"METRICS_HOST": host}).metrics_host == host
+    assert Settings.from_options({}, environ={}).log_format == "text"
+
+
+def test_the_worker_exits_2_naming_a_bad_log_format(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["worker", "--log-format", "yaml"]) == 2
+    assert "--log-format (LOG_FORMAT): must be one of text, json" in capsys.readouterr().err
