@@ -1,8 +1,9 @@
 """The triggers configuration file (YAML): topics, stream limits, triggers and policy.
 
-Every number of CONTRACT.md is a default here. A user's file overrides any subset; anything we
-do not know, or of the wrong type or range, is refused with a message naming the dotted key.
-The result is deeply frozen (mappings become read-only, lists become tuples).
+Every number of the wire contract (docs/contract.md) is a default here. A user's file overrides
+any subset; anything we do not know, or of the wrong type or range, is refused with a message
+naming the dotted key. The result is deeply frozen (mappings become read-only, lists become
+tuples).
 """
 
 from __future__ import annotations

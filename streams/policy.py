@@ -172,7 +172,7 @@ class Caps:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """The contact policy: every number of CONTRACT.md's "Contact policy defaults"."""
+    """The contact policy: every number of docs/contract.md, "Contact policy"."""
 
     holdout_rate: float
     global_cap_7d: int

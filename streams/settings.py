@@ -39,7 +39,8 @@ class Option:
         return self.flag.lstrip("-").replace("-", "_")
 
 
-# The contract's options first; the rest are additions (CONTRACT.md: additions welcome).
+# The options outside tools rely on first; the rest are additions (docs/contract.md,
+# "Command line": additions are allowed, renames are not).
 OPTIONS: tuple[Option, ...] = (
     Option(
         "--bootstrap-servers",

@@ -1,4 +1,4 @@
-"""The trigger catalogue of CONTRACT.md as pure functions: one module per family.
+"""The trigger catalogue of docs/contract.md as pure functions: one module per family.
 
 Each family module has the same entry points, all pure apart from mutating the state copy
 the core hands them: ``apply(state, event, params)`` folds an event into the state,

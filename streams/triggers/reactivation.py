@@ -1,7 +1,7 @@
 """Credit cards: ``lapsed_transactor``, ``lapsed_revolver``, ``never_activated``.
 
-Contract (CONTRACT.md, "Cards"): activity is a debit transaction on the card. A lapse is 180 days
-with no activity after some activity; it needs at least 2 of the card's last (up to 6)
+Contract (docs/contract.md, "Cards"): activity is a debit transaction on the card. A lapse is 180
+days with no activity after some activity; it needs at least 2 of the card's last (up to 6)
 statements to classify: more than half paid in full (``amount_paid >= statement_balance``) is a
 transactor, otherwise a revolver. ``never_activated``: a card opened 90 days ago with no activity
 since. Closed cards are excluded.

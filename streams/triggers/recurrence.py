@@ -1,8 +1,8 @@
 """Purchase habits: ``replacement_due`` and ``usual_booking_missed``.
 
-Contract (CONTRACT.md, catalogue and "Yearly habit"): ``replacement_due`` fires when the cycle of a
-category has elapsed since the last purchase: the customer's own median interval after 3 or more
-purchases, else the configured cycle of the category (none configured: no cycle until the
+Contract (docs/contract.md, catalogue and "Yearly habit"): ``replacement_due`` fires when the cycle
+of a category has elapsed since the last purchase: the customer's own median interval after 3 or
+more purchases, else the configured cycle of the category (none configured: no cycle until the
 customer's own). ``usual_booking_missed``: the last two purchases of a category are 335-395 days
 apart (inclusive) and there is no purchase by the last one + 365 + 14 days.
 

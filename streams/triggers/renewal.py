@@ -1,9 +1,9 @@
 """Contracts: ``renewal_after_positive_visit``, ``renewal_reminder``, ``auto_renew_confirmation``,
 ``auto_renew_unused``.
 
-Contract (CONTRACT.md, "Contracts"): a contract is open while its latest status is ``active`` or
-``renewed`` and ``expires_at`` is in the future; cancelled and expired ones get nothing. Renewal is
-a later ``contract`` event with a later ``expires_at``, or an ``auto_renew_charged`` (its
+Contract (docs/contract.md, "Contracts"): a contract is open while its latest status is ``active``
+or ``renewed`` and ``expires_at`` is in the future; cancelled and expired ones get nothing. Renewal
+is a later ``contract`` event with a later ``expires_at``, or an ``auto_renew_charged`` (its
 ``expires_at`` is the new expiry). Usage for ``auto_renew_unused`` is matched by ``contract_id``
 when the event names one, else by product name.
 
@@ -16,7 +16,7 @@ How this module reads it:
 - A visit with a ``contract_id`` concerns that contract only; without one, every contract of the
   customer. One offer per (visit, contract): instance ``<visit id>|<contract id>``. A positive
   visit is kept for the lateness, so a contract event that arrives after it still completes the
-  offer; a late complaint cannot withdraw an offer already made (CONTRACT.md, "Lateness").
+  offer; a late complaint cannot withdraw an offer already made (docs/contract.md, "Lateness").
 - "In the last 30 days" and "in the last 90 days" are closed intervals [t - days, t].
 - Visits without a ``contract_id`` count as usage of the product named like their ``venue``.
 - Reminders and the unused check have instance ``<contract id>|<expiry>|T-<days>`` and

@@ -1,12 +1,12 @@
 """Savings drop: ``savings_drop_to_checking``, ``..._to_wire`` and ``..._unexplained``.
 
-Contract (CONTRACT.md, "Savings drop"): the baseline is the mean of the savings account's balance
-observations in the 90 days before the drop's first debit; the drop is the account's debits summed
-over a 3-day window that starts at a debit, happening when the sum reaches 50 % of a baseline of at
-least 10,000, once per window. Follow-ups (an internal credit to checking, an outbound wire from
-any account, the savings account's own wire included) of >= 80 % of the dropped amount match
-within 7 days before or after the drop. ``unexplained`` fires when neither matched by the drop +
-7 days + the allowed lateness.
+Contract (docs/contract.md, "Savings drop"): the baseline is the mean of the savings account's
+balance observations in the 90 days before the drop's first debit; the drop is the account's debits
+summed over a 3-day window that starts at a debit, happening when the sum reaches 50 % of a baseline
+of at least 10,000, once per window. Follow-ups (an internal credit to checking, an outbound wire
+from any account, the savings account's own wire included) of >= 80 % of the dropped amount match
+within 7 days before or after the drop. ``unexplained`` fires when neither matched by the drop + 7
+days + the allowed lateness.
 
 How this module reads it:
 

@@ -1,9 +1,9 @@
 """Hypothesis properties of the pure core: order, ticks, replays and size.
 
 (a) Arrival order within the allowed lateness does not change the decisions, and neither does
-    how often the clock ticks. Precisely what CONTRACT.md promises ("an event may arrive up to 7
-    days late and still takes part in every trigger"; "later arrivals fire nothing that
-    contradicts an already published decision"):
+    how often the clock ticks. Precisely what docs/contract.md promises under "Lateness" (an
+    event up to 7 days behind its partition's stream time still takes part in every trigger;
+    data that arrives later fires nothing that contradicts a decision already published):
     - Feeding a customer's events in any order in which each arrives at most the lateness behind
       the stream time, then advancing the clock to the end, gives exactly the (trigger,
       instance) set of feeding them in event-time order -

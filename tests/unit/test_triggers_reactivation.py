@@ -1,4 +1,4 @@
-"""Card triggers (CONTRACT.md catalogue rows 8-10 and "Precise semantics: Cards").
+"""Card triggers (docs/contract.md: catalogue rows 8-10 and "Cards").
 
 Every test reads Given / When / Then; the comment on each expectation says why it holds.
 Customers are fed like the shell feeds them: ``step`` at the stream time, then ``advance``

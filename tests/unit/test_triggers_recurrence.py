@@ -1,4 +1,4 @@
-"""Purchase-habit triggers (CONTRACT.md catalogue rows 11-12 and "Yearly habit").
+"""Purchase-habit triggers (docs/contract.md: catalogue rows 11-12 and "Yearly habit").
 
 Every test reads Given / When / Then; the comment on each expectation says why it holds.
 Customers are fed like the shell feeds them: ``step`` at the stream time, then ``advance``

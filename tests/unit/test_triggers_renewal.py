@@ -1,4 +1,4 @@
-"""Contract triggers (CONTRACT.md catalogue rows 4-7 and "Precise semantics: Contracts").
+"""Contract triggers (docs/contract.md: catalogue rows 4-7 and "Contracts").
 
 Every test reads Given / When / Then; the comment on each expectation says why it holds.
 Customers are fed like the shell feeds them: ``step`` at the stream time, then ``advance``

@@ -1,4 +1,4 @@
-"""Savings drop triggers (CONTRACT.md catalogue rows 1-3 and "Precise semantics: Savings drop").
+"""Savings drop triggers (docs/contract.md: catalogue rows 1-3 and "Savings drop").
 
 Every test reads Given / When / Then; the comment on each expectation says why it holds.
 Customers are fed like the shell feeds them: ``step`` at the stream time, then ``advance``
