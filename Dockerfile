@@ -4,6 +4,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY requirements ./requirements
 COPY streams ./streams
+# The wheel ships the JSON Schemas as data files (pyproject.toml: tool.setuptools.data-files).
+COPY schemas ./schemas
 RUN pip install --no-cache-dir --prefix=/install -c requirements/constraints.txt .
 
 FROM python:3.11.7-slim-bookworm
