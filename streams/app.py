@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -115,6 +117,9 @@ GC_THRESHOLDS = (50_000, 20, 10)
 # The event time a dead letter stands in the event-time merge with: it has none, and goes as
 # soon as it is the first of its topic-partition.
 DEAD_LETTER_TIME = -1
+# Stands for the record of a forwarded input in the event-time merge (its copy is applied at
+# the partition its key belongs to: ``streams/copartition.py``).
+FORWARDED = "forwarded"
 
 
 @dataclass
@@ -354,7 +359,7 @@ def build_worker(
     # The applied-offset marks of a customer record are kept per input: the repartition topic
     # has offsets of its own.
     mark_kinds = {topic: topics.kind_of(topic) for topic in topics.inputs}
-    alignment = Alignment(router.forwards, STALLED_TOPIC_MS)
+    alignment = Alignment(router.mode == "all", STALLED_TOPIC_MS)
     in_order = InOrderAcks()
 
     def unread_since(since_ms: int) -> Callable[[str, int], bool]:
@@ -540,6 +545,7 @@ def build_worker(
         now = wall_ms()
         apply, apply_time = contained.apply, processor.apply_time_nowait
         failed: list[tuple[Rejected, Position]] = []
+        handed_on = 0  # forwarded inputs released (acked) in this batch
         done: list[tuple[TP, int]] = []
         touched: set[int] = set()
         ticked: set[int] = set()
@@ -580,7 +586,13 @@ def build_worker(
                             await repartition_topic.send(
                                 key=r.key, value=r.value, partition=target, headers=headers
                             )
-                            alignment.forwarded(target, headers[1][1], result.occurred_at_ms, now)
+                            alignment.forwarded(
+                                target,
+                                headers[1][1],
+                                result.occurred_at_ms,
+                                now,
+                                target in owned["partitions"],
+                            )
                             # Acked in its turn, like a dead letter: Faust flushes the producer
                             # (the forward) before it commits this offset.
                             merger.add(
@@ -588,7 +600,7 @@ def build_worker(
                                 topic,
                                 DEAD_LETTER_TIME,
                                 came,
-                                (tp, r.offset, None, None, mark),
+                                (tp, r.offset, None, FORWARDED, mark),
                             )
                             continue
                 if isinstance(result, Rejected):
@@ -635,7 +647,9 @@ def build_worker(
             if merger.forced > forced:
                 metrics.order_forced.labels("buffer_full").inc(merger.forced - forced)
             for tp, offset, typed, r, mark in ready:
-                if typed is not None:  # else a dead letter or a forwarded record, already sent
+                if r is FORWARDED:
+                    handed_on += 1  # done once its copy is applied (a repartition record)
+                elif typed is not None:  # else a dead letter, already sent
                     topic = tp.topic
                     rejected = apply(mark, topic, partition, offset, typed, r.key, r.value)
                     if rejected is not None:
@@ -674,10 +688,12 @@ def build_worker(
                 abandon("rebalance" if consumer.epoch != epoch else "seek")
                 return
             ack = consumer.ack_offset
-            inputs = 0
+            inputs = -handed_on
             for tp, offset in done:
                 ack(tp, offset)
-                if tp.topic in inputs_of_ours:
+                if tp.topic == repartition:
+                    inputs += 1
+                elif tp.topic in inputs_of_ours:
                     inputs += 1
                     where = (tp.topic, tp.partition)
                     if offset > processed.get(where, -1):
@@ -692,7 +708,19 @@ def build_worker(
         # A topic that ran ahead of the other in its partition (a backlog: aiokafka hands a
         # fetch out one topic-partition at a time, and the topics' records span different
         # stretches of event time) waits in aiokafka's buffer, not in the merge.
-        return {TP(topic, partition) for partition, topic in merger.crowded(HOLD_BACK_AT)}
+        held = {
+            TP(topic, partition)
+            for partition, topic in merger.crowded(HOLD_BACK_AT)
+            if topic != repartition  # forwards must come back for the alignment to move
+        }
+        if alignment.in_flight() > HOLD_BACK_AT:
+            # Forwarding runs ahead of what comes back: the inputs wait in aiokafka's buffer.
+            # (Not on what the merge holds: a partition's records wait there for its other
+            # input topic, which must then still be fetched.)
+            held.update(
+                TP(topic, partition) for partition in owned["partitions"] for topic in topics.inputs
+            )
+        return held
 
     inputs_of_ours = frozenset(topics.inputs)
     consumer.use_batches(frozenset((*applied_from, ticks)), handle, held_back)
@@ -816,6 +844,44 @@ def build_worker(
     return Worker(app, metrics, http, processor, changelogs=[c.table for c in changelogs])
 
 
+class _Worker(faust.Worker):
+    """Faust's worker with a bounded stop: SIGTERM or SIGINT arms a watchdog.
+
+    Leaving the group and flushing need the broker; when it went away first, Faust's stop waits
+    for it for ever (seen: a worker still there 90 s after SIGTERM). The crash guarantee makes
+    an exit at any point safe (decisions before state, state before offsets), so after
+    ``shutdown_timeout`` the process exits 1, as a SIGKILL would end it.
+    """
+
+    shutdown_timeout: float = 30.0
+    _watchdog: threading.Timer | None = None
+
+    def _arm_watchdog(self) -> None:
+        if self._watchdog is not None:
+            return
+
+        def expire() -> None:
+            log.error(
+                "the worker did not stop within %.0f s of the signal (is the broker gone?): "
+                "exiting now; what it had not written is read again, as after a crash",
+                self.shutdown_timeout,
+            )
+            logging.shutdown()
+            os._exit(1)
+
+        self._watchdog = threading.Timer(self.shutdown_timeout, expire)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def _on_sigterm(self) -> None:
+        self._arm_watchdog()
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self._arm_watchdog()
+        super()._on_sigint()
+
+
 class _HttpService(mode.Service):
     """Runs the health and metrics endpoints for the life of the worker."""
 
@@ -934,7 +1000,7 @@ def run_worker(settings: Settings) -> int:
     except (ConfigError, ReplacedLogError):
         loop.close()
         raise
-    worker = faust.Worker(
+    worker = _Worker(
         built.app,
         _HttpService(built.http, loop=loop),
         loop=loop,
@@ -946,5 +1012,6 @@ def run_worker(settings: Settings) -> int:
     # At WARNING and above faust's worker installs a terminal spinner that sets the root logger
     # to DEBUG, so every library debug call (aiokafka logs each send) builds a record.
     worker.spinner = None
+    worker.shutdown_timeout = settings.shutdown_timeout_seconds
     worker.execute_from_commandline()
     return 0  # pragma: no cover - execute_from_commandline exits

@@ -188,9 +188,13 @@ class Alignment:
     def fetched(self, topic: str, partition: int, event_time_ms: int) -> None:
         self._read_to[(topic, partition)] = event_time_ms
 
-    def forwarded(self, target: int, source: bytes, event_time_ms: int, now_ms: int) -> None:
+    def forwarded(
+        self, target: int, source: bytes, event_time_ms: int, now_ms: int, ours: bool
+    ) -> None:
+        """A record went to ``target``; waited for there if that partition is ``ours``."""
         self._active_until = self._clock() + self.ACTIVE_SECONDS
-        self._in_flight.setdefault(target, {})[source] = (event_time_ms, now_ms)
+        if ours:
+            self._in_flight.setdefault(target, {})[source] = (event_time_ms, now_ms)
 
     def arrived(self, partition: int, source: bytes | None) -> None:
         if source is not None:
@@ -232,6 +236,10 @@ class Alignment:
                 if bound is None or read_to < bound:
                     bound = read_to
         return bound
+
+    def in_flight(self) -> int:
+        """Forwarded records not back yet (to partitions of this worker or not)."""
+        return sum(len(waiting) for waiting in self._in_flight.values())
 
     def assigned(self, now_ms: int) -> None:
         """A new assignment: partitions not read yet are waited for from now."""

@@ -158,6 +158,14 @@ OPTIONS: tuple[Option, ...] = (
         "how long the worker waits at start for a broker to answer, retrying with backoff, "
         "before it exits 1 (0: one attempt)",
     ),
+    Option(
+        "--shutdown-timeout-seconds",
+        "SHUTDOWN_TIMEOUT_SECONDS",
+        "30",
+        "after SIGTERM/SIGINT, how long the worker may take to leave the group and flush before "
+        "it exits 1 anyway (a broker that went away first holds the stop for ever); what it had "
+        "not written is read again, as after a crash",
+    ),
     Option("--log-level", "LOG_LEVEL", "info", "debug, info, warning or error"),
     Option(
         "--log-format",
@@ -291,6 +299,7 @@ class Settings:
     log_level: str
     log_format: str
     broker_wait_seconds: float
+    shutdown_timeout_seconds: float
     # SASL/TLS for Kafka come from the environment only (KAFKA_SECURITY_PROTOCOL, ...): never
     # a secret on a command line.
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity, repr=False)
@@ -387,6 +396,9 @@ class Settings:
             log_format=_choice(names["log_format"], text("log_format").lower(), LOG_FORMATS),
             broker_wait_seconds=_wait_seconds(
                 names["broker_wait_seconds"], text("broker_wait_seconds")
+            ),
+            shutdown_timeout_seconds=_seconds(
+                names["shutdown_timeout_seconds"], text("shutdown_timeout_seconds")
             ),
             kafka_security=from_env(env),
         )
