@@ -16,69 +16,142 @@
 --
 -- Windows are rolling and half-open like the contract's: at time t a window of length w holds
 -- what was decided in (t - w, t]. Counts are the values before this decision.
+--
+-- The data structures are those of the releases before (old and new workers share a ledger
+-- during a rolling deploy). What a call costs is mostly the number of Redis commands it runs
+-- and the Lua around them, not the size of the sets (the caps keep them small), so a decision
+-- reads each set once, over the longest window a rule needs, and counts every window from
+-- that in Lua with the same half-open bounds; it reads the state hash once; it prunes only
+-- when something has passed the retention, and it sets the expiry of the keys it wrote.
 
 local DEC, IDX, MK, TR, CMP, ST, BU = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
   KEYS[7]
 local op = ARGV[1]
-local now = tonumber(ARGV[2])
+local NOW = ARGV[2]  -- an integer as the caller wrote it: used as a score as it is
+local now = tonumber(NOW)
 local retention = tonumber(ARGV[3])
+local DAY = 86400000
+local WEEK, MONTH = 7 * DAY, 30 * DAY
 
 -- Epoch ms are ~13 digits: format them without exponent or fraction.
 local function fmt(x)
   return string.format('%.0f', x)
 end
 
-local function since(window)
-  return '(' .. fmt(now - window)
+-- The decision's JSON is written here rather than by cjson.encode, which formats every number
+-- with sprintf (most of the cost of encoding a decision). The numbers and strings are
+-- written as cjson writes them: numbers as "%.14g" (small integers without sprintf), strings
+-- quoted, through cjson when they hold anything JSON or cjson escapes.
+local function num(x)
+  if x >= 0 and x < 100 and x % 1 == 0 then
+    if x < 10 then return string.char(48 + x) end
+    return string.char(48 + (x - x % 10) / 10, 48 + x % 10)
+  end
+  return string.format('%.14g', x)
 end
 
--- Drop what no rule can read any more; memory per customer stays bounded by the windows.
-local function prune()
-  local horizon = '(' .. fmt(now - retention)
+local function str(s)
+  if string.find(s, '[%c"\\/\128-\255]') then return cjson.encode(s) end
+  return '"' .. s .. '"'
+end
+
+-- The time of this call in JSON: the caller's integer as it is when cjson would write the
+-- same digits (below 10^14).
+local NOW_JSON = #NOW < 15 and NOW or num(now)
+
+local function in_window(at, window)
+  return at > now - window and at <= now
+end
+
+local function stale(at)
+  return at < now - retention
+end
+
+-- Drop what no rule can read any more, so memory per customer stays bounded by the windows:
+-- a set is pruned when it is written to (or read in full and found to hold something past the
+-- retention), and the decision hash with the ids of idx.
+local horizon = nil  -- '(<now - retention>': below it is stale
+
+local function prune(key)
+  horizon = horizon or '(' .. fmt(now - retention)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', horizon)
+end
+
+local function prune_decisions()
+  horizon = horizon or '(' .. fmt(now - retention)
   local old = redis.call('ZRANGEBYSCORE', IDX, '-inf', horizon)
+  if #old == 0 then return end
   for i = 1, #old, 500 do
     redis.call('HDEL', DEC, unpack(old, i, math.min(i + 499, #old)))
   end
-  redis.call('ZREMRANGEBYSCORE', IDX, '-inf', horizon)
-  redis.call('ZREMRANGEBYSCORE', MK, '-inf', horizon)
-  redis.call('ZREMRANGEBYSCORE', TR, '-inf', horizon)
-  redis.call('ZREMRANGEBYSCORE', CMP, '-inf', horizon)
-  redis.call('ZREMRANGEBYSCORE', BU, '-inf', horizon)
+  prune(IDX)
 end
 
--- Time-indexed keys expire once nothing in them can matter. The state hash is kept while it
--- holds something that matters without a time limit (an opt-out, an unanswered streak).
-local function expire_all()
-  for _, key in ipairs({DEC, IDX, MK, TR, CMP, BU}) do
-    redis.call('PEXPIRE', key, retention)
+-- A set read in full up to now (members and scores); pruned when it holds something stale.
+local function read_all(key)
+  local members = redis.call('ZRANGEBYSCORE', key, '-inf', NOW, 'WITHSCORES')
+  if #members > 0 and stale(tonumber(members[2])) then prune(key) end
+  return members
+end
+
+-- The state hash, read once per call; set_state writes through.
+local state = nil
+
+local function read_state()
+  local flat = redis.call('HGETALL', ST)
+  state = {}
+  for i = 1, #flat, 2 do state[flat[i]] = flat[i + 1] end
+end
+
+local written = {}
+
+-- A key expires once nothing in it can matter: the retention after the last call that wrote
+-- it (what it holds is no newer than that call). The state hash is kept while it holds
+-- something that matters without a time limit (an opt-out, an unanswered streak).
+local function finish()
+  for key in pairs(written) do
+    if key ~= ST then redis.call('PEXPIRE', key, retention) end
   end
-  local state = redis.call('HGETALL', ST)
-  local lasting = false
-  for i = 1, #state, 2 do
-    local name, value = state[i], state[i + 1]
-    if name == 'streak' and tonumber(value) > 0 then lasting = true end
-    if string.sub(name, 1, 8) == 'consent:' and string.sub(value, -3) == 'out' then
-      lasting = true
+  if written[ST] then
+    local lasting = tonumber(state.streak or '0') > 0
+    for name, value in pairs(state) do
+      if string.sub(name, 1, 8) == 'consent:' and string.sub(value, -3) == 'out' then
+        lasting = true
+      end
+    end
+    if lasting then
+      redis.call('PERSIST', ST)
+    else
+      redis.call('PEXPIRE', ST, retention)
     end
   end
-  if lasting then
-    redis.call('PERSIST', ST)
-  elseif #state > 0 then
-    redis.call('PEXPIRE', ST, retention)
-  end
 end
 
-local function count_prefix(key, prefix, window)
-  local members = redis.call('ZRANGEBYSCORE', key, since(window), fmt(now), 'WITHSCORES')
+local function zadd(key, member)
+  redis.call('ZADD', key, NOW, member)
+  written[key] = true
+end
+
+local function count_prefix(members, prefix, window)
   local n, last = 0, nil
   for i = 1, #members, 2 do
     if string.sub(members[i], 1, #prefix) == prefix then
-      n = n + 1
       local at = tonumber(members[i + 1])
-      if last == nil or at > last then last = at end
+      if in_window(at, window) then
+        n = n + 1
+        if last == nil or at > last then last = at end
+      end
     end
   end
   return n, last
+end
+
+local function count(members, window)
+  local n = 0
+  for i = 2, #members, 2 do
+    if in_window(tonumber(members[i]), window) then n = n + 1 end
+  end
+  return n
 end
 
 -- Consent of one channel: the latest record of that channel or of `all` decides; at equal
@@ -90,33 +163,50 @@ local function parse_consent(value)
 end
 
 local function opted_out(channel)
-  local at_c, st_c = parse_consent(redis.call('HGET', ST, 'consent:' .. channel))
-  local at_a, st_a = parse_consent(redis.call('HGET', ST, 'consent:all'))
+  local at_c, st_c = parse_consent(state['consent:' .. channel])
+  local at_a, st_a = parse_consent(state['consent:all'])
   if at_c == nil and at_a == nil then return false end
   if at_a == nil or (at_c ~= nil and at_c > at_a) then return st_c == 'out' end
   if at_c == nil or at_a > at_c then return st_a == 'out' end
   return st_c == 'out' or st_a == 'out'
 end
 
-local function set_consent(scope, status, at)
-  local old_at = parse_consent(redis.call('HGET', ST, 'consent:' .. scope))
-  if old_at == nil or at >= old_at then
-    redis.call('HSET', ST, 'consent:' .. scope, fmt(at) .. '|' .. status)
+-- Field/value pairs of the state hash to write (one HSET per call).
+local changes = {}
+
+local function set_state(name, value)
+  state[name] = value
+  changes[#changes + 1] = name
+  changes[#changes + 1] = value
+end
+
+local function write_state()
+  if #changes > 0 then
+    redis.call('HSET', ST, unpack(changes))
+    written[ST] = true
+  end
+end
+
+local function set_consent(scope, status)
+  local old_at = parse_consent(state['consent:' .. scope])
+  if old_at == nil or now >= old_at then
+    set_state('consent:' .. scope, NOW .. '|' .. status)
   end
 end
 
 -- A marketing contact extends the unanswered streak unless an engagement is not older.
-local function count_unanswered(at)
-  local engaged_at = tonumber(redis.call('HGET', ST, 'engaged_at') or '-1')
-  if at > engaged_at then
-    redis.call('HINCRBY', ST, 'streak', 1)
+local function count_unanswered()
+  local engaged_at = tonumber(state.engaged_at or '-1')
+  if now > engaged_at then
+    state.streak = tostring(redis.call('HINCRBY', ST, 'streak', 1))
+    written[ST] = true
   end
 end
 
-local function record(id, at, result)
-  local text = cjson.encode(result)
+local function record(id, text)
   redis.call('HSET', DEC, id, text)
-  redis.call('ZADD', IDX, fmt(at), id)
+  zadd(IDX, id)
+  written[DEC] = true
   return text
 end
 
@@ -128,7 +218,7 @@ if op == 'decide' then
   local id = ARGV[4]
   local first = redis.call('HGET', DEC, id)
   if first then return first end
-  prune()
+  prune_decisions()
   local category, trigger = ARGV[5], ARGV[6]
   local channels = {}
   for i = 1, tonumber(ARGV[20]) do
@@ -137,13 +227,17 @@ if op == 'decide' then
                    window = tonumber(ARGV[base + 3])}
   end
   local unit = ARGV[17]
-  local result = {o = 'contact', r = '', c = channels[1].name, t = now, g = trigger,
-                  k = category, bu = unit}
+  -- The first result of this id, as the releases before wrote it: outcome, reasons, channel,
+  -- decided_at, trigger, category, business unit, details.
+  local function result(outcome, reasons, channel, details)
+    return '{"o":"' .. outcome .. '","r":"' .. reasons .. '","c":' .. str(channel) ..
+      ',"t":' .. NOW_JSON .. ',"g":' .. str(trigger) .. ',"k":' .. str(category) ..
+      ',"bu":' .. str(unit) .. ',"d":' .. details .. '}'
+  end
   if category ~= 'marketing' then
     -- Service: never stopped by marketing rules or opt-outs, never counted; recorded.
-    result.d = {}
-    local text = record(id, now, result)
-    expire_all()
+    local text = record(id, result('contact', '', channels[1].name, '{}'))
+    finish()
     return text
   end
 
@@ -151,45 +245,57 @@ if op == 'decide' then
   local cooldown, after = tonumber(ARGV[10]), tonumber(ARGV[11])
   local bo_max, bo_window = tonumber(ARGV[12]), tonumber(ARGV[13])
   local quiet = tonumber(ARGV[14])
-  local c7 = redis.call('ZCOUNT', MK, since(7 * 86400000), fmt(now))
-  local c30 = redis.call('ZCOUNT', MK, since(30 * 86400000), fmt(now))
-  local bo_count = redis.call('ZCOUNT', MK, since(bo_window), fmt(now))
-  local streak = tonumber(redis.call('HGET', ST, 'streak') or '0')
-  local cd_count, cd_last = count_prefix(TR, trigger .. '|', cooldown)
-  local complaints = redis.call('ZRANGEBYSCORE', CMP, since(quiet), fmt(now))
   local bu7, bu30 = tonumber(ARGV[18]), tonumber(ARGV[19])
-  local b7 = redis.call('ZCOUNT', BU, since(7 * 86400000), fmt(now))
-  local b30 = redis.call('ZCOUNT', BU, since(30 * 86400000), fmt(now))
+  read_state()
+  -- Each set is read once, in full up to now, and every window counted from that.
+  local contacts = read_all(MK)
+  local c7, c30 = count(contacts, WEEK), count(contacts, MONTH)
+  local bo_count = count(contacts, bo_window)
+  local streak = tonumber(state.streak or '0')
+  local cd_count, cd_last = count_prefix(read_all(TR), trigger .. '|', cooldown)
+  local b7, b30 = 0, 0
+  local unit_read = bu7 >= 0 or bu30 >= 0
+  if unit_read then
+    -- Only a unit with a cap reads its contacts (they are reported with the cap).
+    local by_unit = read_all(BU)
+    b7, b30 = count(by_unit, WEEK), count(by_unit, MONTH)
+  end
+  -- The latest complaint up to now (sorted by time), if it is within the quiet period.
+  local complaints = redis.call('ZRANGEBYSCORE', CMP, '-inf', NOW)
+  if #complaints > 0 and stale(tonumber(complaints[1])) then prune(CMP) end
   local complaint_at = nil
-  if #complaints > 0 then complaint_at = tonumber(complaints[#complaints]) end
-
-  local details = {
-    multiplier = tonumber(ARGV[16]),
-    global_7d = {count = c7, cap = cap7},
-    global_30d = {count = c30, cap = cap30},
-    channels = {},
-    trigger_cooldown = {count = cd_count, days = cooldown / 86400000},
-    non_responder = {unanswered = streak, after = after, active = streak >= after,
-                     count = bo_count, cap = bo_max, days = bo_window / 86400000},
-  }
-  if ARGV[15] ~= '' then details.segment = ARGV[15] end
-  if bu7 >= 0 or bu30 >= 0 then
-    details.business_unit = {name = unit, count_7d = b7, count_30d = b30}
-    if bu7 >= 0 then details.business_unit.cap_7d = bu7 end
-    if bu30 >= 0 then details.business_unit.cap_30d = bu30 end
-  end
-  if cd_last then details.trigger_cooldown.last_at = cd_last end
-  if complaint_at then
-    details.complaint = {at = complaint_at, quiet_until = complaint_at + quiet}
+  if #complaints > 0 and in_window(tonumber(complaints[#complaints]), quiet) then
+    complaint_at = tonumber(complaints[#complaints])
   end
 
+  -- The details reported with the outcome (the counters behind every rule).
+  local parts = {'{"multiplier":', num(tonumber(ARGV[16])),
+    ',"global_7d":{"count":', num(c7), ',"cap":', num(cap7),
+    '},"global_30d":{"count":', num(c30), ',"cap":', num(cap30), '},"channels":{'}
   local any_open = nil
-  for _, ch in ipairs(channels) do
+  for i, ch in ipairs(channels) do
     ch.out = opted_out(ch.name)
-    ch.count = count_prefix(MK, ch.name .. '|', ch.window)
-    details.channels[ch.name] = {count = ch.count, cap = ch.cap, days = ch.window / 86400000,
-                                 opted_out = ch.out}
+    ch.count = count_prefix(contacts, ch.name .. '|', ch.window)
+    parts[#parts + 1] = (i > 1 and ',' or '') .. str(ch.name) .. ':{"count":' ..
+      num(ch.count) .. ',"cap":' .. num(ch.cap) .. ',"days":' .. num(ch.window / DAY) ..
+      ',"opted_out":' .. tostring(ch.out) .. '}'
     if not ch.out and any_open == nil then any_open = ch.name end
+  end
+  parts[#parts + 1] = '},"trigger_cooldown":{"count":' .. num(cd_count) .. ',"days":' ..
+    num(cooldown / DAY) .. (cd_last and (',"last_at":' .. num(cd_last)) or '') ..
+    '},"non_responder":{"unanswered":' .. num(streak) .. ',"after":' .. num(after) ..
+    ',"active":' .. tostring(streak >= after) .. ',"count":' .. num(bo_count) .. ',"cap":' ..
+    num(bo_max) .. ',"days":' .. num(bo_window / DAY) .. '}'
+  if ARGV[15] ~= '' then parts[#parts + 1] = ',"segment":' .. str(ARGV[15]) end
+  if unit_read then
+    parts[#parts + 1] = ',"business_unit":{"name":' .. str(unit) .. ',"count_7d":' ..
+      num(b7) .. ',"count_30d":' .. num(b30) ..
+      (bu7 >= 0 and (',"cap_7d":' .. num(bu7)) or '') ..
+      (bu30 >= 0 and (',"cap_30d":' .. num(bu30)) or '') .. '}'
+  end
+  if complaint_at then
+    parts[#parts + 1] = ',"complaint":{"at":' .. num(complaint_at) .. ',"quiet_until":' ..
+      num(complaint_at + quiet) .. '}'
   end
 
   if ARGV[7] == '1' and complaint_at == nil and any_open ~= nil and cd_count == 0 then
@@ -197,13 +303,10 @@ if op == 'decide' then
     -- the trigger's cooldown (so within the cooldown a held-out customer is suppressed like a
     -- contacted one: one holdout per cooldown, comparable groups), never toward caps or the
     -- unanswered streak; caps and back-off, which limit contacts, do not stop a holdout.
-    result.o = 'holdout'
-    result.c = any_open
-    details.holdout = true
-    result.d = details
-    redis.call('ZADD', TR, fmt(now), trigger .. '|' .. id)
-    local text = record(id, now, result)
-    expire_all()
+    parts[#parts + 1] = ',"holdout":true}'
+    zadd(TR, trigger .. '|' .. id)
+    local text = record(id, result('holdout', '', any_open, table.concat(parts)))
+    finish()
     return text
   end
 
@@ -232,69 +335,81 @@ if op == 'decide' then
     for _, r in ipairs(own) do seen[r] = true end
   end
 
+  local text
   if chosen then
-    result.c = chosen
-    if chosen ~= channels[1].name then details.fallback_from = channels[1].name end
-    redis.call('ZADD', MK, fmt(now), chosen .. '|' .. id)
-    redis.call('ZADD', BU, fmt(now), id)
-    redis.call('ZADD', TR, fmt(now), trigger .. '|' .. id)
-    count_unanswered(now)
+    if chosen ~= channels[1].name then
+      parts[#parts + 1] = ',"fallback_from":' .. str(channels[1].name)
+    end
+    parts[#parts + 1] = '}'
+    zadd(MK, chosen .. '|' .. id)
+    if not unit_read then prune(BU) end
+    zadd(BU, id)
+    zadd(TR, trigger .. '|' .. id)
+    count_unanswered()
+    text = record(id, result('contact', '', chosen, table.concat(parts)))
   else
     for r in pairs(seen) do common[#common + 1] = r end
-    result.o = 'suppressed'
-    result.r = table.concat(common, ',')
+    parts[#parts + 1] = '}'
+    text = record(id, result('suppressed', table.concat(common, ','), channels[1].name,
+                             table.concat(parts)))
   end
-  result.d = details
-  local text = record(id, now, result)
-  expire_all()
+  finish()
   return text
 
 elseif op == 'engage' then
   -- ARGV 4 channel, 5 action, 6 decision id ('' when none).
   local channel, action = ARGV[4], ARGV[5]
-  prune()
-  if action == 'opened' or action == 'clicked' or action == 'converted' then
-    local engaged_at = tonumber(redis.call('HGET', ST, 'engaged_at') or '-1')
-    if now > engaged_at then
-      -- Contacts after the engagement still count as unanswered (engagements arrive late).
-      redis.call('HSET', ST, 'engaged_at', fmt(now),
-                 'streak', redis.call('ZCOUNT', MK, '(' .. fmt(now), '+inf'))
-    end
-  elseif action == 'unsubscribed' then
-    set_consent(channel, 'out', now)
-  else
+  prune_decisions()
+  if action ~= 'opened' and action ~= 'clicked' and action ~= 'converted'
+      and action ~= 'unsubscribed' then
     return 0  -- delivered, bounced: nothing the policy reads
   end
-  redis.call('HSET', ST, 'last_engagement',
-             cjson.encode({action = action, channel = channel, at = now, decision_id = ARGV[6]}))
-  expire_all()
+  read_state()
+  if action == 'unsubscribed' then
+    set_consent(channel, 'out')
+  elseif now > tonumber(state.engaged_at or '-1') then
+    -- Contacts after the engagement still count as unanswered (engagements arrive late).
+    set_state('engaged_at', NOW)
+    set_state('streak', tostring(redis.call('ZCOUNT', MK, '(' .. NOW, '+inf')))
+  end
+  set_state('last_engagement',
+            cjson.encode({action = action, channel = channel, at = now, decision_id = ARGV[6]}))
+  write_state()
+  finish()
   return 1
 
 elseif op == 'consent' then
   -- ARGV 4 channel or 'all', 5 'in' or 'out'.
-  prune()
-  set_consent(ARGV[4], ARGV[5], now)
-  expire_all()
+  prune_decisions()
+  read_state()
+  set_consent(ARGV[4], ARGV[5])
+  write_state()
+  finish()
   return 1
 
 elseif op == 'complaint' then
-  prune()
-  redis.call('ZADD', CMP, fmt(now), fmt(now))
-  expire_all()
+  prune_decisions()
+  prune(CMP)
+  zadd(CMP, NOW)
+  finish()
   return 1
 
 elseif op == 'outside' then
   -- ARGV 4 id, 5 channel, 6 category, 7 business unit. Idempotent by id: 1 new, 0 known.
   local id = ARGV[4]
   if redis.call('HEXISTS', DEC, id) == 1 then return 0 end
-  prune()
+  prune_decisions()
   if ARGV[6] == 'marketing' then
-    redis.call('ZADD', MK, fmt(now), ARGV[5] .. '|' .. id)
-    redis.call('ZADD', BU, fmt(now), id)
-    count_unanswered(now)
+    read_state()
+    prune(MK)
+    zadd(MK, ARGV[5] .. '|' .. id)
+    prune(BU)
+    zadd(BU, id)
+    count_unanswered()
   end
-  record(id, now, {o = 'contact', r = '', c = ARGV[5], t = now, k = ARGV[6], bu = ARGV[7]})
-  expire_all()
+  record(id, cjson.encode({o = 'contact', r = '', c = ARGV[5], t = now, k = ARGV[6],
+                           bu = ARGV[7]}))
+  finish()
   return 1
 end
 
