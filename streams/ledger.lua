@@ -11,7 +11,7 @@
 --   7 bu   zset   id -> decided_at of the marketing contacts of one business unit (the one
 --                 deciding or recording: "<namespace>:{<customer_id>}:bu:<unit>")
 --
--- ARGV: 1 op, 2 now (epoch ms: decided_at, or the event time of what is recorded),
+-- ARGV: 1 op, 2 now (epoch ms, an integer: decided_at, or the event time of what is recorded),
 --       3 retention (ms: the longest window plus a replay margin), then per op (see below).
 --
 -- Windows are rolling and half-open like the contract's: at time t a window of length w holds
@@ -20,9 +20,10 @@
 -- The data structures are those of the releases before (old and new workers share a ledger
 -- during a rolling deploy). What a call costs is mostly the number of Redis commands it runs
 -- and the Lua around them, not the size of the sets (the caps keep them small), so a decision
--- reads each set once, over the longest window a rule needs, and counts every window from
--- that in Lua with the same half-open bounds; it reads the state hash once; it prunes only
--- when something has passed the retention, and it sets the expiry of the keys it wrote.
+-- reads each set it needs once, in full up to now, and counts every window from that in Lua
+-- with the same half-open bounds; it reads the state hash once; a service decision reads none
+-- of them; it prunes only what has passed the retention, and sets the expiry of the keys it
+-- wrote. tests/integration/test_ledger_script.py holds it to the released script's decisions.
 
 local DEC, IDX, MK, TR, CMP, ST, BU = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
   KEYS[7]
@@ -94,35 +95,45 @@ local function read_all(key)
   return members
 end
 
--- The state hash, read once per call; set_state writes through.
+-- The state hash holds something that matters without a time limit: an opt-out or an
+-- unanswered streak.
+local function lasting(fields)
+  if tonumber(fields.streak or '0') > 0 then return true end
+  for name, value in pairs(fields) do
+    if string.sub(name, 1, 8) == 'consent:' and string.sub(value, -3) == 'out' then
+      return true
+    end
+  end
+  return false
+end
+
+-- The state hash, read once per call; set_state writes through. Whether it existed and was
+-- lasting when read: then it has no expiry already (every call that wrote it left it so).
 local state = nil
+local state_existed, state_lasted = false, false
 
 local function read_state()
   local flat = redis.call('HGETALL', ST)
   state = {}
   for i = 1, #flat, 2 do state[flat[i]] = flat[i + 1] end
+  state_existed = #flat > 0
+  state_lasted = state_existed and lasting(state)
 end
 
 local written = {}
 
 -- A key expires once nothing in it can matter: the retention after the last call that wrote
--- it (what it holds is no newer than that call). The state hash is kept while it holds
--- something that matters without a time limit (an opt-out, an unanswered streak).
+-- it (what it holds is no newer than that call). The state hash is kept while it is lasting
+-- (a hash created by this call has no expiry yet).
 local function finish()
   for key in pairs(written) do
     if key ~= ST then redis.call('PEXPIRE', key, retention) end
   end
   if written[ST] then
-    local lasting = tonumber(state.streak or '0') > 0
-    for name, value in pairs(state) do
-      if string.sub(name, 1, 8) == 'consent:' and string.sub(value, -3) == 'out' then
-        lasting = true
-      end
-    end
-    if lasting then
-      redis.call('PERSIST', ST)
-    else
+    if not lasting(state) then
       redis.call('PEXPIRE', ST, retention)
+    elseif state_existed and not state_lasted then
+      redis.call('PERSIST', ST)
     end
   end
 end
@@ -231,7 +242,7 @@ if op == 'decide' then
   -- decided_at, trigger, category, business unit, details.
   local function result(outcome, reasons, channel, details)
     return '{"o":"' .. outcome .. '","r":"' .. reasons .. '","c":' .. str(channel) ..
-      ',"t":' .. NOW_JSON .. ',"g":' .. str(trigger) .. ',"k":' .. str(category) ..
+      ',"t":' .. NOW_JSON .. ',"g":' .. str(trigger) .. ',"k":"' .. category .. '"' ..
       ',"bu":' .. str(unit) .. ',"d":' .. details .. '}'
   end
   if category ~= 'marketing' then

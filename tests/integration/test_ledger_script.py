@@ -115,6 +115,10 @@ async def _play(
     for customer in customers:
         for segment in (None, "high_affinity"):
             seen.append(_shown(await ledger.show(customer, now, segment)))
+        # The state hash is kept without expiry exactly while it holds an opt-out or a
+        # streak (-1), else it expires (> 0); -2: there is none.
+        ttl = await ledger.client.pttl(ledger.keys(customer)[5])
+        seen.append(("state hash expiry", min(max(ttl, -2), 1)))
     return seen
 
 
