@@ -113,6 +113,12 @@ async def measure(url: str, n: int, tasks: int, customers: int) -> None:
     await client.config_resetstat()
     dec_rate = await concurrent(n, tasks, decide_again)
     conc_usec, conc_calls = await server_usec(client, "evalsha")
+    # Commands a script runs are counted too: what each decision spent in which command.
+    inner = {
+        name.removeprefix("cmdstat_"): row
+        for name, row in (await client.info("commandstats")).items()
+        if name not in ("cmdstat_evalsha", "cmdstat_config|resetstat", "cmdstat_info")
+    }
     info = await client.info("memory")
     await client.aclose()
 
@@ -146,6 +152,18 @@ async def measure(url: str, n: int, tasks: int, customers: int) -> None:
             f"server time per decision ({name}, {calls} EVALSHA): {usec:.1f} us "
             f"(one Redis core: at most {per_core:,.0f} decisions/s)"
         )
+    if conc_calls:
+        in_commands = sum(row["usec"] for row in inner.values()) / conc_calls
+        print(
+            f"  of which in the {sum(row['calls'] for row in inner.values()) / conc_calls:.1f} "
+            f"commands the script ran (concurrent): {in_commands:.1f} us; the rest "
+            f"({conc_usec - in_commands:.1f} us) is the script's own Lua and the calls' overhead"
+        )
+        for command, row in sorted(inner.items(), key=lambda item: -item[1]["usec"]):
+            print(
+                f"  {command.upper():18}{row['calls'] / conc_calls:6.2f} per decision"
+                f"{row['usec'] / conc_calls:8.2f} us{row['usec_per_call']:8.2f} us per call"
+            )
 
 
 def main() -> None:
