@@ -24,6 +24,9 @@
 -- with the same half-open bounds; it reads the state hash once; a service decision reads none
 -- of them; it prunes only what has passed the retention, and sets the expiry of the keys it
 -- wrote. tests/integration/test_ledger_script.py holds it to the released script's decisions.
+--
+-- The helpers take what they use as arguments: the script's body runs on every call, and a
+-- function that refers to the body's locals (upvalues) costs several times more to create.
 
 local DEC, IDX, MK, TR, CMP, ST, BU = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
   KEYS[7]
@@ -33,16 +36,20 @@ local now = tonumber(NOW)
 local retention = tonumber(ARGV[3])
 local DAY = 86400000
 local WEEK, MONTH = 7 * DAY, 30 * DAY
-
+-- What is older than this has passed the retention: no rule reads it any more.
+local kept_from = now - retention
 -- Epoch ms are ~13 digits: format them without exponent or fraction.
-local function fmt(x)
-  return string.format('%.0f', x)
-end
+local horizon = '(' .. string.format('%.0f', kept_from)
+-- Keys written by this call (they get their expiry at the end), and the state hash's fields.
+local written = {}
+local state, state_existed, state_lasted = nil, false, false
+local changes = {}  -- field/value pairs of the state hash to write (one HSET per call)
 
 -- The decision's JSON is written here rather than by cjson.encode, which formats every number
--- with sprintf (most of the cost of encoding a decision). The numbers and strings are
--- written as cjson writes them: numbers as "%.14g" (small integers without sprintf), strings
--- quoted, through cjson when they hold anything JSON or cjson escapes.
+-- with sprintf (most of the cost of encoding a decision). Numbers are written as cjson writes
+-- them ("%.14g"; small integers without sprintf), strings by cjson.
+local str = cjson.encode
+
 local function num(x)
   if x >= 0 and x < 100 and x % 1 == 0 then
     if x < 10 then return string.char(48 + x) end
@@ -51,48 +58,42 @@ local function num(x)
   return string.format('%.14g', x)
 end
 
-local function str(s)
-  if string.find(s, '[%c"\\/\128-\255]') then return cjson.encode(s) end
-  return '"' .. s .. '"'
-end
-
--- The time of this call in JSON: the caller's integer as it is when cjson would write the
--- same digits (below 10^14).
-local NOW_JSON = #NOW < 15 and NOW or num(now)
-
-local function in_window(at, window)
-  return at > now - window and at <= now
-end
-
-local function stale(at)
-  return at < now - retention
-end
-
 -- Drop what no rule can read any more, so memory per customer stays bounded by the windows:
 -- a set is pruned when it is written to (or read in full and found to hold something past the
--- retention), and the decision hash with the ids of idx.
-local horizon = nil  -- '(<now - retention>': below it is stale
-
-local function prune(key)
-  horizon = horizon or '(' .. fmt(now - retention)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', horizon)
-end
-
-local function prune_decisions()
-  horizon = horizon or '(' .. fmt(now - retention)
-  local old = redis.call('ZRANGEBYSCORE', IDX, '-inf', horizon)
+-- retention), the decision hash with the ids of idx.
+local function prune_decisions(dec, idx, below)
+  local old = redis.call('ZRANGEBYSCORE', idx, '-inf', below)
   if #old == 0 then return end
   for i = 1, #old, 500 do
-    redis.call('HDEL', DEC, unpack(old, i, math.min(i + 499, #old)))
+    redis.call('HDEL', dec, unpack(old, i, math.min(i + 499, #old)))
   end
-  prune(IDX)
+  redis.call('ZREMRANGEBYSCORE', idx, '-inf', below)
 end
 
--- A set read in full up to now (members and scores); pruned when it holds something stale.
-local function read_all(key)
-  local members = redis.call('ZRANGEBYSCORE', key, '-inf', NOW, 'WITHSCORES')
-  if #members > 0 and stale(tonumber(members[2])) then prune(key) end
+-- A set read in full up to `upto` (members, and scores as numbers); pruned when it holds
+-- something older than `from`.
+local function read_all(key, upto, from, below)
+  local members = redis.call('ZRANGEBYSCORE', key, '-inf', upto, 'WITHSCORES')
+  for i = 2, #members, 2 do members[i] = tonumber(members[i]) end
+  if #members > 0 and members[2] < from then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', below)
+  end
   return members
+end
+
+-- Members of a set read by read_all in (lo, hi], and the latest of their times; only those
+-- starting with `prefix` when it is given.
+local function count(members, lo, hi, prefix)
+  local n, last = 0, nil
+  for i = 1, #members, 2 do
+    local at = members[i + 1]
+    if at > lo and at <= hi and (prefix == nil or
+        string.sub(members[i], 1, #prefix) == prefix) then
+      n = n + 1
+      if last == nil or at > last then last = at end
+    end
+  end
+  return n, last
 end
 
 -- The state hash holds something that matters without a time limit: an opt-out or an
@@ -107,62 +108,13 @@ local function lasting(fields)
   return false
 end
 
--- The state hash, read once per call; set_state writes through. Whether it existed and was
--- lasting when read: then it has no expiry already (every call that wrote it left it so).
-local state = nil
-local state_existed, state_lasted = false, false
-
-local function read_state()
-  local flat = redis.call('HGETALL', ST)
-  state = {}
-  for i = 1, #flat, 2 do state[flat[i]] = flat[i + 1] end
-  state_existed = #flat > 0
-  state_lasted = state_existed and lasting(state)
-end
-
-local written = {}
-
--- A key expires once nothing in it can matter: the retention after the last call that wrote
--- it (what it holds is no newer than that call). The state hash is kept while it is lasting
--- (a hash created by this call has no expiry yet).
-local function finish()
-  for key in pairs(written) do
-    if key ~= ST then redis.call('PEXPIRE', key, retention) end
-  end
-  if written[ST] then
-    if not lasting(state) then
-      redis.call('PEXPIRE', ST, retention)
-    elseif state_existed and not state_lasted then
-      redis.call('PERSIST', ST)
-    end
-  end
-end
-
-local function zadd(key, member)
-  redis.call('ZADD', key, NOW, member)
-  written[key] = true
-end
-
-local function count_prefix(members, prefix, window)
-  local n, last = 0, nil
-  for i = 1, #members, 2 do
-    if string.sub(members[i], 1, #prefix) == prefix then
-      local at = tonumber(members[i + 1])
-      if in_window(at, window) then
-        n = n + 1
-        if last == nil or at > last then last = at end
-      end
-    end
-  end
-  return n, last
-end
-
-local function count(members, window)
-  local n = 0
-  for i = 2, #members, 2 do
-    if in_window(tonumber(members[i]), window) then n = n + 1 end
-  end
-  return n
+-- The state hash's fields; whether it existed and was lasting (then it has no expiry already:
+-- every call that wrote it left it so).
+local function read_state(key)
+  local flat = redis.call('HGETALL', key)
+  local fields = {}
+  for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+  return fields, #flat > 0, #flat > 0 and lasting(fields)
 end
 
 -- Consent of one channel: the latest record of that channel or of `all` decides; at equal
@@ -173,52 +125,50 @@ local function parse_consent(value)
   return tonumber(string.sub(value, 1, sep - 1)), string.sub(value, sep + 1)
 end
 
-local function opted_out(channel)
-  local at_c, st_c = parse_consent(state['consent:' .. channel])
-  local at_a, st_a = parse_consent(state['consent:all'])
+local function opted_out(fields, channel)
+  local at_c, st_c = parse_consent(fields['consent:' .. channel])
+  local at_a, st_a = parse_consent(fields['consent:all'])
   if at_c == nil and at_a == nil then return false end
   if at_a == nil or (at_c ~= nil and at_c > at_a) then return st_c == 'out' end
   if at_c == nil or at_a > at_c then return st_a == 'out' end
   return st_c == 'out' or st_a == 'out'
 end
 
--- Field/value pairs of the state hash to write (one HSET per call).
-local changes = {}
-
-local function set_state(name, value)
-  state[name] = value
-  changes[#changes + 1] = name
-  changes[#changes + 1] = value
+local function set_state(fields, pending, name, value)
+  fields[name] = value
+  pending[#pending + 1] = name
+  pending[#pending + 1] = value
 end
 
-local function write_state()
-  if #changes > 0 then
-    redis.call('HSET', ST, unpack(changes))
-    written[ST] = true
-  end
-end
-
-local function set_consent(scope, status)
-  local old_at = parse_consent(state['consent:' .. scope])
-  if old_at == nil or now >= old_at then
-    set_state('consent:' .. scope, NOW .. '|' .. status)
+local function set_consent(fields, pending, scope, status, at, at_text)
+  local old_at = parse_consent(fields['consent:' .. scope])
+  if old_at == nil or at >= old_at then
+    set_state(fields, pending, 'consent:' .. scope, at_text .. '|' .. status)
   end
 end
 
 -- A marketing contact extends the unanswered streak unless an engagement is not older.
-local function count_unanswered()
-  local engaged_at = tonumber(state.engaged_at or '-1')
-  if now > engaged_at then
-    state.streak = tostring(redis.call('HINCRBY', ST, 'streak', 1))
-    written[ST] = true
+local function count_unanswered(key, fields, at, wrote)
+  if at > tonumber(fields.engaged_at or '-1') then
+    fields.streak = tostring(redis.call('HINCRBY', key, 'streak', 1))
+    wrote[key] = true
   end
 end
 
-local function record(id, text)
-  redis.call('HSET', DEC, id, text)
-  zadd(IDX, id)
-  written[DEC] = true
-  return text
+-- A key expires once nothing in it can matter: the retention after the last call that wrote
+-- it (what it holds is no newer than that call). The state hash is kept while it is lasting
+-- (a hash created by this call has no expiry yet).
+local function finish(wrote, st, fields, existed, lasted, ms)
+  for key in pairs(wrote) do
+    if key ~= st then redis.call('PEXPIRE', key, ms) end
+  end
+  if wrote[st] then
+    if not lasting(fields) then
+      redis.call('PEXPIRE', st, ms)
+    elseif existed and not lasted then
+      redis.call('PERSIST', st)
+    end
+  end
 end
 
 if op == 'decide' then
@@ -229,26 +179,27 @@ if op == 'decide' then
   local id = ARGV[4]
   local first = redis.call('HGET', DEC, id)
   if first then return first end
-  prune_decisions()
-  local category, trigger = ARGV[5], ARGV[6]
+  prune_decisions(DEC, IDX, horizon)
+  local category, trigger, unit = ARGV[5], ARGV[6], ARGV[17]
   local channels = {}
   for i = 1, tonumber(ARGV[20]) do
     local base = 20 + (i - 1) * 3
     channels[i] = {name = ARGV[base + 1], cap = tonumber(ARGV[base + 2]),
                    window = tonumber(ARGV[base + 3])}
   end
-  local unit = ARGV[17]
   -- The first result of this id, as the releases before wrote it: outcome, reasons, channel,
-  -- decided_at, trigger, category, business unit, details.
-  local function result(outcome, reasons, channel, details)
-    return '{"o":"' .. outcome .. '","r":"' .. reasons .. '","c":' .. str(channel) ..
-      ',"t":' .. NOW_JSON .. ',"g":' .. str(trigger) .. ',"k":"' .. category .. '"' ..
-      ',"bu":' .. str(unit) .. ',"d":' .. details .. '}'
-  end
+  -- decided_at, trigger, category, business unit, details. (The time as the caller wrote it
+  -- when cjson would write the same digits: below 10^14.)
+  local tail = ',"t":' .. (#NOW < 15 and NOW or num(now)) .. ',"g":' .. str(trigger) ..
+    ',"k":' .. str(category) .. ',"bu":' .. str(unit) .. ',"d":'
+  local text
   if category ~= 'marketing' then
     -- Service: never stopped by marketing rules or opt-outs, never counted; recorded.
-    local text = record(id, result('contact', '', channels[1].name, '{}'))
-    finish()
+    text = '{"o":"contact","r":"","c":' .. str(channels[1].name) .. tail .. '{}}'
+    redis.call('HSET', DEC, id, text)
+    redis.call('ZADD', IDX, NOW, id)
+    redis.call('PEXPIRE', DEC, retention)
+    redis.call('PEXPIRE', IDX, retention)
     return text
   end
 
@@ -257,26 +208,31 @@ if op == 'decide' then
   local bo_max, bo_window = tonumber(ARGV[12]), tonumber(ARGV[13])
   local quiet = tonumber(ARGV[14])
   local bu7, bu30 = tonumber(ARGV[18]), tonumber(ARGV[19])
-  read_state()
+  state, state_existed, state_lasted = read_state(ST)
   -- Each set is read once, in full up to now, and every window counted from that.
-  local contacts = read_all(MK)
-  local c7, c30 = count(contacts, WEEK), count(contacts, MONTH)
-  local bo_count = count(contacts, bo_window)
+  local contacts = read_all(MK, NOW, kept_from, horizon)
+  local c7 = count(contacts, now - WEEK, now)
+  local c30 = count(contacts, now - MONTH, now)
+  local bo_count = count(contacts, now - bo_window, now)
   local streak = tonumber(state.streak or '0')
-  local cd_count, cd_last = count_prefix(read_all(TR), trigger .. '|', cooldown)
+  local cd_count, cd_last = count(read_all(TR, NOW, kept_from, horizon), now - cooldown, now,
+                                  trigger .. '|')
   local b7, b30 = 0, 0
   local unit_read = bu7 >= 0 or bu30 >= 0
   if unit_read then
     -- Only a unit with a cap reads its contacts (they are reported with the cap).
-    local by_unit = read_all(BU)
-    b7, b30 = count(by_unit, WEEK), count(by_unit, MONTH)
+    local by_unit = read_all(BU, NOW, kept_from, horizon)
+    b7, b30 = count(by_unit, now - WEEK, now), count(by_unit, now - MONTH, now)
   end
-  -- The latest complaint up to now (sorted by time), if it is within the quiet period.
+  -- The latest complaint up to now (the set is sorted by time), if within the quiet period.
   local complaints = redis.call('ZRANGEBYSCORE', CMP, '-inf', NOW)
-  if #complaints > 0 and stale(tonumber(complaints[1])) then prune(CMP) end
   local complaint_at = nil
-  if #complaints > 0 and in_window(tonumber(complaints[#complaints]), quiet) then
-    complaint_at = tonumber(complaints[#complaints])
+  if #complaints > 0 then
+    if tonumber(complaints[1]) < kept_from then
+      redis.call('ZREMRANGEBYSCORE', CMP, '-inf', horizon)
+    end
+    local latest = tonumber(complaints[#complaints])
+    if latest > now - quiet then complaint_at = latest end
   end
 
   -- The details reported with the outcome (the counters behind every rule).
@@ -285,8 +241,8 @@ if op == 'decide' then
     '},"global_30d":{"count":', num(c30), ',"cap":', num(cap30), '},"channels":{'}
   local any_open = nil
   for i, ch in ipairs(channels) do
-    ch.out = opted_out(ch.name)
-    ch.count = count_prefix(contacts, ch.name .. '|', ch.window)
+    ch.out = opted_out(state, ch.name)
+    ch.count = count(contacts, now - ch.window, now, ch.name .. '|')
     parts[#parts + 1] = (i > 1 and ',' or '') .. str(ch.name) .. ':{"count":' ..
       num(ch.count) .. ',"cap":' .. num(ch.cap) .. ',"days":' .. num(ch.window / DAY) ..
       ',"opted_out":' .. tostring(ch.out) .. '}'
@@ -315,112 +271,120 @@ if op == 'decide' then
     -- contacted one: one holdout per cooldown, comparable groups), never toward caps or the
     -- unanswered streak; caps and back-off, which limit contacts, do not stop a holdout.
     parts[#parts + 1] = ',"holdout":true}'
-    zadd(TR, trigger .. '|' .. id)
-    local text = record(id, result('holdout', '', any_open, table.concat(parts)))
-    finish()
-    return text
-  end
-
-  -- Every rule that applies is reported, not just the first.
-  local common = {}
-  if c7 >= cap7 then common[#common + 1] = 'global_cap_7d' end
-  if c30 >= cap30 then common[#common + 1] = 'global_cap_30d' end
-  if (bu7 >= 0 and b7 >= bu7) or (bu30 >= 0 and b30 >= bu30) then
-    common[#common + 1] = 'business_unit_cap'
-  end
-  if cd_count > 0 then common[#common + 1] = 'trigger_cooldown' end
-  if streak >= after and bo_count >= bo_max then
-    common[#common + 1] = 'non_responder_backoff'
-  end
-  if complaint_at then common[#common + 1] = 'recent_complaint' end
-  local chosen = nil
-  local seen = {}
-  for _, ch in ipairs(channels) do
-    local own = {}
-    if ch.count >= ch.cap then own[#own + 1] = 'channel_cap' end
-    if ch.out then own[#own + 1] = 'opted_out' end
-    if #common == 0 and #own == 0 then
-      chosen = ch.name
-      break
-    end
-    for _, r in ipairs(own) do seen[r] = true end
-  end
-
-  local text
-  if chosen then
-    if chosen ~= channels[1].name then
-      parts[#parts + 1] = ',"fallback_from":' .. str(channels[1].name)
-    end
-    parts[#parts + 1] = '}'
-    zadd(MK, chosen .. '|' .. id)
-    if not unit_read then prune(BU) end
-    zadd(BU, id)
-    zadd(TR, trigger .. '|' .. id)
-    count_unanswered()
-    text = record(id, result('contact', '', chosen, table.concat(parts)))
+    redis.call('ZADD', TR, NOW, trigger .. '|' .. id)
+    written[TR] = true
+    text = '{"o":"holdout","r":"","c":' .. str(any_open) .. tail .. table.concat(parts) .. '}'
   else
-    for r in pairs(seen) do common[#common + 1] = r end
-    parts[#parts + 1] = '}'
-    text = record(id, result('suppressed', table.concat(common, ','), channels[1].name,
-                             table.concat(parts)))
+    -- Every rule that applies is reported, not just the first.
+    local common = {}
+    if c7 >= cap7 then common[#common + 1] = 'global_cap_7d' end
+    if c30 >= cap30 then common[#common + 1] = 'global_cap_30d' end
+    if (bu7 >= 0 and b7 >= bu7) or (bu30 >= 0 and b30 >= bu30) then
+      common[#common + 1] = 'business_unit_cap'
+    end
+    if cd_count > 0 then common[#common + 1] = 'trigger_cooldown' end
+    if streak >= after and bo_count >= bo_max then
+      common[#common + 1] = 'non_responder_backoff'
+    end
+    if complaint_at then common[#common + 1] = 'recent_complaint' end
+    local chosen = nil
+    local seen = {}
+    for _, ch in ipairs(channels) do
+      local own = {}
+      if ch.count >= ch.cap then own[#own + 1] = 'channel_cap' end
+      if ch.out then own[#own + 1] = 'opted_out' end
+      if #common == 0 and #own == 0 then
+        chosen = ch.name
+        break
+      end
+      for _, r in ipairs(own) do seen[r] = true end
+    end
+
+    if chosen then
+      if chosen ~= channels[1].name then
+        parts[#parts + 1] = ',"fallback_from":' .. str(channels[1].name)
+      end
+      redis.call('ZADD', MK, NOW, chosen .. '|' .. id)
+      if not unit_read then redis.call('ZREMRANGEBYSCORE', BU, '-inf', horizon) end
+      redis.call('ZADD', BU, NOW, id)
+      redis.call('ZADD', TR, NOW, trigger .. '|' .. id)
+      written[MK], written[BU], written[TR] = true, true, true
+      count_unanswered(ST, state, now, written)
+      text = '{"o":"contact","r":"","c":' .. str(chosen) .. tail .. table.concat(parts) .. '}}'
+    else
+      for r in pairs(seen) do common[#common + 1] = r end
+      text = '{"o":"suppressed","r":"' .. table.concat(common, ',') .. '","c":' ..
+        str(channels[1].name) .. tail .. table.concat(parts) .. '}}'
+    end
   end
-  finish()
+  redis.call('HSET', DEC, id, text)
+  redis.call('ZADD', IDX, NOW, id)
+  written[DEC], written[IDX] = true, true
+  finish(written, ST, state, state_existed, state_lasted, retention)
   return text
 
 elseif op == 'engage' then
   -- ARGV 4 channel, 5 action, 6 decision id ('' when none).
   local channel, action = ARGV[4], ARGV[5]
-  prune_decisions()
+  prune_decisions(DEC, IDX, horizon)
   if action ~= 'opened' and action ~= 'clicked' and action ~= 'converted'
       and action ~= 'unsubscribed' then
     return 0  -- delivered, bounced: nothing the policy reads
   end
-  read_state()
+  state, state_existed, state_lasted = read_state(ST)
   if action == 'unsubscribed' then
-    set_consent(channel, 'out')
+    set_consent(state, changes, channel, 'out', now, NOW)
   elseif now > tonumber(state.engaged_at or '-1') then
     -- Contacts after the engagement still count as unanswered (engagements arrive late).
-    set_state('engaged_at', NOW)
-    set_state('streak', tostring(redis.call('ZCOUNT', MK, '(' .. NOW, '+inf')))
+    set_state(state, changes, 'engaged_at', NOW)
+    set_state(state, changes, 'streak',
+              tostring(redis.call('ZCOUNT', MK, '(' .. NOW, '+inf')))
   end
-  set_state('last_engagement',
+  set_state(state, changes, 'last_engagement',
             cjson.encode({action = action, channel = channel, at = now, decision_id = ARGV[6]}))
-  write_state()
-  finish()
+  redis.call('HSET', ST, unpack(changes))
+  written[ST] = true
+  finish(written, ST, state, state_existed, state_lasted, retention)
   return 1
 
 elseif op == 'consent' then
   -- ARGV 4 channel or 'all', 5 'in' or 'out'.
-  prune_decisions()
-  read_state()
-  set_consent(ARGV[4], ARGV[5])
-  write_state()
-  finish()
+  prune_decisions(DEC, IDX, horizon)
+  state, state_existed, state_lasted = read_state(ST)
+  set_consent(state, changes, ARGV[4], ARGV[5], now, NOW)
+  if #changes > 0 then
+    redis.call('HSET', ST, unpack(changes))
+    written[ST] = true
+  end
+  finish(written, ST, state, state_existed, state_lasted, retention)
   return 1
 
 elseif op == 'complaint' then
-  prune_decisions()
-  prune(CMP)
-  zadd(CMP, NOW)
-  finish()
+  prune_decisions(DEC, IDX, horizon)
+  redis.call('ZREMRANGEBYSCORE', CMP, '-inf', horizon)
+  redis.call('ZADD', CMP, NOW, NOW)
+  redis.call('PEXPIRE', CMP, retention)
   return 1
 
 elseif op == 'outside' then
   -- ARGV 4 id, 5 channel, 6 category, 7 business unit. Idempotent by id: 1 new, 0 known.
   local id = ARGV[4]
   if redis.call('HEXISTS', DEC, id) == 1 then return 0 end
-  prune_decisions()
+  prune_decisions(DEC, IDX, horizon)
   if ARGV[6] == 'marketing' then
-    read_state()
-    prune(MK)
-    zadd(MK, ARGV[5] .. '|' .. id)
-    prune(BU)
-    zadd(BU, id)
-    count_unanswered()
+    state, state_existed, state_lasted = read_state(ST)
+    redis.call('ZREMRANGEBYSCORE', MK, '-inf', horizon)
+    redis.call('ZADD', MK, NOW, ARGV[5] .. '|' .. id)
+    redis.call('ZREMRANGEBYSCORE', BU, '-inf', horizon)
+    redis.call('ZADD', BU, NOW, id)
+    written[MK], written[BU] = true, true
+    count_unanswered(ST, state, now, written)
   end
-  record(id, cjson.encode({o = 'contact', r = '', c = ARGV[5], t = now, k = ARGV[6],
-                           bu = ARGV[7]}))
-  finish()
+  redis.call('HSET', DEC, id, cjson.encode({o = 'contact', r = '', c = ARGV[5], t = now,
+                                            k = ARGV[6], bu = ARGV[7]}))
+  redis.call('ZADD', IDX, NOW, id)
+  written[DEC], written[IDX] = true, true
+  finish(written, ST, state, state_existed, state_lasted, retention)
   return 1
 end
 
