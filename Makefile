@@ -4,6 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check -c requirements/constraints.txt
 STAMP := $(VENV)/.installed
+# The quix-streams peer of the throughput bench has a virtualenv of its own (see pyproject's
+# extra 'bench'): quixstreams needs an older confluent-kafka than the dev tools.
+QUIX_VENV ?= .venv-quix
+QUIX_STAMP := $(QUIX_VENV)/.installed
 
 .PHONY: help install system-deps demo dev test test-unit test-integration lint format typecheck check check-dashboards bench soak constraints clean
 
@@ -27,6 +31,13 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@touch $(STAMP)
 
 install: system-deps $(STAMP) ## create .venv with the project, dev tools and the Tansu broker
+
+$(QUIX_STAMP): pyproject.toml requirements/constraints-quix.txt
+	$(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/pip install --quiet --disable-pip-version-check -c requirements/constraints-quix.txt '.[bench]'
+	@touch $(QUIX_STAMP)
+
+bench: $(QUIX_STAMP)  # the quix-streams peer of bench/throughput_bench.py
 
 demo: install ## simulated customers with planted scenarios through the dev stack; ends with a summary
 	$(BIN)/lifecycle-triggers demo
@@ -68,7 +79,13 @@ soak: install ## stream through one worker for 10 minutes; prints throughput, la
 constraints: ## re-pin requirements/constraints.txt from the current .venv
 	@{ echo "# Exact versions for every install (README, .ci/run, Dockerfile): pip install -c requirements/constraints.txt ..."; \
 	   echo "# Regenerate after changing dependencies: make constraints"; \
+	   echo "# (The extra 'bench', quixstreams, is pinned in constraints-quix.txt: it needs an older confluent-kafka.)"; \
 	   $(BIN)/pip freeze --exclude-editable | grep -v '^-e'; } > requirements/constraints.txt
+	@if [ -x $(QUIX_VENV)/bin/pip ]; then \
+	  { sed -n '1,3p' requirements/constraints-quix.txt; \
+	    $(QUIX_VENV)/bin/pip freeze --exclude-editable | grep -v '^-e' | grep -iv '^lifecycle-triggers'; \
+	  } > requirements/constraints-quix.txt.new && mv requirements/constraints-quix.txt.new requirements/constraints-quix.txt; \
+	fi
 
 clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(QUIX_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -8,7 +8,10 @@ loopback, then measures, on one connection each:
 
 Decisions go to a fixed pool of customers, so each sees a growing history (caps bite, most
 decisions after the first few are suppressed) like a busy stream would. Prints ratios
-ledger / PING; run: python bench/ledger_bench.py [--n 20000] [--concurrency 32].
+ledger / PING, and Redis's own time per decision (``INFO commandstats``: the script's time per
+EVALSHA, statistics reset before each measured phase), which bounds the decisions one Redis core
+can make whatever the number of workers; run:
+python bench/ledger_bench.py [--n 20000] [--concurrency 32].
 """
 
 from __future__ import annotations
@@ -77,6 +80,12 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+async def server_usec(client: aioredis.Redis, command: str) -> tuple[float, int]:
+    """Redis's time per call of ``command`` since the last CONFIG RESETSTAT, and the calls."""
+    row = (await client.info("commandstats")).get(f"cmdstat_{command}", {})
+    return float(row.get("usec_per_call", 0.0)), int(row.get("calls", 0))
+
+
 async def measure(url: str, n: int, tasks: int, customers: int) -> None:
     client = aioredis.from_url(url, max_connections=tasks + 4)
     ledger = ContactLedger(client, Policy.default(), namespace="bench")
@@ -94,12 +103,23 @@ async def measure(url: str, n: int, tasks: int, customers: int) -> None:
     # Warm up both paths (connections, script cache), then measure.
     await sequential(500, ping)
     await sequential(500, lambda i: ledger.decide_one(candidate(10**9 + i, 50), T0))
+    await client.config_resetstat()
     ping_lat = await sequential(n, ping)
+    ping_usec, _ = await server_usec(client, "ping")
+    await client.config_resetstat()
     dec_lat = await sequential(n, decide)
+    seq_usec, seq_calls = await server_usec(client, "evalsha")
     ping_rate = await concurrent(n, tasks, ping)
+    await client.config_resetstat()
     dec_rate = await concurrent(n, tasks, decide_again)
+    conc_usec, conc_calls = await server_usec(client, "evalsha")
+    # Commands a script runs are counted too: what each decision spent in which command.
+    inner = {
+        name.removeprefix("cmdstat_"): row
+        for name, row in (await client.info("commandstats")).items()
+        if name not in ("cmdstat_evalsha", "cmdstat_config|resetstat", "cmdstat_info")
+    }
     info = await client.info("memory")
-    stats = await client.info("commandstats")
     await client.aclose()
 
     ms = 1000.0
@@ -122,9 +142,28 @@ async def measure(url: str, n: int, tasks: int, customers: int) -> None:
         f"concurrent throughput {dec_rate / ping_rate:.2f}"
     )
     print(f"redis used_memory after the run: {info['used_memory_human']}")
-    for command in ("ping", "evalsha"):
-        row = stats.get(f"cmdstat_{command}", {})
-        print(f"server time per {command.upper()}: {row.get('usec_per_call', 0):.1f} us")
+    print(f"server time per PING: {ping_usec:.1f} us")
+    for name, usec, calls in (
+        ("sequential", seq_usec, seq_calls),
+        ("concurrent", conc_usec, conc_calls),
+    ):
+        per_core = 1e6 / usec if usec else float("inf")
+        print(
+            f"server time per decision ({name}, {calls} EVALSHA): {usec:.1f} us "
+            f"(one Redis core: at most {per_core:,.0f} decisions/s)"
+        )
+    if conc_calls:
+        in_commands = sum(row["usec"] for row in inner.values()) / conc_calls
+        print(
+            f"  of which in the {sum(row['calls'] for row in inner.values()) / conc_calls:.1f} "
+            f"commands the script ran (concurrent): {in_commands:.1f} us; the rest "
+            f"({conc_usec - in_commands:.1f} us) is the script's own Lua and the calls' overhead"
+        )
+        for command, row in sorted(inner.items(), key=lambda item: -item[1]["usec"]):
+            print(
+                f"  {command.upper():18}{row['calls'] / conc_calls:6.2f} per decision"
+                f"{row['usec'] / conc_calls:8.2f} us{row['usec_per_call']:8.2f} us per call"
+            )
 
 
 def main() -> None:

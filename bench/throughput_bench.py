@@ -1,4 +1,4 @@
-"""Worker throughput against a raw aiokafka ceiling and a plain-Faust peer, in one run.
+"""Worker throughput against a raw aiokafka ceiling, a Faust and a quix-streams peer in one run.
 
 Starts a dev stack (Tansu, memory storage, and redis-server) in a temporary directory, generates
 a realistic event mix once (contract-valid events of every type, in event-time order, keyed by
@@ -8,6 +8,10 @@ customer id, ~200 bytes each) into the two input topics, then measures against t
   with orjson and produces one small record per input event;
 - peer:    the plain Faust way (bench/faust_peer.py: one agent, a faust.Record per event, a
   table read and write per event, occasional output), a Faust worker process;
+- quix:    the same job the quix-streams way (bench/quix_peer.py: a StreamingDataFrame per
+  topic, concatenated, a stateful apply per event, to_topic for the acted-on events), run with
+  an interpreter that has quixstreams (.venv-quix from `make bench`); skipped, with the reason
+  printed, when there is none;
 - worker:  ``lifecycle-triggers worker`` end to end (ingest, merge, state, triggers, Redis
   ledger, publish, changelog) with CLOCK=event, STATE_STORE=memory, then rocksdb;
 - latency: a fresh wall-clock worker fed by a paced producer at half the measured worker rate;
@@ -205,26 +209,73 @@ def run_ceiling(stack: DevStack, inputs: TopicNames, output: str, expect: int) -
     return Result("ceiling: raw aiokafka", **got)
 
 
-# --- the peer: plain Faust -------------------------------------------------------------------
+# --- the peers: plain Faust, quix-streams -----------------------------------------------------
+
+FAUST_PEER = "peer: plain Faust"
+QUIX_PEER = "peer: quix-streams"
+QUIX_VENV_PYTHON = REPO / ".venv-quix" / "bin" / "python"
 
 
 def run_peer(stack: DevStack, inputs: TopicNames, tag: str, expect: int, workdir: Path) -> Result:
-    output = f"bench-{tag}-peer-output"
+    argv = [sys.executable, str(HERE / "faust_peer.py"), "worker", "-l", "warn", "--without-web"]
+    return _run_peer_process(FAUST_PEER, argv, stack, inputs, f"peer-{tag}", expect, workdir)
+
+
+def quix_python() -> tuple[str | None, str]:
+    """An interpreter that can import quixstreams (BENCH_QUIX_PYTHON, this one, or the
+    .venv-quix that `make bench` creates), or why there is none."""
+    candidates = [os.environ.get("BENCH_QUIX_PYTHON"), sys.executable, str(QUIX_VENV_PYTHON)]
+    for exe in dict.fromkeys(filter(None, candidates)):
+        if not Path(exe).exists():
+            continue
+        probe = subprocess.run(
+            [exe, "-c", "import quixstreams"], capture_output=True, check=False, timeout=60
+        )
+        if probe.returncode == 0:
+            return exe, ""
+    return None, (
+        f"quixstreams is not installed (not importable by {sys.executable}, no "
+        f"{QUIX_VENV_PYTHON.relative_to(REPO)}; `make bench` installs it there, or set "
+        "BENCH_QUIX_PYTHON to an interpreter that has it)"
+    )
+
+
+def run_quix_peer(
+    stack: DevStack, inputs: TopicNames, tag: str, expect: int, workdir: Path, python: str
+) -> Result:
+    argv = [python, str(HERE / "quix_peer.py")]
+    extra_env = {"PEER_STATE_DIR": str(workdir / f"quix-state-{tag}")}
+    return _run_peer_process(
+        QUIX_PEER, argv, stack, inputs, f"quix-{tag}", expect, workdir, extra_env
+    )
+
+
+def _run_peer_process(
+    name: str,
+    argv: list[str],
+    stack: DevStack,
+    inputs: TopicNames,
+    app_id: str,
+    expect: int,
+    workdir: Path,
+    extra_env: dict[str, str] | None = None,
+) -> Result:
+    output = f"bench-{app_id}-output"
     stack.create_topics((output,), 8)
-    result = workdir / f"peer-{tag}.json"
+    result = workdir / f"{app_id}.json"
     env = dict(os.environ)
     env.update(
         {
             "PEER_BROKER": stack.bootstrap_servers,
-            "PEER_APP_ID": f"peer-{tag}",
+            "PEER_APP_ID": app_id,
             "PEER_TOPICS": f"{inputs.account_events},{inputs.usage_events}",
             "PEER_OUTPUT": output,
             "PEER_EXPECT": str(expect),
             "PEER_RESULT": str(result),
+            **(extra_env or {}),
         }
     )
-    argv = [sys.executable, str(HERE / "faust_peer.py"), "worker", "-l", "warn", "--without-web"]
-    log_path = workdir / f"peer-{tag}.log"
+    log_path = workdir / f"{app_id}.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -232,7 +283,7 @@ def run_peer(stack: DevStack, inputs: TopicNames, tag: str, expect: int, workdir
         while not result.exists():
             failed = b"Crashed reason" in log_path.read_bytes()
             if failed or proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"faust peer failed:\n{log_path.read_text()[-3000:]}")
+                raise RuntimeError(f"{name} failed:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.2)
         time.sleep(0.1)
         got = orjson.loads(result.read_bytes())
@@ -245,7 +296,7 @@ def run_peer(stack: DevStack, inputs: TopicNames, tag: str, expect: int, workdir
                 proc.kill()
                 proc.wait(10)
     return Result(
-        "peer: plain Faust",
+        name,
         events=got["events"],
         seconds=got["t1"] - got["t0"],
         cpu_seconds=got["cpu"],
@@ -541,6 +592,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-peer", action="store_true", help="skip the plain-Faust peer (quicker A/B runs)"
     )
+    parser.add_argument(
+        "--no-quix", action="store_true", help="skip the quix-streams peer (quicker A/B runs)"
+    )
     parser.add_argument("--no-latency", action="store_true", help="skip the latency phase")
     parser.add_argument("--latency-seconds", type=float, default=None)
     parser.add_argument(
@@ -656,6 +710,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         runs: dict[str, list[Result]] = {}
+        quix, quix_skipped = (None, "--no-quix") if args.no_quix else quix_python()
+        if quix is None:
+            print(f"quix-streams peer skipped: {quix_skipped}", flush=True)
 
         def record(result: Result) -> None:
             runs.setdefault(result.name, []).append(result)
@@ -669,6 +726,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             record(run_ceiling(stack, inputs, ceiling_out, args.events))
             if not args.no_peer:
                 record(run_peer(stack, inputs, f"{tag}-{i}", args.events, workdir))
+            if quix is not None:
+                try:
+                    record(run_quix_peer(stack, inputs, f"{tag}-{i}", args.events, workdir, quix))
+                except RuntimeError as exc:  # the bench goes on; the reason is printed
+                    quix_skipped = f"it failed on this broker: {exc}"
+                    print(f"quix-streams peer: {quix_skipped}", flush=True)
+                    quix = None
             record(run_worker(stack, inputs, f"{tag}-m{i}", args.events, workdir, "memory"))
             if not args.no_rocksdb:
                 record(run_worker(stack, inputs, f"{tag}-r{i}", args.events, workdir, "rocksdb"))
@@ -724,6 +788,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     if rows:
         print_throughput(args, rows, by_name, worker_rate)
+        if QUIX_PEER not in by_name:
+            print(f"quix-streams peer: none ({quix_skipped})")
     if latency is not None:
         share = "50 % of the worker's rate" if args.latency_rate is None else "a fixed rate"
         wait, grace = latency["max_order_wait_ms"], latency["order_grace_ms"]
@@ -778,15 +844,23 @@ def print_throughput(
         f"{args.partitions} partitions; median of {args.repeat}):"
     )
     print(table(rows, worker_rate))
-    ceiling, peer = by_name["ceiling: raw aiokafka"], by_name.get("peer: plain Faust")
+    ceiling, peer = by_name["ceiling: raw aiokafka"], by_name.get(FAUST_PEER)
+    quix = by_name.get(QUIX_PEER)
     rates = [("memory", worker_rate)]
     if "worker: rocksdb" in by_name:
         rates.append(("rocksdb", by_name["worker: rocksdb"].rate))
     for store, rate in rates:
-        print(
-            f"worker ({store}) / ceiling = {rate / ceiling.rate:.2f}"
-            + ("" if peer is None else f"   worker ({store}) / peer = {rate / peer.rate:.2f}")
-        )
+        line = f"worker ({store}) / ceiling = {rate / ceiling.rate:.2f}"
+        if peer is not None:
+            line += f"   worker ({store}) / peer = {rate / peer.rate:.2f}"
+        if quix is not None:
+            line += f"   worker ({store}) / quix-streams = {rate / quix.rate:.2f}"
+        print(line)
+    if quix is not None:
+        line = f"quix-streams peer / ceiling = {quix.rate / ceiling.rate:.2f}"
+        if peer is not None:
+            line += f"   quix-streams / plain Faust = {quix.rate / peer.rate:.2f}"
+        print(line)
     # What a ratio to the ceiling asks of the worker: one core's time per event at that rate.
     budgets = "; ".join(
         f"{share}x the ceiling: {1e6 / (share * ceiling.rate):.1f} µs" for share in (0.3, 0.5)

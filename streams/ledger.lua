@@ -11,74 +11,110 @@
 --   7 bu   zset   id -> decided_at of the marketing contacts of one business unit (the one
 --                 deciding or recording: "<namespace>:{<customer_id>}:bu:<unit>")
 --
--- ARGV: 1 op, 2 now (epoch ms: decided_at, or the event time of what is recorded),
+-- ARGV: 1 op, 2 now (epoch ms, an integer: decided_at, or the event time of what is recorded),
 --       3 retention (ms: the longest window plus a replay margin), then per op (see below).
 --
 -- Windows are rolling and half-open like the contract's: at time t a window of length w holds
 -- what was decided in (t - w, t]. Counts are the values before this decision.
+--
+-- The data structures are those of the releases before (old and new workers share a ledger
+-- during a rolling deploy). What a call costs is mostly the number of Redis commands it runs
+-- and the Lua around them, not the size of the sets (the caps keep them small), so a decision
+-- reads each set it needs once, in full up to now, and counts every window from that in Lua
+-- with the same half-open bounds; it reads the state hash once; a service decision reads none
+-- of them; it prunes only what has passed the retention, and sets the expiry of the keys it
+-- wrote. tests/integration/test_ledger_script.py holds it to the released script's decisions.
+--
+-- The helpers take what they use as arguments: the script's body runs on every call, and a
+-- function that refers to the body's locals (upvalues) costs several times more to create.
 
 local DEC, IDX, MK, TR, CMP, ST, BU = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
   KEYS[7]
 local op = ARGV[1]
-local now = tonumber(ARGV[2])
+local NOW = ARGV[2]  -- an integer as the caller wrote it: used as a score as it is
+local now = tonumber(NOW)
 local retention = tonumber(ARGV[3])
-
+local DAY = 86400000
+local WEEK, MONTH = 7 * DAY, 30 * DAY
+-- What is older than this has passed the retention: no rule reads it any more.
+local kept_from = now - retention
 -- Epoch ms are ~13 digits: format them without exponent or fraction.
-local function fmt(x)
-  return string.format('%.0f', x)
+local horizon = '(' .. string.format('%.0f', kept_from)
+-- Keys written by this call (they get their expiry at the end), and the state hash's fields.
+local written = {}
+local state, state_existed, state_lasted = nil, false, false
+local changes = {}  -- field/value pairs of the state hash to write (one HSET per call)
+
+-- The decision's JSON is written here rather than by cjson.encode, which formats every number
+-- with sprintf (most of the cost of encoding a decision). Numbers are written as cjson writes
+-- them ("%.14g"; small integers without sprintf), strings by cjson.
+local str = cjson.encode
+
+local function num(x)
+  if x >= 0 and x < 100 and x % 1 == 0 then
+    if x < 10 then return string.char(48 + x) end
+    return string.char(48 + (x - x % 10) / 10, 48 + x % 10)
+  end
+  return string.format('%.14g', x)
 end
 
-local function since(window)
-  return '(' .. fmt(now - window)
-end
-
--- Drop what no rule can read any more; memory per customer stays bounded by the windows.
-local function prune()
-  local horizon = '(' .. fmt(now - retention)
-  local old = redis.call('ZRANGEBYSCORE', IDX, '-inf', horizon)
+-- Drop what no rule can read any more, so memory per customer stays bounded by the windows:
+-- a set is pruned when it is written to (or read in full and found to hold something past the
+-- retention), the decision hash with the ids of idx.
+local function prune_decisions(dec, idx, below)
+  local old = redis.call('ZRANGEBYSCORE', idx, '-inf', below)
+  if #old == 0 then return end
   for i = 1, #old, 500 do
-    redis.call('HDEL', DEC, unpack(old, i, math.min(i + 499, #old)))
+    redis.call('HDEL', dec, unpack(old, i, math.min(i + 499, #old)))
   end
-  redis.call('ZREMRANGEBYSCORE', IDX, '-inf', horizon)
-  redis.call('ZREMRANGEBYSCORE', MK, '-inf', horizon)
-  redis.call('ZREMRANGEBYSCORE', TR, '-inf', horizon)
-  redis.call('ZREMRANGEBYSCORE', CMP, '-inf', horizon)
-  redis.call('ZREMRANGEBYSCORE', BU, '-inf', horizon)
+  redis.call('ZREMRANGEBYSCORE', idx, '-inf', below)
 end
 
--- Time-indexed keys expire once nothing in them can matter. The state hash is kept while it
--- holds something that matters without a time limit (an opt-out, an unanswered streak).
-local function expire_all()
-  for _, key in ipairs({DEC, IDX, MK, TR, CMP, BU}) do
-    redis.call('PEXPIRE', key, retention)
+-- A set read in full up to `upto` (members, and scores as numbers); pruned when it holds
+-- something older than `from`.
+local function read_all(key, upto, from, below)
+  local members = redis.call('ZRANGEBYSCORE', key, '-inf', upto, 'WITHSCORES')
+  for i = 2, #members, 2 do members[i] = tonumber(members[i]) end
+  if #members > 0 and members[2] < from then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', below)
   end
-  local state = redis.call('HGETALL', ST)
-  local lasting = false
-  for i = 1, #state, 2 do
-    local name, value = state[i], state[i + 1]
-    if name == 'streak' and tonumber(value) > 0 then lasting = true end
-    if string.sub(name, 1, 8) == 'consent:' and string.sub(value, -3) == 'out' then
-      lasting = true
-    end
-  end
-  if lasting then
-    redis.call('PERSIST', ST)
-  elseif #state > 0 then
-    redis.call('PEXPIRE', ST, retention)
-  end
+  return members
 end
 
-local function count_prefix(key, prefix, window)
-  local members = redis.call('ZRANGEBYSCORE', key, since(window), fmt(now), 'WITHSCORES')
+-- Members of a set read by read_all in (lo, hi], and the latest of their times; only those
+-- starting with `prefix` when it is given.
+local function count(members, lo, hi, prefix)
   local n, last = 0, nil
   for i = 1, #members, 2 do
-    if string.sub(members[i], 1, #prefix) == prefix then
+    local at = members[i + 1]
+    if at > lo and at <= hi and (prefix == nil or
+        string.sub(members[i], 1, #prefix) == prefix) then
       n = n + 1
-      local at = tonumber(members[i + 1])
       if last == nil or at > last then last = at end
     end
   end
   return n, last
+end
+
+-- The state hash holds something that matters without a time limit: an opt-out or an
+-- unanswered streak.
+local function lasting(fields)
+  if tonumber(fields.streak or '0') > 0 then return true end
+  for name, value in pairs(fields) do
+    if string.sub(name, 1, 8) == 'consent:' and string.sub(value, -3) == 'out' then
+      return true
+    end
+  end
+  return false
+end
+
+-- The state hash's fields; whether it existed and was lasting (then it has no expiry already:
+-- every call that wrote it left it so).
+local function read_state(key)
+  local flat = redis.call('HGETALL', key)
+  local fields = {}
+  for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+  return fields, #flat > 0, #flat > 0 and lasting(fields)
 end
 
 -- Consent of one channel: the latest record of that channel or of `all` decides; at equal
@@ -89,35 +125,50 @@ local function parse_consent(value)
   return tonumber(string.sub(value, 1, sep - 1)), string.sub(value, sep + 1)
 end
 
-local function opted_out(channel)
-  local at_c, st_c = parse_consent(redis.call('HGET', ST, 'consent:' .. channel))
-  local at_a, st_a = parse_consent(redis.call('HGET', ST, 'consent:all'))
+local function opted_out(fields, channel)
+  local at_c, st_c = parse_consent(fields['consent:' .. channel])
+  local at_a, st_a = parse_consent(fields['consent:all'])
   if at_c == nil and at_a == nil then return false end
   if at_a == nil or (at_c ~= nil and at_c > at_a) then return st_c == 'out' end
   if at_c == nil or at_a > at_c then return st_a == 'out' end
   return st_c == 'out' or st_a == 'out'
 end
 
-local function set_consent(scope, status, at)
-  local old_at = parse_consent(redis.call('HGET', ST, 'consent:' .. scope))
+local function set_state(fields, pending, name, value)
+  fields[name] = value
+  pending[#pending + 1] = name
+  pending[#pending + 1] = value
+end
+
+local function set_consent(fields, pending, scope, status, at, at_text)
+  local old_at = parse_consent(fields['consent:' .. scope])
   if old_at == nil or at >= old_at then
-    redis.call('HSET', ST, 'consent:' .. scope, fmt(at) .. '|' .. status)
+    set_state(fields, pending, 'consent:' .. scope, at_text .. '|' .. status)
   end
 end
 
 -- A marketing contact extends the unanswered streak unless an engagement is not older.
-local function count_unanswered(at)
-  local engaged_at = tonumber(redis.call('HGET', ST, 'engaged_at') or '-1')
-  if at > engaged_at then
-    redis.call('HINCRBY', ST, 'streak', 1)
+local function count_unanswered(key, fields, at, wrote)
+  if at > tonumber(fields.engaged_at or '-1') then
+    fields.streak = tostring(redis.call('HINCRBY', key, 'streak', 1))
+    wrote[key] = true
   end
 end
 
-local function record(id, at, result)
-  local text = cjson.encode(result)
-  redis.call('HSET', DEC, id, text)
-  redis.call('ZADD', IDX, fmt(at), id)
-  return text
+-- A key expires once nothing in it can matter: the retention after the last call that wrote
+-- it (what it holds is no newer than that call). The state hash is kept while it is lasting
+-- (a hash created by this call has no expiry yet).
+local function finish(wrote, st, fields, existed, lasted, ms)
+  for key in pairs(wrote) do
+    if key ~= st then redis.call('PEXPIRE', key, ms) end
+  end
+  if wrote[st] then
+    if not lasting(fields) then
+      redis.call('PEXPIRE', st, ms)
+    elseif existed and not lasted then
+      redis.call('PERSIST', st)
+    end
+  end
 end
 
 if op == 'decide' then
@@ -128,22 +179,27 @@ if op == 'decide' then
   local id = ARGV[4]
   local first = redis.call('HGET', DEC, id)
   if first then return first end
-  prune()
-  local category, trigger = ARGV[5], ARGV[6]
+  prune_decisions(DEC, IDX, horizon)
+  local category, trigger, unit = ARGV[5], ARGV[6], ARGV[17]
   local channels = {}
   for i = 1, tonumber(ARGV[20]) do
     local base = 20 + (i - 1) * 3
     channels[i] = {name = ARGV[base + 1], cap = tonumber(ARGV[base + 2]),
                    window = tonumber(ARGV[base + 3])}
   end
-  local unit = ARGV[17]
-  local result = {o = 'contact', r = '', c = channels[1].name, t = now, g = trigger,
-                  k = category, bu = unit}
+  -- The first result of this id, as the releases before wrote it: outcome, reasons, channel,
+  -- decided_at, trigger, category, business unit, details. (The time as the caller wrote it
+  -- when cjson would write the same digits: below 10^14.)
+  local tail = ',"t":' .. (#NOW < 15 and NOW or num(now)) .. ',"g":' .. str(trigger) ..
+    ',"k":' .. str(category) .. ',"bu":' .. str(unit) .. ',"d":'
+  local text
   if category ~= 'marketing' then
     -- Service: never stopped by marketing rules or opt-outs, never counted; recorded.
-    result.d = {}
-    local text = record(id, now, result)
-    expire_all()
+    text = '{"o":"contact","r":"","c":' .. str(channels[1].name) .. tail .. '{}}'
+    redis.call('HSET', DEC, id, text)
+    redis.call('ZADD', IDX, NOW, id)
+    redis.call('PEXPIRE', DEC, retention)
+    redis.call('PEXPIRE', IDX, retention)
     return text
   end
 
@@ -151,45 +207,62 @@ if op == 'decide' then
   local cooldown, after = tonumber(ARGV[10]), tonumber(ARGV[11])
   local bo_max, bo_window = tonumber(ARGV[12]), tonumber(ARGV[13])
   local quiet = tonumber(ARGV[14])
-  local c7 = redis.call('ZCOUNT', MK, since(7 * 86400000), fmt(now))
-  local c30 = redis.call('ZCOUNT', MK, since(30 * 86400000), fmt(now))
-  local bo_count = redis.call('ZCOUNT', MK, since(bo_window), fmt(now))
-  local streak = tonumber(redis.call('HGET', ST, 'streak') or '0')
-  local cd_count, cd_last = count_prefix(TR, trigger .. '|', cooldown)
-  local complaints = redis.call('ZRANGEBYSCORE', CMP, since(quiet), fmt(now))
   local bu7, bu30 = tonumber(ARGV[18]), tonumber(ARGV[19])
-  local b7 = redis.call('ZCOUNT', BU, since(7 * 86400000), fmt(now))
-  local b30 = redis.call('ZCOUNT', BU, since(30 * 86400000), fmt(now))
+  state, state_existed, state_lasted = read_state(ST)
+  -- Each set is read once, in full up to now, and every window counted from that.
+  local contacts = read_all(MK, NOW, kept_from, horizon)
+  local c7 = count(contacts, now - WEEK, now)
+  local c30 = count(contacts, now - MONTH, now)
+  local bo_count = count(contacts, now - bo_window, now)
+  local streak = tonumber(state.streak or '0')
+  local cd_count, cd_last = count(read_all(TR, NOW, kept_from, horizon), now - cooldown, now,
+                                  trigger .. '|')
+  local b7, b30 = 0, 0
+  local unit_read = bu7 >= 0 or bu30 >= 0
+  if unit_read then
+    -- Only a unit with a cap reads its contacts (they are reported with the cap).
+    local by_unit = read_all(BU, NOW, kept_from, horizon)
+    b7, b30 = count(by_unit, now - WEEK, now), count(by_unit, now - MONTH, now)
+  end
+  -- The latest complaint up to now (the set is sorted by time), if within the quiet period.
+  local complaints = redis.call('ZRANGEBYSCORE', CMP, '-inf', NOW)
   local complaint_at = nil
-  if #complaints > 0 then complaint_at = tonumber(complaints[#complaints]) end
-
-  local details = {
-    multiplier = tonumber(ARGV[16]),
-    global_7d = {count = c7, cap = cap7},
-    global_30d = {count = c30, cap = cap30},
-    channels = {},
-    trigger_cooldown = {count = cd_count, days = cooldown / 86400000},
-    non_responder = {unanswered = streak, after = after, active = streak >= after,
-                     count = bo_count, cap = bo_max, days = bo_window / 86400000},
-  }
-  if ARGV[15] ~= '' then details.segment = ARGV[15] end
-  if bu7 >= 0 or bu30 >= 0 then
-    details.business_unit = {name = unit, count_7d = b7, count_30d = b30}
-    if bu7 >= 0 then details.business_unit.cap_7d = bu7 end
-    if bu30 >= 0 then details.business_unit.cap_30d = bu30 end
-  end
-  if cd_last then details.trigger_cooldown.last_at = cd_last end
-  if complaint_at then
-    details.complaint = {at = complaint_at, quiet_until = complaint_at + quiet}
+  if #complaints > 0 then
+    if tonumber(complaints[1]) < kept_from then
+      redis.call('ZREMRANGEBYSCORE', CMP, '-inf', horizon)
+    end
+    local latest = tonumber(complaints[#complaints])
+    if latest > now - quiet then complaint_at = latest end
   end
 
+  -- The details reported with the outcome (the counters behind every rule).
+  local parts = {'{"multiplier":', num(tonumber(ARGV[16])),
+    ',"global_7d":{"count":', num(c7), ',"cap":', num(cap7),
+    '},"global_30d":{"count":', num(c30), ',"cap":', num(cap30), '},"channels":{'}
   local any_open = nil
-  for _, ch in ipairs(channels) do
-    ch.out = opted_out(ch.name)
-    ch.count = count_prefix(MK, ch.name .. '|', ch.window)
-    details.channels[ch.name] = {count = ch.count, cap = ch.cap, days = ch.window / 86400000,
-                                 opted_out = ch.out}
+  for i, ch in ipairs(channels) do
+    ch.out = opted_out(state, ch.name)
+    ch.count = count(contacts, now - ch.window, now, ch.name .. '|')
+    parts[#parts + 1] = (i > 1 and ',' or '') .. str(ch.name) .. ':{"count":' ..
+      num(ch.count) .. ',"cap":' .. num(ch.cap) .. ',"days":' .. num(ch.window / DAY) ..
+      ',"opted_out":' .. tostring(ch.out) .. '}'
     if not ch.out and any_open == nil then any_open = ch.name end
+  end
+  parts[#parts + 1] = '},"trigger_cooldown":{"count":' .. num(cd_count) .. ',"days":' ..
+    num(cooldown / DAY) .. (cd_last and (',"last_at":' .. num(cd_last)) or '') ..
+    '},"non_responder":{"unanswered":' .. num(streak) .. ',"after":' .. num(after) ..
+    ',"active":' .. tostring(streak >= after) .. ',"count":' .. num(bo_count) .. ',"cap":' ..
+    num(bo_max) .. ',"days":' .. num(bo_window / DAY) .. '}'
+  if ARGV[15] ~= '' then parts[#parts + 1] = ',"segment":' .. str(ARGV[15]) end
+  if unit_read then
+    parts[#parts + 1] = ',"business_unit":{"name":' .. str(unit) .. ',"count_7d":' ..
+      num(b7) .. ',"count_30d":' .. num(b30) ..
+      (bu7 >= 0 and (',"cap_7d":' .. num(bu7)) or '') ..
+      (bu30 >= 0 and (',"cap_30d":' .. num(bu30)) or '') .. '}'
+  end
+  if complaint_at then
+    parts[#parts + 1] = ',"complaint":{"at":' .. num(complaint_at) .. ',"quiet_until":' ..
+      num(complaint_at + quiet) .. '}'
   end
 
   if ARGV[7] == '1' and complaint_at == nil and any_open ~= nil and cd_count == 0 then
@@ -197,104 +270,121 @@ if op == 'decide' then
     -- the trigger's cooldown (so within the cooldown a held-out customer is suppressed like a
     -- contacted one: one holdout per cooldown, comparable groups), never toward caps or the
     -- unanswered streak; caps and back-off, which limit contacts, do not stop a holdout.
-    result.o = 'holdout'
-    result.c = any_open
-    details.holdout = true
-    result.d = details
-    redis.call('ZADD', TR, fmt(now), trigger .. '|' .. id)
-    local text = record(id, now, result)
-    expire_all()
-    return text
-  end
-
-  -- Every rule that applies is reported, not just the first.
-  local common = {}
-  if c7 >= cap7 then common[#common + 1] = 'global_cap_7d' end
-  if c30 >= cap30 then common[#common + 1] = 'global_cap_30d' end
-  if (bu7 >= 0 and b7 >= bu7) or (bu30 >= 0 and b30 >= bu30) then
-    common[#common + 1] = 'business_unit_cap'
-  end
-  if cd_count > 0 then common[#common + 1] = 'trigger_cooldown' end
-  if streak >= after and bo_count >= bo_max then
-    common[#common + 1] = 'non_responder_backoff'
-  end
-  if complaint_at then common[#common + 1] = 'recent_complaint' end
-  local chosen = nil
-  local seen = {}
-  for _, ch in ipairs(channels) do
-    local own = {}
-    if ch.count >= ch.cap then own[#own + 1] = 'channel_cap' end
-    if ch.out then own[#own + 1] = 'opted_out' end
-    if #common == 0 and #own == 0 then
-      chosen = ch.name
-      break
-    end
-    for _, r in ipairs(own) do seen[r] = true end
-  end
-
-  if chosen then
-    result.c = chosen
-    if chosen ~= channels[1].name then details.fallback_from = channels[1].name end
-    redis.call('ZADD', MK, fmt(now), chosen .. '|' .. id)
-    redis.call('ZADD', BU, fmt(now), id)
-    redis.call('ZADD', TR, fmt(now), trigger .. '|' .. id)
-    count_unanswered(now)
+    parts[#parts + 1] = ',"holdout":true}'
+    redis.call('ZADD', TR, NOW, trigger .. '|' .. id)
+    written[TR] = true
+    text = '{"o":"holdout","r":"","c":' .. str(any_open) .. tail .. table.concat(parts) .. '}'
   else
-    for r in pairs(seen) do common[#common + 1] = r end
-    result.o = 'suppressed'
-    result.r = table.concat(common, ',')
+    -- Every rule that applies is reported, not just the first.
+    local common = {}
+    if c7 >= cap7 then common[#common + 1] = 'global_cap_7d' end
+    if c30 >= cap30 then common[#common + 1] = 'global_cap_30d' end
+    if (bu7 >= 0 and b7 >= bu7) or (bu30 >= 0 and b30 >= bu30) then
+      common[#common + 1] = 'business_unit_cap'
+    end
+    if cd_count > 0 then common[#common + 1] = 'trigger_cooldown' end
+    if streak >= after and bo_count >= bo_max then
+      common[#common + 1] = 'non_responder_backoff'
+    end
+    if complaint_at then common[#common + 1] = 'recent_complaint' end
+    local chosen = nil
+    local seen = {}
+    for _, ch in ipairs(channels) do
+      local own = {}
+      if ch.count >= ch.cap then own[#own + 1] = 'channel_cap' end
+      if ch.out then own[#own + 1] = 'opted_out' end
+      if #common == 0 and #own == 0 then
+        chosen = ch.name
+        break
+      end
+      for _, r in ipairs(own) do seen[r] = true end
+    end
+
+    if chosen then
+      if chosen ~= channels[1].name then
+        parts[#parts + 1] = ',"fallback_from":' .. str(channels[1].name)
+      end
+      redis.call('ZADD', MK, NOW, chosen .. '|' .. id)
+      if not unit_read then redis.call('ZREMRANGEBYSCORE', BU, '-inf', horizon) end
+      redis.call('ZADD', BU, NOW, id)
+      redis.call('ZADD', TR, NOW, trigger .. '|' .. id)
+      written[MK], written[BU], written[TR] = true, true, true
+      count_unanswered(ST, state, now, written)
+      text = '{"o":"contact","r":"","c":' .. str(chosen) .. tail .. table.concat(parts) .. '}}'
+    else
+      for r in pairs(seen) do common[#common + 1] = r end
+      text = '{"o":"suppressed","r":"' .. table.concat(common, ',') .. '","c":' ..
+        str(channels[1].name) .. tail .. table.concat(parts) .. '}}'
+    end
   end
-  result.d = details
-  local text = record(id, now, result)
-  expire_all()
+  redis.call('HSET', DEC, id, text)
+  redis.call('ZADD', IDX, NOW, id)
+  written[DEC], written[IDX] = true, true
+  finish(written, ST, state, state_existed, state_lasted, retention)
   return text
 
 elseif op == 'engage' then
   -- ARGV 4 channel, 5 action, 6 decision id ('' when none).
   local channel, action = ARGV[4], ARGV[5]
-  prune()
-  if action == 'opened' or action == 'clicked' or action == 'converted' then
-    local engaged_at = tonumber(redis.call('HGET', ST, 'engaged_at') or '-1')
-    if now > engaged_at then
-      -- Contacts after the engagement still count as unanswered (engagements arrive late).
-      redis.call('HSET', ST, 'engaged_at', fmt(now),
-                 'streak', redis.call('ZCOUNT', MK, '(' .. fmt(now), '+inf'))
-    end
-  elseif action == 'unsubscribed' then
-    set_consent(channel, 'out', now)
-  else
+  prune_decisions(DEC, IDX, horizon)
+  if action ~= 'opened' and action ~= 'clicked' and action ~= 'converted'
+      and action ~= 'unsubscribed' then
     return 0  -- delivered, bounced: nothing the policy reads
   end
-  redis.call('HSET', ST, 'last_engagement',
-             cjson.encode({action = action, channel = channel, at = now, decision_id = ARGV[6]}))
-  expire_all()
+  state, state_existed, state_lasted = read_state(ST)
+  if action == 'unsubscribed' then
+    set_consent(state, changes, channel, 'out', now, NOW)
+  elseif now > tonumber(state.engaged_at or '-1') then
+    -- Contacts after the engagement still count as unanswered (engagements arrive late).
+    set_state(state, changes, 'engaged_at', NOW)
+    set_state(state, changes, 'streak',
+              tostring(redis.call('ZCOUNT', MK, '(' .. NOW, '+inf')))
+  end
+  set_state(state, changes, 'last_engagement',
+            cjson.encode({action = action, channel = channel, at = now, decision_id = ARGV[6]}))
+  redis.call('HSET', ST, unpack(changes))
+  written[ST] = true
+  finish(written, ST, state, state_existed, state_lasted, retention)
   return 1
 
 elseif op == 'consent' then
   -- ARGV 4 channel or 'all', 5 'in' or 'out'.
-  prune()
-  set_consent(ARGV[4], ARGV[5], now)
-  expire_all()
+  prune_decisions(DEC, IDX, horizon)
+  state, state_existed, state_lasted = read_state(ST)
+  set_consent(state, changes, ARGV[4], ARGV[5], now, NOW)
+  if #changes > 0 then
+    redis.call('HSET', ST, unpack(changes))
+    written[ST] = true
+  end
+  finish(written, ST, state, state_existed, state_lasted, retention)
   return 1
 
 elseif op == 'complaint' then
-  prune()
-  redis.call('ZADD', CMP, fmt(now), fmt(now))
-  expire_all()
+  prune_decisions(DEC, IDX, horizon)
+  redis.call('ZREMRANGEBYSCORE', CMP, '-inf', horizon)
+  redis.call('ZADD', CMP, NOW, NOW)
+  redis.call('PEXPIRE', CMP, retention)
   return 1
 
 elseif op == 'outside' then
   -- ARGV 4 id, 5 channel, 6 category, 7 business unit. Idempotent by id: 1 new, 0 known.
   local id = ARGV[4]
   if redis.call('HEXISTS', DEC, id) == 1 then return 0 end
-  prune()
+  prune_decisions(DEC, IDX, horizon)
   if ARGV[6] == 'marketing' then
-    redis.call('ZADD', MK, fmt(now), ARGV[5] .. '|' .. id)
-    redis.call('ZADD', BU, fmt(now), id)
-    count_unanswered(now)
+    state, state_existed, state_lasted = read_state(ST)
+    redis.call('ZREMRANGEBYSCORE', MK, '-inf', horizon)
+    redis.call('ZADD', MK, NOW, ARGV[5] .. '|' .. id)
+    redis.call('ZREMRANGEBYSCORE', BU, '-inf', horizon)
+    redis.call('ZADD', BU, NOW, id)
+    written[MK], written[BU] = true, true
+    count_unanswered(ST, state, now, written)
   end
-  record(id, now, {o = 'contact', r = '', c = ARGV[5], t = now, k = ARGV[6], bu = ARGV[7]})
-  expire_all()
+  redis.call('HSET', DEC, id, cjson.encode({o = 'contact', r = '', c = ARGV[5], t = now,
+                                            k = ARGV[6], bu = ARGV[7]}))
+  redis.call('ZADD', IDX, NOW, id)
+  written[DEC], written[IDX] = true, true
+  finish(written, ST, state, state_existed, state_lasted, retention)
   return 1
 end
 
