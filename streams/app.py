@@ -495,6 +495,15 @@ def build_worker(
                 metrics.log_resets.labels(topic_of(kind), str(p), why).inc()
             marks.reset(replaced, cluster)
             processor.marks_changed(p)
+            # The group's offsets belong to the old logs: the new ones are read from their start.
+            await consumer.read_from_beginning(
+                [
+                    TP(topic, p)
+                    for topic, kind in checked.items()
+                    if kind in replaced
+                    or (kind == REPARTITION and any(k.startswith(LANE_PREFIX) for k in replaced))
+                ]
+            )
 
     def abandon(reason: str) -> None:
         """Forget everything unwritten: its input was not acked and is read again."""
@@ -784,7 +793,27 @@ def build_worker(
                 continue
             for tp, end in ends.items():
                 if end is not None and tp.partition in owned["partitions"]:
-                    log_ends[(tp.topic, tp.partition)] = int(end)
+                    where = (tp.topic, tp.partition)
+                    log_ends[where] = int(end)
+                    done_to = processed.get(where)
+                    if done_to is not None and int(end) <= done_to:
+                        shrunk(tp.topic, tp.partition, done_to, int(end))
+
+    def shrunk(topic: str, partition: int, done_to: int, end: int) -> None:
+        """An input log now ends before an offset this worker applied from it: the topic was
+        deleted and created again, or lost its data, while the worker ran. No rebalance need
+        follow (none did on the test broker), and the consumer waits past the new log's end
+        for ever; the check at assignment (``check_logs``) is what recognises a replaced log,
+        so the worker stops and its restart makes that check (a supervisor restarts it)."""
+        message = (
+            f"replaced input log: {topic}[{partition}] ends at offset {end} but this worker "
+            f"applied offset {done_to} from it (deleted and created again, or its data lost, "
+            "while the worker ran): stopping, so that the restart checks the state against "
+            "the new log (stream.on_replaced_log)"
+        )
+        log.error("%s", message)
+        metrics.log_resets.labels(topic, str(partition), "shrunk").inc()
+        raise ReplacedLogError(message)
 
     async def on_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
         metrics.rebalances.inc()

@@ -336,6 +336,8 @@ def _check_type(path: str, default: Any, value: Any) -> Any:
         _rule_for(path)(path, value)
         return value
     if isinstance(default, str):
+        if value is False and path == "stream.repartition":
+            value = "off"  # YAML 1.1 reads an unquoted off as false
         if not isinstance(value, str):
             raise ConfigError(f"{path}: must be a string, got {value!r}")
         _rule_for(path)(path, value)

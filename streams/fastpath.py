@@ -198,6 +198,23 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 self._read_offset[tp] = None
         self._seeks += 1
 
+    async def read_from_beginning(self, tps: Collection[TP]) -> None:
+        """Read ``tps`` from the beginning of their logs, forgetting their committed offsets:
+        the logs were replaced (``streams/log_identity.py``), and offsets committed in the old
+        ones mean nothing in the new (a committed offset past the new end would hold the
+        consumer there for ever). Faust's bookkeeping of the partition starts over, as for a
+        partition without a committed offset (``perform_seek``)."""
+        if not tps:
+            return
+        for tp in tps:
+            self._committed_offset[tp] = None
+            self._read_offset[tp] = None
+            self._acked[tp] = []
+            self._acked_index[tp] = set()
+        await self._thread.seek_to_beginning(
+            *(TopicPartition(tp.topic, tp.partition) for tp in tps)
+        )
+
     def partition_state(self, tp: TP) -> Any | None:
         """aiokafka's fetch state of an assigned topic-partition (position, high watermark and
         when it came), or None: not started, or not assigned. Read across Faust's consumer

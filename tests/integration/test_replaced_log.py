@@ -169,7 +169,8 @@ def _second_life_decided(
     # The new charge is confirmed: it was applied, not skipped as a replay of the old log.
     found = _confirmations(bootstrap, topics, 1 if bootstrap != stack.bootstrap_servers else 2)
     assert f"{customer}-charge-2" in found, worker.log_text()[-4000:]
-    assert worker.metric("lifecycle_events_replayed_total", kind="account") == 0
+    # (A reset reads the new logs from their start: what the first batch had applied comes
+    # again and is skipped as a replay, so replays are not a sign of skipped new events here.)
 
 
 def test_a_kept_state_directory_against_a_fresh_broker_applies_the_new_events(
@@ -322,3 +323,36 @@ def test_with_on_replaced_log_fail_a_replaced_log_stops_the_worker(
     assert code != 0
     log = worker.log_text()
     assert "replaced input log" in log and "stream.on_replaced_log is 'fail'" in log, log[-3000:]
+
+
+def test_input_topics_recreated_while_the_worker_runs_stop_it_and_the_restart_applies_them(
+    dev_stack: DevStack, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    topics, app_id, customer = unique_topics("live-rec"), f"live-rec-{tag}", f"c-live-{tag}"
+    bootstrap = dev_stack.bootstrap_servers
+    worker = _worker(dev_stack, tmp_path, topics, app_id, "memory", bootstrap)
+    try:
+        worker.wait_ready(90)
+        records = _first_life(customer)
+        run(_produce(bootstrap, topics, customer, records))
+        deadline = time.monotonic() + 60
+        while worker.metric("lifecycle_input_records_done_total") < len(records):
+            assert time.monotonic() < deadline, worker.log_text()[-3000:]
+            time.sleep(0.2)
+        # Deleted and created again under the running worker: no rebalance follows on this
+        # broker, and the consumer would wait past the new logs' ends for ever.
+        run(_recreate(bootstrap, topics.inputs))
+        assert worker.proc is not None
+        code = worker.proc.wait(timeout=90)
+    finally:
+        worker.stop()
+    assert code != 0
+    assert "replaced input log" in worker.log_text(), worker.log_text()[-3000:]
+    # The restart (a supervisor's) checks the state against the new logs and applies them.
+    again = _worker(dev_stack, tmp_path, topics, app_id, "memory", bootstrap)
+    try:
+        _second_life_decided(dev_stack, again, topics, bootstrap, customer)
+        assert _resets(again, topics.account_events, "offsets") >= 1
+    finally:
+        again.stop()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import zlib
+from pathlib import Path
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streams.config import load_config
 from streams.copartition import (
     Router,
     crc32_partition,
@@ -90,3 +92,10 @@ def test_a_forwarded_record_keeps_its_kind() -> None:
     assert source_kind(forward_headers("acc", "account", 3, 17)) == "account"
     assert source_kind(forward_headers("use", "usage", 3, 17)) == "usage"
     assert dict(forward_headers("acc", "account", 3, 17))["lt-source"] == b"acc[3]@17"
+
+
+def test_repartition_off_unquoted_in_yaml_means_off(tmp_path: Path) -> None:
+    # YAML 1.1 reads an unquoted off as false; the docs write `stream.repartition: off`.
+    config = tmp_path / "c.yaml"
+    config.write_text("stream:\n  repartition: off\n")
+    assert load_config(config)["stream"]["repartition"] == "off"
