@@ -12,8 +12,10 @@ restored from one that is merely behind, instead of stopping the worker in recov
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +156,26 @@ def _first_life_done(
         assert worker.stop() == 0, worker.log_text()[-3000:]
 
 
+def _lived_once(stack: DevStack, tmp: Path, prefix: str, store: str) -> tuple[TopicNames, str, str]:
+    """Topics, app id and customer of a first life applied and stopped (``_first_life_done``)."""
+    tag = uuid.uuid4().hex[:8]
+    topics, app_id, customer = unique_topics(prefix), f"{prefix}-{tag}", f"c-{prefix}-{tag}"
+    _first_life_done(stack, tmp, topics, app_id, customer, store)
+    return topics, app_id, customer
+
+
+@contextlib.contextmanager
+def _fresh_broker(tmp: Path) -> Iterator[TansuBroker]:
+    """A second, empty broker: the log the kept state meets."""
+    (tmp / "fresh-broker").mkdir()
+    fresh = TansuBroker(tmp / "fresh-broker")
+    fresh.start()
+    try:
+        yield fresh
+    finally:
+        fresh.stop()
+
+
 def _resets(worker: WorkerProcess, topic: str, kind: str) -> float:
     return sum(
         worker.metric("lifecycle_log_resets_total", topic=topic, partition=str(p), kind=kind)
@@ -176,14 +198,9 @@ def _second_life_decided(
 def test_a_kept_state_directory_against_a_fresh_broker_applies_the_new_events(
     dev_stack: DevStack, tmp_path: Path
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    topics, app_id, customer = unique_topics("fresh"), f"fresh-{tag}", f"c-fresh-{tag}"
-    _first_life_done(dev_stack, tmp_path, topics, app_id, customer, "rocksdb")
+    topics, app_id, customer = _lived_once(dev_stack, tmp_path, "fresh", "rocksdb")
 
-    (tmp_path / "fresh-broker").mkdir()
-    fresh = TansuBroker(tmp_path / "fresh-broker")
-    fresh.start()
-    try:
+    with _fresh_broker(tmp_path) as fresh:
         worker = _worker(dev_stack, tmp_path, topics, app_id, "rocksdb", fresh.bootstrap_servers)
         try:
             _second_life_decided(dev_stack, worker, topics, fresh.bootstrap_servers, customer)
@@ -206,8 +223,6 @@ def test_a_kept_state_directory_against_a_fresh_broker_applies_the_new_events(
         # The new log's events were applied, counted from the reset's base.
         assert state.applied_offsets["account"] > RESET_GAP
         assert state.applied_offsets["usage"] > RESET_GAP
-    finally:
-        fresh.stop()
 
 
 async def _recreate(bootstrap: str, names: tuple[str, ...]) -> None:
@@ -227,9 +242,7 @@ async def _recreate(bootstrap: str, names: tuple[str, ...]) -> None:
 def test_recreated_input_topics_are_applied_from_their_start(
     dev_stack: DevStack, tmp_path: Path
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    topics, app_id, customer = unique_topics("recreated"), f"recreated-{tag}", f"c-rec-{tag}"
-    _first_life_done(dev_stack, tmp_path, topics, app_id, customer, "memory")
+    topics, app_id, customer = _lived_once(dev_stack, tmp_path, "recreated", "memory")
     bootstrap = dev_stack.bootstrap_servers
     run(_recreate(bootstrap, topics.inputs))
 
@@ -276,14 +289,9 @@ async def _copy_head(source: str, target: str, topic: str, keep: int) -> int:
 def test_a_changelog_behind_local_state_is_restored_from_not_a_crash(
     dev_stack: DevStack, tmp_path: Path
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    topics, app_id, customer = unique_topics("behind"), f"behind-{tag}", f"c-behind-{tag}"
-    _first_life_done(dev_stack, tmp_path, topics, app_id, customer, "rocksdb")
+    topics, app_id, customer = _lived_once(dev_stack, tmp_path, "behind", "rocksdb")
 
-    (tmp_path / "fresh-broker").mkdir()
-    fresh = TansuBroker(tmp_path / "fresh-broker")
-    fresh.start()
-    try:
+    with _fresh_broker(tmp_path) as fresh:
         # The customers changelog on the new broker holds only the start of what the local
         # store holds: behind it, not empty.
         changelog = f"{app_id}-customers-changelog"
@@ -295,16 +303,12 @@ def test_a_changelog_behind_local_state_is_restored_from_not_a_crash(
             assert "ConsistencyError" not in worker.log_text()
         finally:
             worker.stop()
-    finally:
-        fresh.stop()
 
 
 def test_with_on_replaced_log_fail_a_replaced_log_stops_the_worker(
     dev_stack: DevStack, tmp_path: Path
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    topics, app_id, customer = unique_topics("failing"), f"failing-{tag}", f"c-fail-{tag}"
-    _first_life_done(dev_stack, tmp_path, topics, app_id, customer, "memory")
+    topics, app_id, customer = _lived_once(dev_stack, tmp_path, "failing", "memory")
     bootstrap = dev_stack.bootstrap_servers
     run(_recreate(bootstrap, topics.inputs))
     config = write_config(
