@@ -190,6 +190,29 @@ async def produce(bootstrap: str, topic: str, records: Iterable[Record]) -> None
         await producer.stop()
 
 
+def published_decisions(
+    bootstrap: str,
+    topic: str,
+    until: int,
+    timeout: float = 90.0,
+    settle: float = 3.0,
+    distinct: bool = False,
+) -> list[dict[str, Any]]:
+    """The decisions on ``topic`` once ``until`` arrived (distinct decision ids with
+    ``distinct``: a restarted worker publishes some again), decoded."""
+    records = asyncio.run(
+        consume(
+            bootstrap,
+            topic,
+            until=until,
+            timeout=timeout,
+            settle=settle,
+            distinct=decision_id if distinct else None,
+        )
+    )
+    return [orjson.loads(r.value) for r in records]
+
+
 def decision_id(record: ConsumerRecord[bytes, bytes]) -> Any:
     """A decision record's id (for ``consume(distinct=...)``)."""
     return orjson.loads(record.value)["decision_id"]

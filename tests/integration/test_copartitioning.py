@@ -22,7 +22,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -35,8 +34,7 @@ from streams.topics import TopicNames
 from tests.integration.test_triggers_live import PARTITIONS, START_MS, _expected, _records
 from tests.support import (
     WorkerProcess,
-    consume,
-    decision_id,
+    published_decisions,
     run,
     unique_topics,
     write_config,
@@ -112,19 +110,14 @@ def _worker(
 
 
 def _decided(stack: DevStack, topics: TopicNames, until: int, timeout: float = 120) -> list[Any]:
-    return [
-        orjson.loads(r.value)
-        for r in run(
-            consume(
-                stack.bootstrap_servers,
-                topics.contact_decisions,
-                until=until,
-                timeout=timeout,
-                settle=5,
-                distinct=decision_id,
-            )
-        )
-    ]
+    return published_decisions(
+        stack.bootstrap_servers,
+        topics.contact_decisions,
+        until,
+        timeout=timeout,
+        settle=5,
+        distinct=True,
+    )
 
 
 def _scenarios(tag: str) -> tuple[Records, collections.Counter[tuple[str, str]]]:

@@ -31,11 +31,17 @@ from streams.topics import TopicNames, ensure_topics
 from tests.integration.test_triggers_live import (
     POLICY,
     START_MS,
-    _decisions,
     _expected,
     _records,
 )
-from tests.support import WorkerProcess, consume, run, unique_topics, write_config
+from tests.support import (
+    WorkerProcess,
+    consume,
+    published_decisions,
+    run,
+    unique_topics,
+    write_config,
+)
 
 PARTITIONS = 4
 POISON_PARTITION = 1
@@ -116,16 +122,12 @@ def test_poison_records_are_dead_lettered_and_every_partition_moves_on(
         positions = run(
             _produce(dev_stack.bootstrap_servers, topics, poison, _records(scenarios, tag))
         )
-        published = _decisions(
-            run(
-                consume(
-                    dev_stack.bootstrap_servers,
-                    topics.contact_decisions,
-                    until=sum(expected.values()),
-                    timeout=120,
-                    settle=3,
-                )
-            )
+        published = published_decisions(
+            dev_stack.bootstrap_servers,
+            topics.contact_decisions,
+            until=sum(expected.values()),
+            timeout=120,
+            settle=3,
         )
         dead = run(
             consume(dev_stack.bootstrap_servers, topics.dead_letters, until=len(poison), settle=1)
@@ -204,16 +206,12 @@ def test_a_record_whose_processing_fails_is_dead_lettered_and_the_rest_decided(
     try:
         worker.wait_ready()
         run(_produce(dev_stack.bootstrap_servers, topics, [], _records(scenarios, tag)))
-        published = _decisions(
-            run(
-                consume(
-                    dev_stack.bootstrap_servers,
-                    topics.contact_decisions,
-                    until=sum(expected.values()),
-                    timeout=90,
-                    settle=3,
-                )
-            )
+        published = published_decisions(
+            dev_stack.bootstrap_servers,
+            topics.contact_decisions,
+            until=sum(expected.values()),
+            timeout=90,
+            settle=3,
         )
         dead = run(
             consume(

@@ -35,6 +35,7 @@ from tests.support import (
     decision_id,
     end_offsets,
     key_on_partition,
+    published_decisions,
     read_changelog,
     run,
     unique_topics,
@@ -163,16 +164,12 @@ def test_every_planted_trigger_fires_and_no_near_miss_does(
     worker = _start(dev_stack, tmp_path, topics, f"live-{tag}")
     try:
         run(_produce(dev_stack.bootstrap_servers, topics, _records(scenarios, tag)))
-        published = _decisions(
-            run(
-                consume(
-                    dev_stack.bootstrap_servers,
-                    topics.contact_decisions,
-                    until=sum(expected.values()),
-                    timeout=90,
-                    settle=5,
-                )
-            )
+        published = published_decisions(
+            dev_stack.bootstrap_servers,
+            topics.contact_decisions,
+            until=sum(expected.values()),
+            timeout=90,
+            settle=5,
         )
     finally:
         assert worker.stop() == 0, worker.log_text()[-3000:]
@@ -322,16 +319,12 @@ def test_wall_clock_fires_due_items_from_ticks(dev_stack: DevStack, tmp_path: Pa
                 [("account", None, contract["customer_id"], orjson.dumps(contract))],
             )
         )
-        published = _decisions(
-            run(
-                consume(
-                    dev_stack.bootstrap_servers,
-                    topics.contact_decisions,
-                    until=1,
-                    timeout=60,
-                    settle=1,
-                )
-            )
+        published = published_decisions(
+            dev_stack.bootstrap_servers,
+            topics.contact_decisions,
+            until=1,
+            timeout=60,
+            settle=1,
         )
     finally:
         assert worker.stop() == 0, worker.log_text()[-3000:]
