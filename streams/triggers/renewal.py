@@ -80,7 +80,9 @@ def _contract(state: CustomerState, contract_id: str) -> ContractState:
 
 
 def _add_version(record: ContractState, version: Version) -> None:
-    if any(v[4] == version[4] for v in record.versions):
+    # The same event again, or one saying the same (time, status, expiry): a replay whose id has
+    # left ``seen`` finds its version with the id pruned ("") and must not add it twice.
+    if any(v[4] == version[4] or v[:3] == version[:3] for v in record.versions):
         return
     record.versions.append(version)
     record.versions.sort(key=lambda v: (v[0], v[4]))

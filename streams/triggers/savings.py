@@ -372,8 +372,14 @@ def prune(state: CustomerState, params: TriggerParams) -> None:
                 # older of them cannot regroup the rest into a different drop.
                 _pin(account, drop).flags |= UNEXPLAINED_DECIDED
         account.debits = [d for d in account.debits if d[0] >= debit_from]
-        # A pinned drop can still match follow-ups until drop + window (which arrive by floor).
-        account.drops = [p for p in account.drops if p.drop_ms + max_follow >= state.floor_ms]
+        # A pinned drop can still match follow-ups until drop + window (which arrive by floor),
+        # and it absorbs its own debits while they can still be admitted (``_add_debit``): a
+        # debit seen again after its id left ``seen`` would otherwise form the drop anew.
+        account.drops = [
+            p
+            for p in account.drops
+            if p.drop_ms + max_follow >= state.floor_ms or p.drop_ms >= debit_from
+        ]
         _merge_old(account, exact_from, obs_from)
         if not (account.debits or account.drops or account.obs or account.days):
             del state.savings[account_id]

@@ -321,3 +321,14 @@ def test_unused_not_for_contracts_without_auto_renew_or_closed() -> None:
     story.run_until(300)
     # Then nothing: cancelled contracts get nothing
     assert story.names() == []
+
+
+def test_a_contract_event_seen_again_after_its_id_was_pruned_adds_no_version() -> None:
+    # Found by test_replaying_a_prefix_changes_nothing: versions before the floor keep no event
+    # id; the same contract event again (its id gone from ``seen``) added a second version.
+    from streams.state import ContractState
+    from streams.triggers import renewal
+
+    record = ContractState("annual_pass", [(100, "active", 900, 0, "")])
+    renewal._add_version(record, (100, "active", 900, 0, "e4"))
+    assert record.versions == [(100, "active", 900, 0, "")]

@@ -321,3 +321,22 @@ def test_candidates_are_plain_values_the_shell_can_copy() -> None:
     (c,) = story.fired
     # Then it is a frozen value whose decision id depends only on customer, trigger, instance
     assert replace(c, evidence=()).decision_id == c.decision_id
+
+
+def test_a_decided_drop_absorbs_its_debits_while_they_can_still_be_admitted() -> None:
+    # Found by test_replaying_a_prefix_changes_nothing: a drop decided on (pinned) left the
+    # record at drop + 7 days behind the floor, while its debits are admitted until
+    # drop + 10 days behind it; a debit seen again after its id had left ``seen`` then formed
+    # the drop anew, with a due time the record did not have before.
+    from streams.state import CustomerState, PinnedDrop, SavingsAccount
+    from streams.triggers import savings
+
+    s = PARAMS.savings
+    drop_ms = 1_000 * DAY
+    state = CustomerState("c", drop_ms + s.max_follow_ms + s.window_ms // 2)
+    pinned = PinnedDrop("d1", drop_ms - DAY, drop_ms, 500_000, ("d1", "d2"))
+    state.savings["sav"] = SavingsAccount(drops=[pinned], last_ms=drop_ms)
+    savings.prune(state, PARAMS)
+    assert state.savings["sav"].drops == [pinned]  # kept: its debits are still admissible
+    savings._add_debit(state.savings["sav"], (drop_ms, 250_000, "d2"), state, PARAMS)
+    assert state.savings["sav"].debits == []  # absorbed, not a new drop's start
