@@ -217,10 +217,8 @@ def _router(settings: Settings, topics: TopicNames, partitions: int, metrics: Me
         topics.account_events: chosen.get("account_events", stream_conf["partitioner"]),
         topics.usage_events: chosen.get("usage_events", stream_conf["partitioner"]),
     }
-    misrouted = metrics.misrouted_records
-    for topic in topics.inputs:
-        misrouted.labels(topic)  # a series from the start: increase() sees the first one
-    counters = {topic: misrouted.labels(topic) for topic in topics.inputs}
+    # A series per topic from the start: increase() sees the first misrouted record.
+    counters = {topic: metrics.misrouted_records.labels(topic) for topic in topics.inputs}
     return Router(names, partitions, str(stream_conf["repartition"]), lambda t: counters[t].inc())
 
 
@@ -581,7 +579,7 @@ def build_worker(
                     kind, source = source_kind(r.headers), source_of(r.headers)
                     alignment.arrived(partition, source)
                     lane = lane_of(kind, source)
-                    mark = f"r:{lane}"
+                    mark = LANE_PREFIX + lane
                     in_order.fetched(tp, r.offset)
                     result = ingest.accept(topic, partition, r.offset, r.key, r.value, kind=kind)
                 else:
@@ -597,7 +595,7 @@ def build_worker(
                             )
                             alignment.forwarded(
                                 target,
-                                headers[1][1],
+                                source_of(headers),
                                 result.occurred_at_ms,
                                 now,
                                 target in owned["partitions"],

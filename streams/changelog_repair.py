@@ -28,18 +28,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.types import TP
 
 from streams import tansu
 from streams.errors import ReplacedLogError
 from streams.kafka_security import KafkaSecurity, aiokafka_kwargs
 from streams.log_identity import ChangelogVerdict, judge_changelog
+from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
 WRITE_BACK_BATCH = 1_000
-_TOPIC_ALREADY_EXISTS = 36
 
 
 @dataclass(frozen=True)
@@ -86,25 +85,6 @@ async def changelog_ends(
         return ends
     finally:
         await consumer.stop()
-
-
-async def _ensure_changelog(
-    bootstrap_servers: str, security: KafkaSecurity, topic: str, partitions: int, replication: int
-) -> None:
-    # Faust declares its changelogs compacted; one we create for a write-back must be the same.
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **aiokafka_kwargs(security))
-    await admin.start()
-    try:
-        if topic in set(await admin.list_topics()):
-            return
-        response = await admin.create_topics(
-            [NewTopic(topic, partitions, replication, topic_configs={"cleanup.policy": "compact"})]
-        )
-        for name, code, message in response.topic_errors:
-            if code not in (0, _TOPIC_ALREADY_EXISTS):
-                raise ReplacedLogError(f"cannot create changelog {name!r}: error {code} {message}")
-    finally:
-        await admin.close()
 
 
 async def _write_back(
@@ -179,6 +159,17 @@ async def repair_changelogs(
             "'fail': set it to 'reset' to write the state back (empty changelog) or restore it "
             "from the changelog, or remove the state directory"
         )
+    emptied = tuple({r.topic for _, r in todo if r.verdict is ChangelogVerdict.EMPTIED})
+    if emptied:
+        # Faust declares its changelogs compacted; one made for a write-back must be the same.
+        await ensure_topics(
+            bootstrap_servers,
+            emptied,
+            partitions,
+            replication_factor,
+            security,
+            topic_configs={"cleanup.policy": "compact"},
+        )
     producer: AIOKafkaProducer | None = None
     try:
         for table, found_repair in todo:
@@ -203,9 +194,6 @@ async def repair_changelogs(
                     bootstrap_servers=bootstrap_servers, **aiokafka_kwargs(security)
                 )
                 await producer.start()
-            await _ensure_changelog(
-                bootstrap_servers, security, topic, partitions, replication_factor
-            )
             db = store.rocksdb_options.open(path)
             try:
                 items = [(k, v) for k, v in db.items() if k != store.offset_key]

@@ -189,11 +189,12 @@ class Alignment:
         self._read_to[(topic, partition)] = event_time_ms
 
     def forwarded(
-        self, target: int, source: bytes, event_time_ms: int, now_ms: int, ours: bool
+        self, target: int, source: bytes | None, event_time_ms: int, now_ms: int, ours: bool
     ) -> None:
-        """A record went to ``target``; waited for there if that partition is ``ours``."""
+        """A record from ``source`` (``source_of``) went to ``target``; waited for there if that
+        partition is ``ours``."""
         self._active_until = self._clock() + self.ACTIVE_SECONDS
-        if ours:
+        if ours and source is not None:
             self._in_flight.setdefault(target, {})[source] = (event_time_ms, now_ms)
 
     def arrived(self, partition: int, source: bytes | None) -> None:

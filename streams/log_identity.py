@@ -33,7 +33,6 @@ from enum import Enum
 
 import orjson
 
-KINDS = ("account", "usage")
 REPARTITION = "repartition"  # the ends key of the internal repartition topic
 LANE_PREFIX = "r:"  # marks of records forwarded through it, one per source lane
 # Offsets of a log after a reset start this far above the highest offset applied before it.

@@ -336,9 +336,7 @@ class Processor:
         key = event.customer_id.encode()
         # Offsets are compared and stored counted from the partition's base: a replaced log's
         # events then lie above every offset applied from the log before it.
-        marks = self._marks.get(partition)
-        if marks is None:
-            marks = self.log_marks(partition)
+        marks = self.log_marks(partition)
         offset += marks.base.get(kind, 0)
         clock = self._clock
         occurred = event.occurred_at_ms

@@ -60,8 +60,10 @@ async def ensure_topics(
     partitions: int,
     replication_factor: int = 1,
     security: KafkaSecurity | None = None,
+    topic_configs: Mapping[str, str] | None = None,
 ) -> dict[str, int]:
-    """Create the topics that do not exist yet; return every topic's partition count.
+    """Create the topics that do not exist yet (with ``topic_configs``); return every topic's
+    partition count.
 
     Existing topics are left as they are (their partition count is reported, not changed).
     """
@@ -72,7 +74,10 @@ async def ensure_topics(
         missing = [n for n in names if n not in existing]
         if missing:
             response = await admin.create_topics(
-                [NewTopic(n, partitions, replication_factor) for n in missing]
+                [
+                    NewTopic(n, partitions, replication_factor, topic_configs=topic_configs)
+                    for n in missing
+                ]
             )
             for name, code, message in response.topic_errors:
                 if code not in (0, _TOPIC_ALREADY_EXISTS):
