@@ -25,10 +25,10 @@ import orjson
 import yaml
 from aiokafka import AIOKafkaProducer
 
-from streams.devstack import DevStack, dev_environment, free_port, stop_process
-from streams.events import ACCOUNT_EVENT_TYPES
-from streams.timeutil import MS_PER_DAY, format_ms, wall_ms
-from streams.topics import TopicNames
+from streams.core.events import ACCOUNT_EVENT_TYPES
+from streams.core.timeutil import MS_PER_DAY, format_ms, wall_ms
+from streams.kafka.topics import TopicNames
+from streams.tools.devstack import DevStack, dev_environment, free_port, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -1,6 +1,6 @@
 """Contact-ledger decisions per second and latency, against a plain Redis PING in the same run.
 
-Starts its own redis-server (streams.devstack.RedisServer) in a temporary directory on
+Starts its own redis-server (streams.tools.devstack.RedisServer) in a temporary directory on
 loopback, then measures, on one connection each:
 
 - sequential: one call at a time (latency p50/p99; PING is the floor of any round trip);
@@ -26,11 +26,11 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from streams.decisions import Candidate
-from streams.devstack import RedisServer
+from streams.config import default_policy
+from streams.core.decisions import Candidate
+from streams.core.timeutil import MS_PER_DAY
 from streams.ledger import ContactLedger
-from streams.policy import Policy
-from streams.timeutil import MS_PER_DAY
+from streams.tools.devstack import RedisServer
 
 T0 = 1_772_357_400_000
 TRIGGERS = ("savings_drop_to_checking", "renewal_reminder", "never_activated", "replacement_due")
@@ -88,7 +88,7 @@ async def server_usec(client: aioredis.Redis, command: str) -> tuple[float, int]
 
 async def measure(url: str, n: int, tasks: int, customers: int) -> None:
     client = aioredis.from_url(url, max_connections=tasks + 4)
-    ledger = ContactLedger(client, Policy.default(), namespace="bench")
+    ledger = ContactLedger(client, default_policy(), namespace="bench")
     await ledger.ping()
 
     async def ping(_: int) -> object:

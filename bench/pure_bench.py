@@ -4,7 +4,7 @@ Measures what the worker spends on an event outside Faust, aiokafka and the ledg
 ``Ingest.accept`` (raw bytes -> validated ``Event``) and ``Processor.apply_event_nowait`` with dict
 stores, the ``ContactAll`` gate, the default config's quiet hours, a publish whose ack is
 already done, and a ``flush`` every ``--batch`` events (500, like a busy worker's batches),
-under the worker's garbage collector thresholds (``GC_THRESHOLDS`` in ``streams/app.py``).
+under the worker's garbage collector thresholds (``GC_THRESHOLDS`` in ``streams/kafka/app.py``).
 The baseline, timed in the same run on the same records, is ``orjson.loads`` of each value:
 the least any consumer of these records does. Prints µs/event, events/s and pure ÷ baseline
 per repeat and their medians. Times are the process's CPU time (``time.process_time``), not the
@@ -42,18 +42,18 @@ import orjson
 from aiokafka.partitioner import murmur2
 from benchlib import EventMix, bench_topics
 
-from streams.app import GC_THRESHOLDS
-from streams.clock import Clock
 from streams.config import build_config
-from streams.core_adapter import build_core
-from streams.decisions import Decision
-from streams.ingest import Decoder
-from streams.metrics import Metrics
-from streams.pipeline import Ingest, Rejected
-from streams.policy import Policy
-from streams.processor import ContactAll, Processor, Stores
-from streams.timeutil import MS_PER_DAY, wall_ms
-from streams.topics import TopicNames
+from streams.core.adapter import build_core
+from streams.core.clock import Clock
+from streams.core.decisions import Decision
+from streams.core.ingest import Decoder
+from streams.core.policy import Policy
+from streams.core.timeutil import MS_PER_DAY, wall_ms
+from streams.kafka.app import GC_THRESHOLDS
+from streams.kafka.pipeline import Ingest, Rejected
+from streams.kafka.processor import ContactAll, Processor, Stores
+from streams.kafka.topics import TopicNames
+from streams.ops.metrics import Metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +197,7 @@ def per_event_us(seconds: float, n: int) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    # The worker's garbage collector settings (``streams/app.py``): with CPython's defaults
+    # The worker's garbage collector settings (``streams/kafka/app.py``): with CPython's defaults
     # the same path costs about 10 % more here, which the worker never pays.
     gc.set_threshold(*GC_THRESHOLDS)
     made = time.perf_counter()

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import EventMix, Worker, bench_topics  # noqa: E402
 
-from streams.devstack import DevStack  # noqa: E402
-from streams.timeutil import wall_ms  # noqa: E402
+from streams.core.timeutil import wall_ms  # noqa: E402
+from streams.tools.devstack import DevStack  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:

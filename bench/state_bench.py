@@ -52,8 +52,8 @@ from benchlib import (
     peak_rss_mb,
 )
 
-from streams.devstack import DevStack
-from streams.topics import TopicNames
+from streams.kafka.topics import TopicNames
+from streams.tools.devstack import DevStack
 
 HERE = Path(__file__).resolve().parent
 TABLES = ("customers", "due-index", "stream-time")

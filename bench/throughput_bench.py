@@ -65,11 +65,11 @@ from benchlib import (
     with_outputs,
 )
 
-from streams.app import PRODUCER_LINGER_SECONDS
-from streams.devstack import DevStack
-from streams.tansu import FETCH_MAX_WAIT_MS
-from streams.timeutil import wall_ms
-from streams.topics import TopicNames
+from streams.core.timeutil import wall_ms
+from streams.kafka.app import PRODUCER_LINGER_SECONDS
+from streams.kafka.tansu import FETCH_MAX_WAIT_MS
+from streams.kafka.topics import TopicNames
+from streams.tools.devstack import DevStack
 
 HERE = Path(__file__).resolve().parent
 PROBE_EVERY = 20  # every 20th paced event is a decision probe

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from streams.devstack import DevStack, dev_environment, free_port, stop_process
+from streams.tools.devstack import DevStack, dev_environment, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "lifecycle-triggers.json"

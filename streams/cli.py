@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from streams import __version__
-from streams.errors import BrokerUnavailable, ConfigError, DevStackError, ReplacedLogError
+from streams.core.errors import BrokerUnavailable, ConfigError, DevStackError, ReplacedLogError
 
 PROG = "lifecycle-triggers"
 
@@ -72,8 +72,8 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("TRIGGERS_CONFIG"),
         help="YAML configuration file [env: TRIGGERS_CONFIG]",
     )
-    from streams.demo_cli import add_demo_commands
-    from streams.ledger_cli import add_ledger_commands
+    from streams.ledger.cli import add_ledger_commands
+    from streams.tools.demo_cli import add_demo_commands
 
     add_ledger_commands(sub)
     add_demo_commands(sub)
@@ -81,13 +81,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(level: str = "info", fmt: str = "text") -> None:
-    from streams.logs import setup_logging
+    from streams.ops.logs import setup_logging
 
     setup_logging(level, fmt)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from streams.app import run_worker
+    from streams.kafka.app import run_worker
     from streams.settings import Settings
 
     settings = Settings.from_options(vars(args))
@@ -103,10 +103,15 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
-    from streams.app import run_worker
-    from streams.devstack import DEV_HEARTBEAT_INTERVAL, DEV_SESSION_TIMEOUT, DevStack, free_port
+    from streams.kafka.app import run_worker
+    from streams.kafka.topics import TopicNames
     from streams.settings import Settings
-    from streams.topics import TopicNames
+    from streams.tools.devstack import (
+        DEV_HEARTBEAT_INTERVAL,
+        DEV_SESSION_TIMEOUT,
+        DevStack,
+        free_port,
+    )
 
     # Validate everything we can before starting servers.
     probe = Settings.from_options(
@@ -157,7 +162,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
             flush=True,
         )
         if args.sample:
-            from streams.samples import play_samples
+            from streams.tools.samples import play_samples
 
             threading.Thread(
                 target=asyncio.run,
@@ -175,13 +180,13 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 
 
 def _cmd_ledger(args: argparse.Namespace) -> int:
-    from streams.ledger_cli import run_ledger_command
+    from streams.ledger.cli import run_ledger_command
 
     return run_ledger_command(args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from streams.demo_cli import run_demo_command
+    from streams.tools.demo_cli import run_demo_command
 
     return run_demo_command(args)
 
@@ -199,7 +204,7 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
-    from streams.pipesafe import protect_standard_streams
+    from streams.ops.pipesafe import protect_standard_streams
 
     protect_standard_streams()
     args = _parser().parse_args(argv)

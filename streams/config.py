@@ -18,52 +18,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from streams.copartition import PARTITIONERS, REPARTITION_MODES
-from streams.errors import ConfigError
-from streams.events import CHANNELS
-from streams.ingest import DEAD_LETTER_MAX_VALUE_BYTES_LIMIT
-from streams.log_identity import ON_REPLACED
-from streams.policy import check_business_unit
-
-TRIGGER_NAMES = (
-    "savings_drop_to_checking",
-    "savings_drop_to_wire",
-    "savings_drop_unexplained",
-    "renewal_after_positive_visit",
-    "renewal_reminder",
-    "auto_renew_confirmation",
-    "auto_renew_unused",
-    "lapsed_transactor",
-    "lapsed_revolver",
-    "never_activated",
-    "replacement_due",
-    "usual_booking_missed",
+from streams.core.catalogue import (
+    SHARED_PARAMETERS,
+    TRIGGER_NAMES,
+    default_parameters,
+    default_priorities,
 )
-SAVINGS_TRIGGERS = TRIGGER_NAMES[:3]
-LAPSE_TRIGGERS = ("lapsed_transactor", "lapsed_revolver")
-# Parameters that define one shared computation (the savings drop, the card lapse): the
-# triggers built on it must agree on them, or one drop would mean three different things.
-SHARED_PARAMETERS = {
-    SAVINGS_TRIGGERS: ("baseline_days", "min_average_balance", "drop_fraction", "drop_window_days"),
-    LAPSE_TRIGGERS: ("inactive_days", "statements", "min_statements", "paid_in_full_share"),
-}
-
-_SAVINGS_DROP = {
-    "enabled": True,
-    "baseline_days": 90,
-    "min_average_balance": 10_000,
-    "drop_fraction": 0.5,
-    "drop_window_days": 3,
-    "follow_up_days": 7,
-    "match_fraction": 0.8,
-}
-_LAPSE = {
-    "enabled": True,
-    "inactive_days": 180,
-    "statements": 6,
-    "min_statements": 2,
-    "paid_in_full_share": 0.5,
-}
+from streams.core.errors import ConfigError
+from streams.core.events import CHANNELS
+from streams.core.ingest import DEAD_LETTER_MAX_VALUE_BYTES_LIMIT
+from streams.core.log_identity import ON_REPLACED
+from streams.core.policy import Policy, check_business_unit
+from streams.core.triggers import TriggerParams
+from streams.kafka.copartition import PARTITIONERS, REPARTITION_MODES
 
 DEFAULTS: dict[str, Any] = {
     "topics": {
@@ -78,7 +45,7 @@ DEFAULTS: dict[str, Any] = {
         "max_future_seconds": 86_400,
         # How long a record may wait for the other input topic of its partition when that
         # topic's backlog is not known yet, or not known recently enough (order_grace_ms):
-        # the event-time merge, see streams/ordering.py. 5 s: under load (two workers and a
+        # the event-time merge, see streams/core/ordering.py. 5 s: under load (two workers and a
         # rebalance on 2 cores) fetch news can take over a second, and a release on timeout
         # may break event-time order.
         "max_order_wait_ms": 5_000,
@@ -87,8 +54,8 @@ DEFAULTS: dict[str, Any] = {
         # batch of one overtakes a lingering batch of the other), so an earlier event of the
         # other topic can reach the broker a little later (Kafka Streams: max.task.idle.ms).
         "order_grace_ms": 500,
-        # What a replaced input log or changelog does (streams/log_identity.py): reset keeps the
-        # customer state and applies the new log's events; fail stops the worker.
+        # What a replaced input log or changelog does (streams/core/log_identity.py): reset
+        # keeps the        # customer state and applies the new log's events; fail stops the worker.
         "on_replaced_log": "reset",
         # A dead letter's copies of the record's key and value are cut to this many bytes of
         # JSON text each (their length and SHA-256 are kept): any record's dead letter fits the
@@ -99,7 +66,7 @@ DEFAULTS: dict[str, Any] = {
         # fault of the processor, and the worker stops.
         "processing_error_max_share": 0.5,
         "processing_error_window": 100,
-        # The partitioner the input topics' producers use (streams/copartition.py): murmur2 as
+        # The partitioner the input topics' producers use (streams/kafka/copartition.py): murmur2 as
         # Kafka's Java producer and aiokafka, crc32 as librdkafka's consistent(_random); per
         # input topic (account_events, usage_events) another one if they differ.
         "partitioner": "murmur2",
@@ -108,34 +75,8 @@ DEFAULTS: dict[str, Any] = {
         # repartition topic (misrouted), every record forwarded (all), or only counted (off).
         "repartition": "misrouted",
     },
-    "triggers": {
-        "savings_drop_to_checking": dict(_SAVINGS_DROP),
-        "savings_drop_to_wire": dict(_SAVINGS_DROP),
-        "savings_drop_unexplained": dict(_SAVINGS_DROP),
-        "renewal_after_positive_visit": {
-            "enabled": True,
-            "expires_within_days": 60,
-            "complaint_lookback_days": 30,
-        },
-        "renewal_reminder": {"enabled": True, "days_before": [30, 7]},
-        "auto_renew_confirmation": {"enabled": True},
-        "auto_renew_unused": {"enabled": True, "days_before": 30, "usage_lookback_days": 90},
-        "lapsed_transactor": dict(_LAPSE),
-        "lapsed_revolver": dict(_LAPSE),
-        "never_activated": {"enabled": True, "days": 90},
-        "replacement_due": {
-            "enabled": True,
-            "min_purchases": 3,
-            "cycle_days": {"air_filter": 90, "car_service": 180, "phone": 730},
-        },
-        "usual_booking_missed": {
-            "enabled": True,
-            "min_gap_days": 335,
-            "max_gap_days": 395,
-            "usual_gap_days": 365,
-            "grace_days": 14,
-        },
-    },
+    # The trigger parameters and their defaults: streams/core/catalogue.py.
+    "triggers": default_parameters(),
     "policy": {
         "holdout_rate": 0.05,
         "global_caps": {"per_7_days": 2, "per_30_days": 6},
@@ -166,19 +107,7 @@ DEFAULTS: dict[str, Any] = {
             "channels": ["sms", "phone", "push"],
             "timezone": "UTC",
         },
-        "priorities": {
-            "service": 100,
-            "savings_drop_to_wire": 90,
-            "savings_drop_to_checking": 85,
-            "renewal_after_positive_visit": 80,
-            "savings_drop_unexplained": 60,
-            "renewal_reminder": 50,
-            "lapsed_transactor": 40,
-            "lapsed_revolver": 40,
-            "never_activated": 30,
-            "usual_booking_missed": 25,
-            "replacement_due": 20,
-        },
+        "priorities": default_priorities(),
     },
 }
 
@@ -454,3 +383,13 @@ def load_config(path: Path | None) -> Mapping[str, Any]:
 def dump_config(config: Mapping[str, Any]) -> str:
     """The effective configuration as YAML."""
     return yaml.safe_dump(thaw(config), sort_keys=False)
+
+
+def default_policy() -> Policy:
+    """The policy of the built-in defaults (``DEFAULTS["policy"]``)."""
+    return Policy.from_config(build_config()["policy"])
+
+
+def default_trigger_params() -> TriggerParams:
+    """The trigger parameters of the built-in defaults."""
+    return TriggerParams.from_config(build_config())

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from streams import redis_url as redis_url_module
 from streams.config import load_config
-from streams.errors import ConfigError
-from streams.kafka_security import KafkaSecurity, from_env
+from streams.core.errors import ConfigError
+from streams.kafka.security import KafkaSecurity, from_env
+from streams.ledger import redis_url as redis_url_module
 
 _HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 CLOCKS = ("wall", "event")

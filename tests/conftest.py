@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from streams.devstack import DevStack
+from streams.tools.devstack import DevStack
 from tests.support import worker_log_digest
 
 

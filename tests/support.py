@@ -20,9 +20,9 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from streams.copartition import murmur2_partition
-from streams.devstack import DevStack, dev_environment, free_port, stop_process
-from streams.topics import TopicNames
+from streams.kafka.copartition import murmur2_partition
+from streams.kafka.topics import TopicNames
+from streams.tools.devstack import DevStack, dev_environment, free_port, stop_process
 
 
 def unique_topics(prefix: str = "t") -> TopicNames:

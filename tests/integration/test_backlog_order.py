@@ -2,7 +2,7 @@
 
 aiokafka hands a fetch out one topic-partition at a time, a fixed number of bytes of each. When
 one topic's records are sparse in event time and the other's dense, every fetch of the sparse
-one runs further ahead, and the event-time merge (``streams/ordering.py``) holds its records
+one runs further ahead, and the event-time merge (``streams/core/ordering.py``) holds its records
 until the dense one catches up. Without back-pressure the merge filled up to its bound and
 released records out of order (the throughput bench saw about 9,000 such releases in 200,000
 events). Given such a backlog, when a worker reads it, then every record is processed and none
@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from streams.devstack import DevStack
-from streams.timeutil import format_ms, parse_rfc3339_ms
+from streams.core.timeutil import format_ms, parse_rfc3339_ms
+from streams.tools.devstack import DevStack
 from tests.support import WorkerProcess, run, unique_topics, write_config
 
 START_MS = parse_rfc3339_ms("2024-01-01T00:00:00Z") or 0

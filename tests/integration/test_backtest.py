@@ -18,11 +18,11 @@ import orjson
 import pytest
 import redis
 
-from streams.backtest import BacktestReport, read_jsonl, run_backtest
 from streams.config import build_config
-from streams.devstack import DevStack
-from streams.errors import ConfigError
-from streams.simulator import SimConfig, generate
+from streams.core.errors import ConfigError
+from streams.tools.backtest import BacktestReport, read_jsonl, run_backtest
+from streams.tools.devstack import DevStack
+from streams.tools.simulator import SimConfig, generate
 
 
 def _history(path: Path) -> int:

@@ -14,8 +14,8 @@ import time
 import uuid
 from pathlib import Path
 
-from streams.devstack import DevStack, TansuBroker, free_port
-from streams.scenarios import all_scenarios
+from streams.tools.devstack import DevStack, TansuBroker, free_port
+from streams.tools.scenarios import all_scenarios
 from tests.integration.test_triggers_live import (
     PARTITIONS,
     POLICY,

@@ -27,10 +27,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from confluent_kafka import Producer
 
-from streams.copartition import crc32_partition, murmur2_partition
-from streams.devstack import DevStack, dev_environment
-from streams.scenarios import all_scenarios
-from streams.topics import TopicNames
+from streams.kafka.copartition import crc32_partition, murmur2_partition
+from streams.kafka.topics import TopicNames
+from streams.tools.devstack import DevStack, dev_environment
+from streams.tools.scenarios import all_scenarios
 from tests.integration.test_triggers_live import PARTITIONS, START_MS, _expected, _records
 from tests.support import (
     WorkerProcess,

@@ -22,10 +22,11 @@ from typing import Any
 import orjson
 import redis
 
-from streams.core_adapter import build_core
-from streams.devstack import DevStack
-from streams.scenarios import Scenario, all_scenarios
-from streams.topics import TopicNames
+from streams.config import build_config
+from streams.core.adapter import build_core
+from streams.kafka.topics import TopicNames
+from streams.tools.devstack import DevStack
+from streams.tools.scenarios import Scenario, all_scenarios
 from tests.integration.test_triggers_live import (
     POLICY,
     START_MS,
@@ -175,7 +176,7 @@ def test_sigkill_of_one_of_two_workers_loses_and_doubles_nothing(
     recorded = _ledger_ids(dev_stack, app_id, set(by_customer))
     assert {c: ids for c, ids in recorded.items() if ids != by_customer[c]} == {}
     # The final state equals the uninterrupted run's, customer by customer.
-    core = build_core(None)
+    core = build_core(build_config())
     assert set(state) == set(ref_state)
     for customer, raw in state.items():
         assert core.load(raw) == core.load(ref_state[customer]), customer

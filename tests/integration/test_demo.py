@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streams.config import TRIGGER_NAMES
-from streams.simulator import load_truth
+from streams.core.catalogue import TRIGGER_NAMES
+from streams.tools.simulator import load_truth
 
 
 def _cli() -> list[str]:

@@ -19,12 +19,12 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from streams.devstack import DevStack
-from streams.errors import InvalidEvent
-from streams.ingest import Decoder
-from streams.scenarios import build
-from streams.timeutil import parse_rfc3339_ms, wall_ms
-from streams.topics import TopicNames
+from streams.core.errors import InvalidEvent
+from streams.core.ingest import Decoder
+from streams.core.timeutil import parse_rfc3339_ms, wall_ms
+from streams.kafka.topics import TopicNames
+from streams.tools.devstack import DevStack
+from streams.tools.scenarios import build
 from tests.support import WorkerProcess, consume, run, unique_topics, write_config
 from tests.unit.test_fuzz_decoder import ACCOUNT_TYPES, Mutator
 

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.devstack import DevStack
+from streams.tools.devstack import DevStack
 from tests.support import WorkerProcess, consume, run, unique_topics, write_config
 
 NOW = "2026-03-01T09:30:00Z"

@@ -25,19 +25,19 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.config import build_config
-from streams.decisions import REASON_CODES, Candidate, Decision
-from streams.devstack import DevStack, RedisServer, free_port
-from streams.errors import ConfigError
+from streams.config import build_config, default_policy
+from streams.core.decisions import REASON_CODES, Candidate, Decision
+from streams.core.errors import ConfigError
+from streams.core.policy import BusinessUnitCap, ChannelCap, Policy
+from streams.core.timeutil import MS_PER_DAY
 from streams.ledger import SCRIPT_SHA, ContactLedger, LedgerUnavailable, _Pipeliner
-from streams.ledger_cli import add_ledger_commands, run_ledger_command
-from streams.policy import BusinessUnitCap, ChannelCap, Policy
-from streams.timeutil import MS_PER_DAY
+from streams.ledger.cli import add_ledger_commands, run_ledger_command
+from streams.tools.devstack import DevStack, RedisServer, free_port
 
 DAY = MS_PER_DAY
 HOUR = DAY // 24
 T0 = 1_772_357_400_000  # 2026-03-01T09:30:00Z
-NO_HOLDOUT = dataclasses.replace(Policy.default(), holdout_rate=0.0)
+NO_HOLDOUT = dataclasses.replace(default_policy(), holdout_rate=0.0)
 T = TypeVar("T")
 
 
@@ -373,7 +373,7 @@ def _customer_in_holdout(policy: Policy, trigger: str, other: str) -> str:
 
 
 def test_holdout_counts_toward_cooldown_not_caps(dev_stack: DevStack) -> None:
-    policy = Policy.default()
+    policy = default_policy()
     c = _customer_in_holdout(policy, "renewal_reminder", "never_activated")
 
     async def body(ledger: ContactLedger) -> None:
@@ -395,7 +395,7 @@ def test_holdout_counts_toward_cooldown_not_caps(dev_stack: DevStack) -> None:
 
 
 def test_holdout_only_among_those_passing_opt_out_and_complaint(dev_stack: DevStack) -> None:
-    policy = dataclasses.replace(Policy.default(), holdout_rate=1.0)
+    policy = dataclasses.replace(default_policy(), holdout_rate=1.0)
 
     async def body(ledger: ContactLedger) -> None:
         a, b, x = new_id(), new_id(), new_id()
@@ -415,7 +415,7 @@ def test_holdout_only_among_those_passing_opt_out_and_complaint(dev_stack: DevSt
 
 
 def test_holdout_is_stable_per_customer_and_trigger(dev_stack: DevStack) -> None:
-    policy = dataclasses.replace(Policy.default(), holdout_rate=0.5)
+    policy = dataclasses.replace(default_policy(), holdout_rate=0.5)
     customers = [new_id() for _ in range(40)]
 
     async def body(ledger: ContactLedger) -> None:
@@ -1086,7 +1086,7 @@ def test_outage_mid_stream_fails_closed_and_resumes(
 # -- the property test against an independent model --------------------------------------------
 
 MODEL_POLICY = dataclasses.replace(
-    Policy.default(),
+    default_policy(),
     holdout_rate=0.25,
     non_responder_after=3,
     channel_fallbacks={"tf": ("push", "sms")},

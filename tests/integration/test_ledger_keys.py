@@ -21,18 +21,19 @@ import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
-from streams.decisions import Candidate
-from streams.devstack import DevStack
+from streams.config import default_policy
+from streams.core.decisions import Candidate
+from streams.core.policy import BusinessUnitCap, ChannelCap
+from streams.core.timeutil import MS_PER_DAY, parse_rfc3339_ms
 from streams.ledger import KEY_PARTS, ContactLedger
-from streams.policy import BusinessUnitCap, ChannelCap, Policy
-from streams.scenarios import build
-from streams.timeutil import MS_PER_DAY, parse_rfc3339_ms
+from streams.tools.devstack import DevStack
+from streams.tools.scenarios import build
 from tests.integration.test_policy_extensions_live import DAY_START, _event, _produce
 from tests.support import WorkerProcess, consume, unique_topics, write_config
 
 DAY = MS_PER_DAY
 T0 = 1_772_357_400_000  # 2026-03-01T09:30:00Z
-POLICY = dataclasses.replace(Policy.default(), holdout_rate=0.0)
+POLICY = dataclasses.replace(default_policy(), holdout_rate=0.0)
 T = TypeVar("T")
 
 

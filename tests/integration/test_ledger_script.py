@@ -25,10 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis import exceptions as rex
 
-from streams.decisions import Decision
-from streams.devstack import DevStack
+from streams.core.decisions import Decision
+from streams.core.policy import Policy
 from streams.ledger import SCRIPT_SHA, ContactLedger
-from streams.policy import Policy
+from streams.tools.devstack import DevStack
 from tests.integration.test_ledger import (
     DAY,
     HOUR,

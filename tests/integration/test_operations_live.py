@@ -20,13 +20,13 @@ from pathlib import Path
 
 import orjson
 
-from streams.devstack import DevStack
-from streams.timeutil import format_ms
+from streams.core.timeutil import format_ms
+from streams.tools.devstack import DevStack
 from tests.integration.test_triggers_live import POLICY
 from tests.support import WorkerProcess, produce, run, unique_topics, write_config
 
 PARTITIONS = 4
-PROBE_SECONDS = 5.0  # streams/app.py: REDIS_PROBE_SECONDS
+PROBE_SECONDS = 5.0  # streams/kafka/app.py: REDIS_PROBE_SECONDS
 
 
 def _series(worker: WorkerProcess, name: str) -> dict[tuple[str, ...], float]:

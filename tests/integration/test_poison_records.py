@@ -24,10 +24,10 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from streams.devstack import DevStack
-from streams.scenarios import all_scenarios
-from streams.timeutil import format_ms
-from streams.topics import TopicNames, ensure_topics
+from streams.core.timeutil import format_ms
+from streams.kafka.topics import TopicNames, ensure_topics
+from streams.tools.devstack import DevStack
+from streams.tools.scenarios import all_scenarios
 from tests.integration.test_triggers_live import (
     POLICY,
     START_MS,

@@ -20,13 +20,13 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from streams.config import build_config
-from streams.devstack import DevStack
-from streams.events import ACCOUNT_EVENT_TYPES
+from streams.core.events import ACCOUNT_EVENT_TYPES
+from streams.core.policy import Policy
+from streams.core.timeutil import MS_PER_DAY, format_ms, parse_rfc3339_ms
+from streams.kafka.topics import TopicNames
 from streams.ledger import ContactLedger
-from streams.policy import Policy
-from streams.scenarios import build
-from streams.timeutil import MS_PER_DAY, format_ms, parse_rfc3339_ms
-from streams.topics import TopicNames
+from streams.tools.devstack import DevStack
+from streams.tools.scenarios import build
 from tests.support import WorkerProcess, consume, run, unique_topics, write_config
 
 HOUR = MS_PER_DAY // 24

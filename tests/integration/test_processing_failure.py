@@ -15,9 +15,9 @@ from pathlib import Path
 import orjson
 import redis
 
-from streams.devstack import DevStack
 from streams.ledger import customer_keys
-from streams.scenarios import all_scenarios
+from streams.tools.devstack import DevStack
+from streams.tools.scenarios import all_scenarios
 from tests.integration.test_triggers_live import START_MS, _expected, _produce, _records, _start
 from tests.support import consume, decision_id, run, unique_topics
 

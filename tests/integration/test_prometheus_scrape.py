@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.devstack import DevStack, free_port
-from streams.scenarios import all_scenarios
+from streams.tools.devstack import DevStack, free_port
+from streams.tools.scenarios import all_scenarios
 from tests.integration.test_triggers_live import START_MS, _expected, _produce, _records, _start
 from tests.support import consume, produce, run, unique_topics
 

@@ -27,17 +27,17 @@ from typing import Any
 import pytest
 import redis
 
-from streams.decisions import Candidate, Decision
-from streams.devstack import RedisServer, _Process, _wait_for_port, free_port
-from streams.gate import LedgerGate
+from streams.config import default_policy
+from streams.core.decisions import Candidate, Decision
+from streams.core.timeutil import MS_PER_DAY
 from streams.ledger import ContactLedger, LedgerUnavailable
-from streams.metrics import Metrics
-from streams.policy import Policy
-from streams.timeutil import MS_PER_DAY
+from streams.ledger.gate import LedgerGate
+from streams.ops.metrics import Metrics
+from streams.tools.devstack import RedisServer, _Process, _wait_for_port, free_port
 
 T0 = 1_772_357_400_000  # 2026-03-01T09:30:00Z
 HOUR = MS_PER_DAY // 24
-NO_HOLDOUT = dataclasses.replace(Policy.default(), holdout_rate=0.0)
+NO_HOLDOUT = dataclasses.replace(default_policy(), holdout_rate=0.0)
 CHANNELS = ("email", "push", "sms", "email", "phone")
 NODE_TIMEOUT_MS = 2_000
 
@@ -499,7 +499,7 @@ def test_sentinel_failover_through_the_same_url_setting(tmp_path: Path) -> None:
 
 
 def test_wrong_kind_of_url_is_a_clear_error() -> None:
-    from streams.errors import ConfigError
+    from streams.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="service_name"):
         ContactLedger("redis+sentinel://127.0.0.1:26379", NO_HOLDOUT)

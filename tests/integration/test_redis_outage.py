@@ -15,9 +15,9 @@ from pathlib import Path
 
 import orjson
 
-from streams.devstack import DevStack
-from streams.scenarios import all_scenarios
-from streams.timeutil import MS_PER_DAY, parse_rfc3339_ms
+from streams.core.timeutil import MS_PER_DAY, parse_rfc3339_ms
+from streams.tools.devstack import DevStack
+from streams.tools.scenarios import all_scenarios
 from tests.integration.test_triggers_live import (
     START_MS,
     _expected,

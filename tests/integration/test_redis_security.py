@@ -25,16 +25,16 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from streams.decisions import Candidate
-from streams.devstack import DevStack, RedisServer, free_port
-from streams.errors import ConfigError
+from streams.config import default_policy
+from streams.core.decisions import Candidate
+from streams.core.errors import ConfigError
 from streams.ledger import ContactLedger, LedgerRefused, LedgerUnavailable
-from streams.policy import Policy
-from streams.redis_url import mask, parse
+from streams.ledger.redis_url import mask, parse
+from streams.tools.devstack import DevStack, RedisServer, free_port
 from tests.support import WorkerProcess, produce, run, unique_topics, write_config
 
 T0 = 1_772_357_400_000
-NO_HOLDOUT = dataclasses.replace(Policy.default(), holdout_rate=0.0)
+NO_HOLDOUT = dataclasses.replace(default_policy(), holdout_rate=0.0)
 ADMIN_PW = "admin-Pw-7f3a"
 LEDGER_PW = "ledger-Pw-19c2"
 KAFKA_PW = "kafka-Pw-55e1"

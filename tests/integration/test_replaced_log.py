@@ -24,10 +24,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.config import load_config
-from streams.core_adapter import build_core
-from streams.devstack import DevStack, TansuBroker
-from streams.log_identity import RESET_GAP
-from streams.topics import TopicNames
+from streams.core.adapter import build_core
+from streams.core.log_identity import RESET_GAP
+from streams.kafka.topics import TopicNames
+from streams.tools.devstack import DevStack, TansuBroker
 from tests.support import WorkerProcess, consume, read_changelog, run, unique_topics, write_config
 
 PARTITIONS = 4

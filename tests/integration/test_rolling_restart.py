@@ -21,7 +21,7 @@ from pathlib import Path
 
 import orjson
 
-from streams.devstack import DevStack
+from streams.tools.devstack import DevStack
 from tests.integration.test_crash_under_load import (
     PARTITIONS,
     _ledger_ids,

@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from streams.devstack import DevStack
+from streams.tools.devstack import DevStack
 from tests.support import WorkerProcess, unique_topics, write_config
 
 

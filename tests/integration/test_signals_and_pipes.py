@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.devstack import DevStack
+from streams.tools.devstack import DevStack
 
 BIN = Path(sys.executable).parent
 

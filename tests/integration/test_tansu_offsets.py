@@ -1,4 +1,4 @@
-"""The Tansu transport's end offsets (streams/tansu.py) are the log's end, batches or not.
+"""The Tansu transport's end offsets (streams/kafka/tansu.py) are the log's end, batches or not.
 
 Tansu answers ListOffsets(latest) with the last batch's base offset + 1; table recovery needs
 the true end, which the transport takes from a fetch's high watermark. With it the worker's
@@ -12,8 +12,8 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.devstack import DevStack
-from streams.tansu import fetch_highwaters
+from streams.kafka.tansu import fetch_highwaters
+from streams.tools.devstack import DevStack
 from tests.support import run
 
 

@@ -1,6 +1,7 @@
 """The whole trigger catalogue on live streams, on the real broker, with the event clock.
 
-Given planted scenarios for all twelve triggers and a near-miss for each (streams/scenarios.py),
+Given planted scenarios for all twelve triggers and a near-miss for each
+(streams/tools/scenarios.py),
 produced in event-time order to a worker with ``--clock event``, when stream time moves past
 the point where every planted occurrence is due, then the published decisions are exactly the
 planted ones: nothing missing, nothing extra, each with the catalogue's action and channel.
@@ -24,11 +25,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.devstack import DevStack
-from streams.events import ACCOUNT_EVENT_TYPES
-from streams.scenarios import SETTLE_DAYS, Scenario, all_scenarios
-from streams.timeutil import MS_PER_DAY, format_ms, parse_rfc3339_ms
-from streams.topics import TopicNames
+from streams.config import build_config
+from streams.core.events import ACCOUNT_EVENT_TYPES
+from streams.core.timeutil import MS_PER_DAY, format_ms, parse_rfc3339_ms
+from streams.kafka.topics import TopicNames
+from streams.tools.devstack import DevStack
+from streams.tools.scenarios import SETTLE_DAYS, Scenario, all_scenarios
 from tests.support import (
     WorkerProcess,
     consume,
@@ -195,9 +197,9 @@ def _final_state(stack: DevStack, app_id: str) -> dict[bytes, bytes]:
 def test_restart_mid_stream_gives_the_same_decisions_and_state(
     dev_stack: DevStack, tmp_path: Path, sig: int
 ) -> None:
-    from streams.core_adapter import build_core
+    from streams.core.adapter import build_core
 
-    core = build_core(None)
+    core = build_core(build_config())
     tag = uuid.uuid4().hex[:8]
     scenarios = all_scenarios(START_MS, prefix=f"restart-{tag}")
     expected_total = sum(_expected(scenarios).values())

@@ -8,16 +8,17 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from streams import events as ev
-from streams.core import advance, next_due_ms, step
-from streams.decisions import Candidate
-from streams.state import CustomerState
-from streams.timeutil import parse_rfc3339_ms
-from streams.triggers import TriggerParams
+from streams.config import default_trigger_params
+from streams.core import events as ev
+from streams.core.decisions import Candidate
+from streams.core.engine import advance, next_due_ms, step
+from streams.core.state import CustomerState
+from streams.core.timeutil import parse_rfc3339_ms
+from streams.core.triggers import TriggerParams
 
 DAY = 86_400_000
 T0 = parse_rfc3339_ms("2026-01-05T00:00:00Z") or 0
-PARAMS = TriggerParams.defaults()
+PARAMS = default_trigger_params()
 
 
 def at(day: float) -> int:

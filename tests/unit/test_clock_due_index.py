@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.clock import Clock
-from streams.due_index import DueIndex
+from streams.core.clock import Clock
+from streams.core.due_index import DueIndex
 
 
 def test_event_clock_is_per_partition_stream_time_and_never_moves_back() -> None:

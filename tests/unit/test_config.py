@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from streams.app import _faust_settings
 from streams.config import (
     DEFAULTS,
     MAX_MESSAGE_BYTES_LIMIT,
@@ -17,8 +16,9 @@ from streams.config import (
     load_config,
     thaw,
 )
-from streams.errors import ConfigError, InvalidEvent
-from streams.ingest import dead_letter
+from streams.core.errors import ConfigError, InvalidEvent
+from streams.core.ingest import dead_letter
+from streams.kafka.app import _faust_settings
 from streams.settings import Settings
 
 

@@ -20,9 +20,11 @@ from faust.exceptions import ProducerSendError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import events as ev
-from streams.clock import Clock
-from streams.containment import (
+from streams.core import events as ev
+from streams.core.clock import Clock
+from streams.core.errors import InvalidEvent
+from streams.core.ingest import Decoder, dead_letter
+from streams.kafka.containment import (
     Contained,
     DeadLetterOut,
     FailureShare,
@@ -30,12 +32,10 @@ from streams.containment import (
     ProcessingErrorsExceeded,
     unsendable,
 )
-from streams.errors import InvalidEvent
-from streams.ingest import Decoder, dead_letter
-from streams.metrics import Metrics
-from streams.pipeline import Ingest, Rejected
-from streams.processor import ContactAll, Processor, Stores
-from streams.topics import TopicNames
+from streams.kafka.pipeline import Ingest, Rejected
+from streams.kafka.processor import ContactAll, Processor, Stores
+from streams.kafka.topics import TopicNames
+from streams.ops.metrics import Metrics
 from tests.unit.test_processor import DictStore, Publisher, TinyCore, _visit
 
 ERROR = InvalidEvent("too_large", "value: 5242880 bytes exceeds the limit of 65536 bytes")

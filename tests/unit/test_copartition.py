@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.config import load_config
-from streams.copartition import (
+from streams.kafka.copartition import (
     Router,
     crc32_partition,
     forward_headers,
@@ -76,7 +76,7 @@ def test_misrouted_records_are_logged_in_a_summary_not_one_line_each(
     now = [0.0]
     router = Router({"acc": "murmur2"}, 4, "misrouted", lambda t: None, clock=lambda: now[0])
     keys = _keys_where_partitioners_differ(4, 50)
-    with caplog.at_level(logging.WARNING, logger="streams.copartition"):
+    with caplog.at_level(logging.WARNING, logger="streams.kafka.copartition"):
         for i, key in enumerate(keys):
             router.target("acc", crc32_partition(key, 4), i, key)
         now[0] = 61.0

@@ -13,7 +13,7 @@
       event that was in force at the visit): the permuted run may then hold extra offers, each
       explained by such an event arriving after its visit, and never fewer. The savings pair
       would have the same caveat for a late debit or balance that regroups a drop already
-      published (drops are then pinned, see streams/triggers/savings.py); the generator keeps
+      published (drops are then pinned, see streams/core/triggers/savings.py); the generator keeps
       balances more than the lateness before the bursts and makes every burst cross the
       threshold only as a whole, so the equality is exact for them.
     - Feeding in event-time order with the clock advanced at every due time (the shell) gives
@@ -34,16 +34,16 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from streams import events as ev
-from streams.core import FAMILIES, _families_for, advance, next_due_ms, step
-from streams.decisions import Candidate
-from streams.state import CustomerState
-from streams.timeutil import parse_rfc3339_ms
-from streams.triggers import TriggerParams
+from streams.config import default_trigger_params
+from streams.core import events as ev
+from streams.core.decisions import Candidate
+from streams.core.engine import FAMILIES, _families_for, advance, next_due_ms, step
+from streams.core.state import CustomerState
+from streams.core.timeutil import parse_rfc3339_ms
 
 DAY = 86_400_000
 T0 = parse_rfc3339_ms("2026-01-05T00:00:00Z") or 0
-PARAMS = TriggerParams.defaults()
+PARAMS = default_trigger_params()
 LATENESS = PARAMS.lateness_ms
 PROPERTY_SETTINGS = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]

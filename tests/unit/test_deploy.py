@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from streams.config import build_config
-from streams.metrics import Metrics
+from streams.ops.metrics import Metrics
 from streams.settings import OPTIONS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]

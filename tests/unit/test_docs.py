@@ -1,7 +1,7 @@
 """The docs point only at what is in the repository.
 
 Every relative link of the Markdown files (with its ``#anchor``, when it has one) and every
-repository path they quote in backticks or code blocks (``streams/app.py``,
+repository path they quote in backticks or code blocks (``streams/kafka/app.py``,
 ``schemas/dead_letter.json``, ``deploy/k8s``) must resolve; and no file of the repository may
 name the documents that exist only outside it. A quoted path counts as a repository path only
 when it starts with a top-level directory of the repository, so user paths in examples
@@ -212,14 +212,14 @@ def test_slug_is_githubs() -> None:
 def test_a_broken_link_and_a_missing_path_are_found(tmp_path: Path) -> None:
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "contract.md").write_text("# Contract\n\n## Clock\n", encoding="utf-8")
-    (tmp_path / "streams").mkdir()
-    (tmp_path / "streams" / "app.py").write_text("", encoding="utf-8")
+    (tmp_path / "streams" / "kafka").mkdir(parents=True)
+    (tmp_path / "streams" / "kafka" / "app.py").write_text("", encoding="utf-8")
     (tmp_path / "deploy" / "k8s").mkdir(parents=True)
     (tmp_path / "docs" / "probe.md").write_text(
         "# Probe\n\n"
         "[ok](contract.md#clock) [gone](missing.md) [bad anchor](contract.md#no-such-part)\n"
         "[self](#probe) [web](https://example.com/x.md) [up](../../outside.md)\n"
-        "`streams/app.py`, `streams/nothing_here.py`, `/etc/passwd`, `./state`, "
+        "`streams/kafka/app.py`, `streams/nothing_here.py`, `/etc/passwd`, `./state`, "
         "`streams/*.py`, `deploy/k8s`, `tests/a.py` (no tests/ here: not a repository path)\n"
         "```\nkubectl apply -k deploy/k8s && cat streams/not_a_module.py\n```\n",
         encoding="utf-8",

@@ -19,7 +19,7 @@ import pytest
 from faust.streams import _current_event
 from faust.types import TP
 
-from streams.fastpath import BatchConsumer, BatchedChangelog, _Tail, send_in_order
+from streams.kafka.fastpath import BatchConsumer, BatchedChangelog, _Tail, send_in_order
 
 pytestmark = pytest.mark.asyncio
 

@@ -18,11 +18,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.errors import InvalidEvent
-from streams.events import ACCOUNT_EVENT_TYPES, Event
-from streams.ingest import DEFAULT_MAX_MESSAGE_BYTES, Decoder
-from streams.scenarios import all_scenarios
-from streams.timeutil import parse_rfc3339_ms
+from streams.core.errors import InvalidEvent
+from streams.core.events import ACCOUNT_EVENT_TYPES, Event
+from streams.core.ingest import DEFAULT_MAX_MESSAGE_BYTES, Decoder
+from streams.core.timeutil import parse_rfc3339_ms
+from streams.tools.scenarios import all_scenarios
 
 NOW = parse_rfc3339_ms("2026-03-01T09:30:00Z") or 0
 DECODER = Decoder()

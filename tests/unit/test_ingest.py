@@ -9,10 +9,10 @@ from typing import Any
 import orjson
 import pytest
 
-from streams import events as ev
-from streams.errors import InvalidEvent
-from streams.ingest import Decoder, dead_letter, validate_payload
-from streams.timeutil import parse_rfc3339_ms
+from streams.core import events as ev
+from streams.core.errors import InvalidEvent
+from streams.core.ingest import Decoder, dead_letter, validate_payload
+from streams.core.timeutil import parse_rfc3339_ms
 
 NOW_MS = parse_rfc3339_ms("2026-03-01T12:00:00Z") or 0
 

@@ -11,8 +11,8 @@ import faust
 import pytest
 from faust.types.auth import AuthProtocol, SASLMechanism
 
-from streams.errors import ConfigError
-from streams.kafka_security import (
+from streams.core.errors import ConfigError
+from streams.kafka.security import (
     KafkaSecurity,
     aiokafka_kwargs,
     faust_credentials,

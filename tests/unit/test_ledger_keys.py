@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from streams.decisions import Candidate
+from streams.config import default_policy
+from streams.core.decisions import Candidate
 from streams.ledger import KEY_PARTS, ContactLedger, customer_keys, outside_contact_id
-from streams.policy import Policy
 
 # Text made to collide: the delimiters and escapes of the key layout, the part names, and any
 # other Unicode character (including spaces).
@@ -133,7 +133,7 @@ def test_a_trigger_name_with_the_member_separator_is_refused() -> None:
     # The script counts a trigger's cooldown marks by the prefix "<trigger>|": "a" would count
     # the marks of "a|b". Refused before anything is sent (the URL is never connected to).
     async def main() -> None:
-        async with ContactLedger("redis://127.0.0.1:1/0", Policy.default()) as ledger:
+        async with ContactLedger("redis://127.0.0.1:1/0", default_policy()) as ledger:
             c = Candidate("c", "a|b", "1", "act", "email", "marketing", 50, ("e",), 0)
             with pytest.raises(ValueError, match=r"trigger name must not contain '\|'"):
                 await ledger.decide_one(c, 0)

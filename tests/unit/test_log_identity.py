@@ -1,6 +1,7 @@
 """Log identity: a replaced input log is recognised and reset; a reprocessed one is not.
 
-The processor counts each partition's offsets from its base (``streams/log_identity.py``): after
+The processor counts each partition's offsets from its base
+(``streams/core/log_identity.py``): after
 a reset, every event of the new log lies above what any customer record applied from the old
 one, and a replay of the new log is still skipped.
 """
@@ -12,19 +13,19 @@ import asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.clock import Clock
 from streams.config import load_config
-from streams.core_adapter import build_core
-from streams.events import Visit
-from streams.log_identity import (
+from streams.core.adapter import build_core
+from streams.core.clock import Clock
+from streams.core.events import Visit
+from streams.core.log_identity import (
     RESET_GAP,
     ChangelogVerdict,
     LogMarks,
     judge_changelog,
     marks_key,
 )
-from streams.metrics import Metrics
-from streams.processor import ContactAll, Processor, Stores
+from streams.kafka.processor import ContactAll, Processor, Stores
+from streams.ops.metrics import Metrics
 
 DAY_MS = 86_400_000
 

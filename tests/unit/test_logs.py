@@ -9,7 +9,7 @@ import logging.config
 
 import pytest
 
-from streams.logs import logging_config
+from streams.ops.logs import logging_config
 
 
 def _capture(level: str, fmt: str) -> io.StringIO:
@@ -31,13 +31,15 @@ def _restore_logging() -> object:
 
 def test_json_lines_carry_level_logger_message_and_exception() -> None:
     stream = _capture("info", "json")
-    logging.getLogger("streams.pipeline").warning("dead letter %s[%d]@%d: %s", "t", 1, 7, "bad")
+    logging.getLogger("streams.kafka.pipeline").warning(
+        "dead letter %s[%d]@%d: %s", "t", 1, 7, "bad"
+    )
     try:
         raise ValueError("boom")
     except ValueError:
         logging.getLogger("faust.worker").exception("crashed")
     first, second = (json.loads(line) for line in stream.getvalue().splitlines())
-    assert first["level"] == "WARNING" and first["logger"] == "streams.pipeline"
+    assert first["level"] == "WARNING" and first["logger"] == "streams.kafka.pipeline"
     assert first["message"] == "dead letter t[1]@7: bad"
     assert first["ts"].endswith("Z")
     assert second["logger"] == "faust.worker"
@@ -47,10 +49,10 @@ def test_json_lines_carry_level_logger_message_and_exception() -> None:
 def test_faust_and_mode_info_chatter_is_debug_but_what_an_operator_follows_stays() -> None:
     stream = _capture("info", "text")
     logging.getLogger("faust.tables.table").info("[^--Table: customers]: Starting...")
-    logging.getLogger("streams.app").info("[^-_HttpService]: Starting...")
+    logging.getLogger("streams.kafka.app").info("[^-_HttpService]: Starting...")
     logging.getLogger("faust.worker").info("[^Worker]: Ready")
     logging.getLogger("faust.tables.recovery").info("[^---Recovery]: Seek stream partitions")
-    logging.getLogger("streams.http").info("metrics on http://127.0.0.1:9108/metrics")
+    logging.getLogger("streams.ops.http").info("metrics on http://127.0.0.1:9108/metrics")
     logging.getLogger("faust.transport").info("Subscribed to topic(s):\n+------+\n| t |")
     lines = stream.getvalue().splitlines()
     assert len(lines) == 3, lines

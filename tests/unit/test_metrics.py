@@ -8,8 +8,8 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from streams.config import TRIGGER_NAMES
-from streams.metrics import DEAD_LETTER_REASONS, Metrics
+from streams.core.catalogue import TRIGGER_NAMES
+from streams.ops.metrics import DEAD_LETTER_REASONS, Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 INPUTS = ("acct", "usage")
@@ -54,9 +54,9 @@ def test_every_labelled_counter_has_its_known_series_at_zero_before_any_incremen
 
 
 def test_the_dead_letter_reasons_are_the_codes_the_decoder_raises() -> None:
-    source = (ROOT / "streams" / "ingest.py").read_text(encoding="utf-8")
+    source = (ROOT / "streams" / "core" / "ingest.py").read_text(encoding="utf-8")
     raised = set(re.findall(r'InvalidEvent\(\s*"([a-z_]+)"', source))
-    assert raised, "no InvalidEvent codes found in streams/ingest.py"
+    assert raised, "no InvalidEvent codes found in streams/core/ingest.py"
     assert raised <= set(DEAD_LETTER_REASONS), sorted(raised - set(DEAD_LETTER_REASONS))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.ordering import EventTimeMerger
+from streams.core.ordering import EventTimeMerger
 
 TOPICS = ("account", "usage")
 

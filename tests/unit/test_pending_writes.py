@@ -1,8 +1,8 @@
-"""The record cache between the processor and its tables (streams/pending_writes.py)."""
+"""The record cache between the processor and its tables (streams/core/pending_writes.py)."""
 
 from __future__ import annotations
 
-from streams.pending_writes import PendingWrites
+from streams.core.pending_writes import PendingWrites
 
 
 class CountingStore(dict[bytes, bytes]):

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.config import build_config
-from streams.decisions import REASON_CODES, Candidate
-from streams.errors import ConfigError
-from streams.policy import ChannelCap, Policy, holdout_score, sort_reasons
-from streams.timeutil import MS_PER_DAY
+from streams.config import build_config, default_policy
+from streams.core.decisions import REASON_CODES, Candidate
+from streams.core.errors import ConfigError
+from streams.core.policy import ChannelCap, Policy, holdout_score, sort_reasons
+from streams.core.timeutil import MS_PER_DAY
 
 
 def candidate(
@@ -22,7 +22,7 @@ def candidate(
 
 
 def test_defaults_are_the_contracts() -> None:
-    p = Policy.default()
+    p = default_policy()
     assert p.holdout_rate == 0.05
     assert (p.global_cap_7d, p.global_cap_30d) == (2, 6)
     assert dict(p.channel_caps) == {
@@ -63,20 +63,20 @@ def test_from_config_reads_overrides() -> None:
 
 
 def test_policy_is_frozen() -> None:
-    p = Policy.default()
+    p = default_policy()
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.holdout_rate = 0.5  # type: ignore[misc]
 
 
 def test_bad_values_name_the_key() -> None:
     with pytest.raises(ConfigError, match=r"policy\.holdout_rate"):
-        dataclasses.replace(Policy.default(), holdout_rate=1.5)
+        dataclasses.replace(default_policy(), holdout_rate=1.5)
     with pytest.raises(ConfigError, match=r"policy\.channel_fallbacks\.never_activated"):
-        dataclasses.replace(Policy.default(), channel_fallbacks={"never_activated": ("fax",)})
+        dataclasses.replace(default_policy(), channel_fallbacks={"never_activated": ("fax",)})
 
 
 def test_segment_doubles_global_and_channel_caps_only_for_its_segment() -> None:
-    p = Policy.default()
+    p = default_policy()
     high = p.caps_for("high_affinity")
     assert (high.global_7d, high.global_30d) == (4, 12)
     assert high.channels["email"] == ChannelCap(4, 7)
@@ -88,7 +88,7 @@ def test_segment_doubles_global_and_channel_caps_only_for_its_segment() -> None:
 
 
 def test_retention_covers_the_longest_window_plus_margin() -> None:
-    p = Policy.default()
+    p = default_policy()
     assert p.retention_ms == 37 * MS_PER_DAY
     longer = dataclasses.replace(p, trigger_cooldown_days=60)
     assert longer.retention_ms == 67 * MS_PER_DAY
@@ -96,7 +96,7 @@ def test_retention_covers_the_longest_window_plus_margin() -> None:
 
 def test_channels_for_adds_fallbacks_once_in_order() -> None:
     p = dataclasses.replace(
-        Policy.default(), channel_fallbacks={"never_activated": ("push", "email", "sms")}
+        default_policy(), channel_fallbacks={"never_activated": ("push", "email", "sms")}
     )
     assert p.channels_for(candidate("never_activated", 30)) == ("email", "push", "sms")
     assert p.channels_for(candidate("replacement_due", 20)) == ("email",)
@@ -140,12 +140,12 @@ def test_holdout_is_stable_and_uniform_range(customer_id: str, trigger: str) -> 
     score = holdout_score(customer_id, trigger)
     assert 0 <= score < 1
     assert holdout_score(customer_id, trigger) == score
-    p = Policy.default()
+    p = default_policy()
     assert p.is_holdout(customer_id, trigger) == (score < 0.05)
 
 
 def test_holdout_rate_is_about_five_percent_per_trigger() -> None:
-    p = Policy.default()
+    p = default_policy()
     for trigger in ("never_activated", "renewal_reminder"):
         held = sum(p.is_holdout(f"customer-{i}", trigger) for i in range(10_000))
         # 5 % of 10,000 = 500; binomial sd ~ 22, so +-100 is > 4 sd.
@@ -153,7 +153,7 @@ def test_holdout_rate_is_about_five_percent_per_trigger() -> None:
 
 
 def test_holdout_differs_between_triggers_and_respects_zero_and_one() -> None:
-    p = Policy.default()
+    p = default_policy()
     a = {i for i in range(10_000) if p.is_holdout(f"c{i}", "never_activated")}
     b = {i for i in range(10_000) if p.is_holdout(f"c{i}", "replacement_due")}
     assert a != b and len(a & b) < 100  # independent draws: ~25 expected in both

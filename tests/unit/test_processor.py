@@ -12,11 +12,11 @@ from typing import Any
 import orjson
 import pytest
 
-from streams import events as ev
-from streams.clock import Clock
-from streams.decisions import Candidate, Decision
-from streams.metrics import Metrics
-from streams.processor import ContactAll, Processor, Stores
+from streams.core import events as ev
+from streams.core.clock import Clock
+from streams.core.decisions import Candidate, Decision
+from streams.kafka.processor import ContactAll, Processor, Stores
+from streams.ops.metrics import Metrics
 
 
 class DictStore(dict[bytes, bytes]):

@@ -16,19 +16,19 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.clock import Clock
-from streams.config import build_config
-from streams.core_adapter import build_core
-from streams.decisions import Decision
-from streams.errors import ConfigError
-from streams.events import ACCOUNT_EVENT_TYPES
-from streams.ingest import Decoder
-from streams.metrics import Metrics
-from streams.policy import Policy, QuietHours
-from streams.processor import ContactAll, Processor, Stores
-from streams.scenarios import build
-from streams.state import CustomerState
-from streams.timeutil import MS_PER_DAY, format_ms, parse_rfc3339_ms
+from streams.config import build_config, default_policy
+from streams.core.adapter import build_core
+from streams.core.clock import Clock
+from streams.core.decisions import Decision
+from streams.core.errors import ConfigError
+from streams.core.events import ACCOUNT_EVENT_TYPES
+from streams.core.ingest import Decoder
+from streams.core.policy import Policy, QuietHours
+from streams.core.state import CustomerState
+from streams.core.timeutil import MS_PER_DAY, format_ms, parse_rfc3339_ms
+from streams.kafka.processor import ContactAll, Processor, Stores
+from streams.ops.metrics import Metrics
+from streams.tools.scenarios import build
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -91,7 +91,7 @@ def test_daytime_quiet_hours_and_the_configured_zone() -> None:
 
 
 def test_configuration_builds_quiet_hours_only_when_enabled() -> None:
-    assert Policy.default().quiet_hours is None
+    assert default_policy().quiet_hours is None
     policy = Policy.from_config(
         build_config(
             {"policy": {"quiet_hours": {"enabled": True, "start": "22:30", "end": "07:15"}}}

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from streams.ratelimited_log import SummaryLog
+from streams.ops.ratelimited_log import SummaryLog
 
 
 class FakeClock:

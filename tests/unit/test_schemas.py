@@ -1,6 +1,6 @@
 """The wire contract as JSON Schema (``schemas/``), its examples, and the decoder.
 
-The schemas are what producers and consumers outside the project read; ``streams/ingest.py``
+The schemas are what producers and consumers outside the project read; ``streams/core/ingest.py``
 is what the processor runs. These tests prove that the schemas are valid draft-07, that every
 example means what it says, and that the decoder accepts exactly what the input-event schemas
 accept: on the examples, on events generated from the schemas, and on mutations of them.
@@ -27,15 +27,16 @@ from jsonschema import Draft7Validator, ValidationError
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
-from streams import config, decisions, ingest
-from streams import events as ev
-from streams.errors import InvalidEvent
-from streams.timeutil import RFC3339_PATTERN
+from streams import config
+from streams.core import decisions, ingest
+from streams.core import events as ev
+from streams.core.errors import InvalidEvent
+from streams.core.timeutil import RFC3339_PATTERN
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 EXAMPLE_DIR = SCHEMA_DIR / "examples"
 MESSAGE_SCHEMAS = ("account_event", "usage_event", "contact_decision", "dead_letter")
-# Input-event schema -> the topic kind streams.ingest.validate_payload takes.
+# Input-event schema -> the topic kind streams.core.ingest.validate_payload takes.
 EVENT_KINDS = {"account_event": "account", "usage_event": "usage"}
 TOPIC_TYPES = {"account_event": ev.ACCOUNT_EVENT_TYPES, "usage_event": ev.USAGE_EVENT_TYPES}
 
@@ -697,7 +698,7 @@ CATEGORIES = DOCS["contact_decision"]["properties"]["category"]["enum"]
 
 @st.composite
 def decisions_made(draw: st.DrawFn) -> decisions.Decision:
-    """Any decision the policy could make, as streams.decisions builds it."""
+    """Any decision the policy could make, as streams.core.decisions builds it."""
     outcome = draw(st.sampled_from(decisions.OUTCOMES))
     candidate = decisions.Candidate(
         customer_id=draw(IDS),

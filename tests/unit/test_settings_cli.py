@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from streams.cli import main
-from streams.devstack import free_port
-from streams.errors import BrokerUnavailable, ConfigError
+from streams.core.errors import BrokerUnavailable, ConfigError
+from streams.kafka.topics import backoff_delays, wait_for_brokers
 from streams.settings import OPTIONS, Settings, mask_url
-from streams.topics import backoff_delays, wait_for_brokers
+from streams.tools.devstack import free_port
 
 CONTRACT_OPTIONS = {
     "--bootstrap-servers": "KAFKA_BOOTSTRAP_SERVERS",
@@ -282,7 +282,7 @@ def test_the_wait_goes_on_once_a_broker_answers(caplog: pytest.LogCaptureFixture
         if not next(answers):
             raise BrokerUnavailable("Unable to bootstrap")
 
-    with caplog.at_level(logging.INFO, logger="streams.topics"):
+    with caplog.at_level(logging.INFO, logger="streams.kafka.topics"):
         asyncio.run(wait_for_brokers("k:9", 60, probe=late))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [

@@ -19,11 +19,11 @@ from jsonschema import Draft7Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
-from streams import scenarios
-from streams.errors import InvalidEvent
-from streams.ingest import Decoder, validate_payload
-from streams.simulator import SimConfig, Simulation, generate, load_truth, partition_for
-from streams.timeutil import MS_PER_DAY, parse_rfc3339_ms
+from streams.core.errors import InvalidEvent
+from streams.core.ingest import Decoder, validate_payload
+from streams.core.timeutil import MS_PER_DAY, parse_rfc3339_ms
+from streams.tools import scenarios
+from streams.tools.simulator import SimConfig, Simulation, generate, load_truth, partition_for
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 DOCS = {p.stem: json.loads(p.read_text()) for p in SCHEMA_DIR.glob("*.json")}

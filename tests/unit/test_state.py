@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import events as ev
-from streams.core import advance, next_due_ms, step
-from streams.decisions import Candidate
-from streams.state import (
+from streams.config import default_trigger_params
+from streams.core import events as ev
+from streams.core.decisions import Candidate
+from streams.core.engine import advance, next_due_ms, step
+from streams.core.state import (
     CardState,
     CategoryState,
     ContractState,
@@ -27,12 +28,11 @@ from streams.state import (
     insert_thinned,
     thin,
 )
-from streams.timeutil import parse_rfc3339_ms
-from streams.triggers import TriggerParams
+from streams.core.timeutil import parse_rfc3339_ms
 
 DAY = 86_400_000
 T0 = parse_rfc3339_ms("2023-01-02T00:00:00Z") or 0
-PARAMS = TriggerParams.defaults()
+PARAMS = default_trigger_params()
 
 
 def feed(events: list[ev.Event], sizes: list[int] | None = None) -> CustomerState:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.timeutil import format_ms, parse_rfc3339_ms
+from streams.core.timeutil import format_ms, parse_rfc3339_ms
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FIRST = int((datetime(1900, 1, 1, tzinfo=UTC) - EPOCH).total_seconds())

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams import events as ev
-from streams.decisions import Candidate
+from streams.core import events as ev
+from streams.core.decisions import Candidate
 from tests.unit.story import Story, at
 
 # --- scenario helpers -----------------------------------------------------------------------

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams import events as ev
-from streams.core import step
-from streams.decisions import Candidate
+from streams.core import events as ev
+from streams.core.decisions import Candidate
+from streams.core.engine import step
 from tests.unit.story import DAY, PARAMS, Story, at
 
 # --- scenario helpers -----------------------------------------------------------------------
@@ -326,8 +326,8 @@ def test_unused_not_for_contracts_without_auto_renew_or_closed() -> None:
 def test_a_contract_event_seen_again_after_its_id_was_pruned_adds_no_version() -> None:
     # Found by test_replaying_a_prefix_changes_nothing: versions before the floor keep no event
     # id; the same contract event again (its id gone from ``seen``) added a second version.
-    from streams.state import ContractState
-    from streams.triggers import renewal
+    from streams.core.state import ContractState
+    from streams.core.triggers import renewal
 
     record = ContractState("annual_pass", [(100, "active", 900, 0, "")])
     renewal._add_version(record, (100, "active", 900, 0, "e4"))

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from streams import events as ev
 from streams.config import build_config
-from streams.decisions import Candidate
-from streams.triggers import TriggerParams
+from streams.core import events as ev
+from streams.core.decisions import Candidate
+from streams.core.triggers import TriggerParams
 from tests.unit.story import DAY, PARAMS, Story, at
 
 # --- scenario helpers -----------------------------------------------------------------------
@@ -328,8 +328,8 @@ def test_a_decided_drop_absorbs_its_debits_while_they_can_still_be_admitted() ->
     # record at drop + 7 days behind the floor, while its debits are admitted until
     # drop + 10 days behind it; a debit seen again after its id had left ``seen`` then formed
     # the drop anew, with a due time the record did not have before.
-    from streams.state import CustomerState, PinnedDrop, SavingsAccount
-    from streams.triggers import savings
+    from streams.core.state import CustomerState, PinnedDrop, SavingsAccount
+    from streams.core.triggers import savings
 
     s = PARAMS.savings
     drop_ms = 1_000 * DAY

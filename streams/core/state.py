@@ -1,0 +1,461 @@
+"""Customer state: one compact, bounded record per customer, and its serialization.
+
+The record holds only what the triggers need. Every collection is bounded twice: by time (data
+no trigger can look at any more is pruned as the clock moves, see ``CustomerState.floor_ms``)
+and by count (a fixed cap, oldest evicted), so a record stays small whatever the history.
+Serialization is orjson with short keys; empty collections are left out.
+
+``floor_ms`` is the pruning watermark: no occurrence due before it can fire any more, and no
+event older than it can change anything (it trails both the clock and the earliest pending due
+time by the allowed lateness). The trigger families prune relative to it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+
+from streams.core.decisions import Candidate
+
+DAY_MS = 86_400_000
+
+# Count caps: the backstop behind time-based pruning (which keeps typical records far below).
+MAX_SEEN = 64
+MAX_FIRED = 32
+MAX_SAVINGS_ACCOUNTS = 4
+MAX_OBSERVATIONS = 128  # per savings account, exact ones and day buckets each
+MAX_DEBITS = 32
+MAX_DROPS = 8
+MAX_FOLLOW_UPS = 16
+MAX_CONTRACTS = 8
+MAX_VERSIONS = 6
+MAX_USAGE_KEYS = 12
+MAX_POINTS = 8  # per thinned time list (usage per key, complaints, card activity)
+MAX_VISITS = 8
+MAX_CARDS = 6
+MAX_STATEMENTS = 12
+MAX_CATEGORIES = 8
+MAX_PURCHASES = 8
+PURCHASE_IDS_KEPT = 2  # event ids kept (for evidence) on the newest purchases only
+MAX_CONSENT = 6
+
+Obs = tuple[int, int]  # (time, balance in cents)
+DayObs = tuple[int, int, int]  # (UTC day number, sum of cents, count): older observations
+Debit = tuple[int, int, str]  # (time, cents, event id)
+FollowUp = tuple[int, int, str, str]  # (time, cents, kind "c" checking credit | "w" wire, id)
+# (time, status, expires_at, auto_renew 1/0 or -1 "as before" for auto_renew_charged, event id)
+Version = tuple[int, str, int, int, str]
+Point = tuple[int, str]  # (time, event id)
+
+T = TypeVar("T")
+
+
+def id_hash(text: str) -> int:
+    """A stable 48-bit hash (collisions among a few dozen ids are negligible)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=6).digest(), "big")
+
+
+# --- thinned time lists -----------------------------------------------------------------
+#
+# "Was there an event in [x - W, x]?" is all the usage, complaint and card-activity triggers ask.
+# A point may be dropped when its neighbours are at most W apart: every such question, for any
+# x and any window >= W, keeps its answer (and so does every gap longer than W, which is what a
+# lapse is). Daily logins thus cost a handful of points, not one per day.
+
+
+def thin(items: list[T], key: Callable[[T], int], window_ms: int) -> list[T]:
+    """``items`` (sorted by ``key``) without the points no window >= ``window_ms`` can miss."""
+    out: list[T] = []
+    for item in items:
+        out.append(item)
+        while len(out) >= 3 and key(out[-1]) - key(out[-3]) <= window_ms:
+            del out[-2]
+    return out
+
+
+def insert_thinned(items: list[T], item: T, key: Callable[[T], int], window_ms: int) -> list[T]:
+    """``items`` with ``item`` inserted in time order (a repeated time is ignored), thinned."""
+    t = key(item)
+    keys = [key(x) for x in items]
+    i = bisect.bisect_left(keys, t)
+    if i < len(keys) and keys[i] == t:
+        return items
+    if 0 < i < len(keys) and keys[i] - keys[i - 1] <= window_ms:
+        # Its neighbours already answer every question it could (a replayed point that was
+        # thinned away before comes back to nothing): the list stays byte-for-byte the same.
+        return items
+    new = list(items)
+    new.insert(i, item)
+    return thin(new, key, window_ms)
+
+
+def keep_since(items: list[T], key: Callable[[T], int], cutoff_ms: int) -> list[T]:
+    """Items at or after ``cutoff_ms`` plus the latest one before it (it answers "last ...")."""
+    i = 0
+    while i + 1 < len(items) and key(items[i + 1]) < cutoff_ms:
+        i += 1
+    if items and key(items[i]) < cutoff_ms:
+        return items[i:]
+    return items
+
+
+def any_between(times: list[int], lo_ms: int, hi_ms: int) -> bool:
+    return any(lo_ms <= t <= hi_ms for t in times)
+
+
+# --- records ----------------------------------------------------------------------------
+
+# PinnedDrop.flags
+CHECKING_FIRED = 1
+WIRE_FIRED = 2
+UNEXPLAINED_FIRED = 4
+UNEXPLAINED_DECIDED = 8
+
+
+@dataclass(slots=True)
+class PinnedDrop:
+    """A savings drop something was decided on: frozen, so late debits cannot regroup it."""
+
+    first_id: str
+    start_ms: int
+    drop_ms: int
+    amount_cents: int
+    debit_ids: tuple[str, ...]
+    flags: int = 0
+
+
+@dataclass(slots=True)
+class SavingsAccount:
+    obs: list[Obs] = field(default_factory=list)  # exact, near where drops can still start
+    days: list[DayObs] = field(default_factory=list)  # older ones, one bucket per UTC day
+    debits: list[Debit] = field(default_factory=list)  # not (yet) part of a pinned drop
+    drops: list[PinnedDrop] = field(default_factory=list)
+    last_ms: int = 0
+
+
+@dataclass(slots=True)
+class ContractState:
+    product: str | None = None
+    versions: list[Version] = field(default_factory=list)  # by time; older ones collapsed
+    marks: list[tuple[int, int]] = field(default_factory=list)  # fired (code, due time)
+
+
+@dataclass(slots=True)
+class VisitState:
+    """A recent positive visit: a late contract event can still complete its renewal offer."""
+
+    event_id: str
+    at_ms: int
+    contract_id: str | None
+    fired: list[str] = field(default_factory=list)  # contract ids already offered
+
+
+@dataclass(slots=True)
+class CardState:
+    opened: Point | None = None
+    closed_ms: int | None = None
+    activity: list[Point] = field(default_factory=list)  # debits, thinned
+    statements: list[tuple[int, int]] = field(default_factory=list)  # (time, paid in full 1/0)
+    # Statements before the floor only matter as "paid in full" bits (every due time that can
+    # still fire is after them): "1" / "0", oldest first, the last few.
+    earlier: str = ""
+    lapse_marks: list[int] = field(default_factory=list)  # activity times whose lapse fired
+    never_done: bool = False
+    last_ms: int = 0
+
+
+@dataclass(slots=True)
+class CategoryState:
+    purchases: list[Point] = field(default_factory=list)  # newest MAX_PURCHASES, by time
+    count: int = 0  # purchases ever seen (the "3 or more" rule)
+    marks: list[tuple[int, int]] = field(default_factory=list)  # fired (code, purchase time)
+
+
+@dataclass(slots=True)
+class CustomerState:
+    """Everything the triggers remember about one customer.
+
+    ``applied_offsets`` (topic kind -> highest applied input offset) belongs to the shell: the
+    pure functions carry it through untouched. ``due_ms`` is the earliest time at which
+    ``advance`` could fire something (None: nothing pending); the core keeps it current.
+    """
+
+    customer_id: str
+    floor_ms: int = 0
+    due_ms: int | None = None
+    applied_offsets: dict[str, int] = field(default_factory=dict)
+    seen: list[tuple[int, int]] = field(default_factory=list)  # (id hash, event's UTC day)
+    fired: list[tuple[int, int]] = field(default_factory=list)  # (occurrence hash, keep until)
+    savings: dict[str, SavingsAccount] = field(default_factory=dict)
+    follow_ups: list[FollowUp] = field(default_factory=list)
+    contracts: dict[str, ContractState] = field(default_factory=dict)
+    usage: dict[str, list[int]] = field(default_factory=dict)  # "c:<contract>"/"p:<product>"
+    complaints: list[int] = field(default_factory=list)  # thinned
+    visits: list[VisitState] = field(default_factory=list)
+    cards: dict[str, CardState] = field(default_factory=dict)
+    categories: dict[str, CategoryState] = field(default_factory=dict)
+    consent: dict[str, tuple[int, int]] = field(default_factory=dict)  # channel -> (t, out)
+    segment: tuple[int, str] | None = None
+    business_unit: tuple[int, str] | None = None
+    timezone: tuple[int, str] | None = None
+    # Decisions waiting for the end of the customer's quiet hours: (until, deferred at, what).
+    deferred: list[tuple[int, int, Candidate]] = field(default_factory=list)
+
+    # --- queries the shell and the policy use ---------------------------------------
+
+    @property
+    def last_complaint_ms(self) -> int | None:
+        return self.complaints[-1] if self.complaints else None
+
+    def opted_out(self, channel: str) -> bool:
+        """The latest consent word (by event time) for the channel or for ``all``."""
+        entries = [self.consent[c] for c in (channel, "all") if c in self.consent]
+        return bool(max(entries)[1]) if entries else False
+
+    # --- de-duplication ---------------------------------------------------------------
+
+    def has_seen(self, event_hash: int) -> bool:
+        for h, _ in self.seen:
+            if h == event_hash:
+                return True
+        return False
+
+    def remember(self, event_hash: int, at_ms: int) -> None:
+        # The day is enough to prune by (pruning keeps the whole day), and it serializes short.
+        self.seen.append((event_hash, at_ms - at_ms % DAY_MS))
+        if len(self.seen) > MAX_SEEN:
+            self.seen.sort(key=lambda s: s[1])
+            del self.seen[: len(self.seen) - MAX_SEEN]
+
+    def was_fired(self, occurrence_hash: int) -> bool:
+        for h, _ in self.fired:
+            if h == occurrence_hash:
+                return True
+        return False
+
+    # --- serialization ------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(_encode(self))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CustomerState:
+        return _decode(orjson.loads(data))
+
+    def copy(self) -> CustomerState:
+        """A deep copy (through the serialized form, which is also what the table stores)."""
+        return CustomerState.from_bytes(self.to_bytes())
+
+
+# --- compact encoding -----------------------------------------------------------------------
+#
+# Short keys, empty collections left out, and every time stored relative to the floor (which is
+# stored absolute): recent times then take 9-10 digits instead of 13. Day numbers of balance
+# buckets are relative to the floor's day.
+#
+# This runs twice per event on the worker's hot path and most records are small, so it is
+# written for the empty case: a field is looked at once and skipped when empty, instead of
+# building an empty collection and dropping it. The bytes are the table's (and changelog's)
+# format: a key's order and presence must not change.
+
+
+def _encode(s: CustomerState) -> dict[str, Any]:
+    b = s.floor_ms
+    bd = b // DAY_MS
+    o: dict[str, Any] = {"c": s.customer_id, "f": b}
+    if s.due_ms is not None:
+        o["n"] = s.due_ms - b
+    if s.applied_offsets:
+        o["o"] = s.applied_offsets
+    if s.seen:
+        o["s"] = [[h, t // DAY_MS - bd] for h, t in s.seen]
+    if s.fired:
+        o["x"] = [[h, t - b] for h, t in s.fired]
+    if s.savings:
+        o["sv"] = {k: _encode_savings(a, b, bd) for k, a in s.savings.items()}
+    if s.follow_ups:
+        o["fu"] = [[t - b, c, kind, i] for t, c, kind, i in s.follow_ups]
+    if s.contracts:
+        o["ct"] = {k: _encode_contract(c, b) for k, c in s.contracts.items()}
+    if s.usage:
+        o["u"] = {k: [t - b for t in v] for k, v in s.usage.items()}
+    if s.complaints:
+        o["cp"] = [t - b for t in s.complaints]
+    if s.visits:
+        o["v"] = [[v.event_id, v.at_ms - b, v.contract_id, v.fired] for v in s.visits]
+    if s.cards:
+        o["cc"] = {k: _encode_card(c, b) for k, c in s.cards.items()}
+    if s.categories:
+        o["pc"] = {k: _encode_category(c, b) for k, c in s.categories.items()}
+    if s.consent:
+        o["cs"] = {k: [t - b, out] for k, (t, out) in s.consent.items()}
+    if s.segment is not None:
+        o["sg"] = [s.segment[0] - b, s.segment[1]]
+    if s.business_unit is not None:
+        o["bu"] = [s.business_unit[0] - b, s.business_unit[1]]
+    if s.timezone is not None:
+        o["tz"] = [s.timezone[0] - b, s.timezone[1]]
+    if s.deferred:
+        o["df"] = [
+            [u - b, at - b, c.trigger, c.instance, c.action, c.channel, c.category,
+             c.priority, list(c.evidence), c.triggered_at_ms - b]
+            for u, at, c in s.deferred
+        ]  # fmt: skip
+    return o
+
+
+# A nested record leaves out every empty or zero field (a zero time is the floor itself).
+
+
+def _encode_savings(a: SavingsAccount, b: int, bd: int) -> dict[str, Any]:
+    e: dict[str, Any] = {}
+    if a.obs:
+        e["o"] = [[t - b, c] for t, c in a.obs]
+    if a.days:
+        e["b"] = [[d - bd, c] if n == 1 else [d - bd, c, n] for d, c, n in a.days]
+    if a.debits:
+        e["d"] = [[t - b, c, i] for t, c, i in a.debits]
+    if a.drops:
+        e["p"] = [
+            [p.first_id, p.start_ms - b, p.drop_ms - b, p.amount_cents, p.debit_ids]
+            + ([p.flags] if p.flags else [])
+            for p in a.drops
+        ]
+    if a.last_ms != b:
+        e["l"] = a.last_ms - b
+    return e
+
+
+def _encode_contract(c: ContractState, b: int) -> dict[str, Any]:
+    e: dict[str, Any] = {}
+    if c.product:
+        e["p"] = c.product
+    if c.versions:
+        e["v"] = [[t - b, st, x - b, ar, i] for t, st, x, ar, i in c.versions]
+    if c.marks:
+        e["m"] = [[code, d - b] for code, d in c.marks]
+    return e
+
+
+def _encode_card(c: CardState, b: int) -> dict[str, Any]:
+    e: dict[str, Any] = {}
+    if c.opened:
+        e["o"] = [c.opened[0] - b, c.opened[1]]
+    if c.closed_ms is not None:
+        e["x"] = [c.closed_ms - b]
+    if c.activity:
+        e["a"] = [[t - b, i] if i else t - b for t, i in c.activity]
+    if c.statements:
+        e["s"] = [[t - b, p] for t, p in c.statements]
+    if c.earlier:
+        e["e"] = c.earlier
+    if c.lapse_marks:
+        e["m"] = [u - b for u in c.lapse_marks]
+    if c.never_done:
+        e["n"] = 1
+    if c.last_ms != b:
+        e["l"] = c.last_ms - b
+    return e
+
+
+def _encode_category(c: CategoryState, b: int) -> dict[str, Any]:
+    e: dict[str, Any] = {}
+    if c.purchases:
+        e["p"] = [[t - b, i] if i else t - b for t, i in c.purchases]
+    if c.count:
+        e["n"] = c.count
+    if c.marks:
+        e["m"] = [[code, t - b] for code, t in c.marks]
+    return e
+
+
+def _point(item: Any, b: int) -> tuple[int, str]:
+    return (item[0] + b, item[1]) if isinstance(item, list) else (item + b, "")
+
+
+def _decode(o: dict[str, Any]) -> CustomerState:
+    b = o.get("f", 0)
+    bd = b // DAY_MS
+    customer_id = o["c"]
+    due_ms = o["n"] + b if "n" in o else None
+    applied_offsets = dict(o["o"]) if "o" in o else {}
+    seen = [(h, (t + bd) * DAY_MS) for h, t in o["s"]] if "s" in o else []
+    fired = [(h, t + b) for h, t in o["x"]] if "x" in o else []
+    savings = {k: _decode_savings(a, b, bd) for k, a in o["sv"].items()} if "sv" in o else {}
+    follow_ups = [(t + b, c, kind, i) for t, c, kind, i in o["fu"]] if "fu" in o else []
+    contracts = {k: _decode_contract(c, b) for k, c in o["ct"].items()} if "ct" in o else {}
+    usage = {k: [t + b for t in v] for k, v in o["u"].items()} if "u" in o else {}
+    complaints = [t + b for t in o["cp"]] if "cp" in o else []
+    visits = [VisitState(i, t + b, cid, list(f)) for i, t, cid, f in o["v"]] if "v" in o else []
+    cards = {k: _decode_card(c, b) for k, c in o["cc"].items()} if "cc" in o else {}
+    categories = {k: _decode_category(c, b) for k, c in o["pc"].items()} if "pc" in o else {}
+    consent = {k: (t + b, out) for k, (t, out) in o["cs"].items()} if "cs" in o else {}
+    segment = (o["sg"][0] + b, o["sg"][1]) if "sg" in o else None
+    business_unit = (o["bu"][0] + b, o["bu"][1]) if "bu" in o else None
+    timezone = (o["tz"][0] + b, o["tz"][1]) if "tz" in o else None
+    deferred = (
+        [
+            (u + b, at + b, Candidate(customer_id, tr, ins, act, ch, cat, pr, tuple(ev), t + b))
+            for u, at, tr, ins, act, ch, cat, pr, ev, t in o["df"]
+        ]
+        if "df" in o
+        else []
+    )
+    # Positional, in CustomerState's field order: a dataclass's __init__ costs about twice as
+    # much with keywords, and this runs for every event.
+    return CustomerState(
+        customer_id, b, due_ms, applied_offsets, seen, fired, savings, follow_ups, contracts,
+        usage, complaints, visits, cards, categories, consent, segment, business_unit, timezone,
+        deferred,
+    )  # fmt: skip
+
+
+def _decode_savings(a: dict[str, Any], b: int, bd: int) -> SavingsAccount:
+    return SavingsAccount(
+        obs=[(t + b, c) for t, c in a["o"]] if "o" in a else [],
+        days=[(x[0] + bd, x[1], x[2] if len(x) > 2 else 1) for x in a["b"]] if "b" in a else [],
+        debits=[(t + b, c, i) for t, c, i in a["d"]] if "d" in a else [],
+        drops=[
+            PinnedDrop(p[0], p[1] + b, p[2] + b, p[3], tuple(p[4]), p[5] if len(p) > 5 else 0)
+            for p in a["p"]
+        ]
+        if "p" in a
+        else [],
+        last_ms=a.get("l", 0) + b,
+    )
+
+
+def _decode_contract(c: dict[str, Any], b: int) -> ContractState:
+    return ContractState(
+        product=c.get("p"),
+        versions=[(t + b, st, e + b, ar, i) for t, st, e, ar, i in c["v"]] if "v" in c else [],
+        marks=[(code, d + b) for code, d in c["m"]] if "m" in c else [],
+    )
+
+
+def _decode_card(c: dict[str, Any], b: int) -> CardState:
+    opened = c.get("o")
+    closed = c.get("x")
+    return CardState(
+        opened=(opened[0] + b, opened[1]) if opened else None,
+        closed_ms=closed[0] + b if closed else None,
+        activity=[_point(a, b) for a in c["a"]] if "a" in c else [],
+        statements=[(t + b, p) for t, p in c["s"]] if "s" in c else [],
+        earlier=c.get("e", ""),
+        lapse_marks=[u + b for u in c["m"]] if "m" in c else [],
+        never_done=bool(c.get("n", 0)),
+        last_ms=c.get("l", 0) + b,
+    )
+
+
+def _decode_category(c: dict[str, Any], b: int) -> CategoryState:
+    return CategoryState(
+        purchases=[_point(p, b) for p in c["p"]] if "p" in c else [],
+        count=c.get("n", 0),
+        marks=[(code, t + b) for code, t in c["m"]] if "m" in c else [],
+    )

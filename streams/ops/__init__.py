@@ -1,0 +1,1 @@
+"""Observability and process plumbing: metrics, the HTTP endpoints, logging, signals."""
