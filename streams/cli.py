@@ -74,9 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     from streams.ledger.cli import add_ledger_commands
     from streams.tools.demo_cli import add_demo_commands
+    from streams.tools.report import add_report_command
 
     add_ledger_commands(sub)
     add_demo_commands(sub)
+    add_report_command(sub)
     return parser
 
 
@@ -191,6 +193,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo_command(args)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from streams.tools.report import run_report_command
+
+    return run_report_command(args)
+
+
 COMMANDS = {
     "worker": _cmd_worker,
     "dev": _cmd_dev,
@@ -199,6 +207,7 @@ COMMANDS = {
     "simulate": _cmd_demo,
     "demo": _cmd_demo,
     "backtest": _cmd_demo,
+    "report": _cmd_report,
 }
 
 

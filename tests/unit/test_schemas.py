@@ -35,7 +35,13 @@ from streams.core.timeutil import RFC3339_PATTERN
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 EXAMPLE_DIR = SCHEMA_DIR / "examples"
-MESSAGE_SCHEMAS = ("account_event", "usage_event", "contact_decision", "dead_letter")
+MESSAGE_SCHEMAS = (
+    "account_event",
+    "usage_event",
+    "contact_decision",
+    "dead_letter",
+    "decision_outcome",
+)
 # Input-event schema -> the topic kind streams.core.ingest.validate_payload takes.
 EVENT_KINDS = {"account_event": "account", "usage_event": "usage"}
 TOPIC_TYPES = {"account_event": ev.ACCOUNT_EVENT_TYPES, "usage_event": ev.USAGE_EVENT_TYPES}
@@ -178,6 +184,9 @@ def test_decision_enums_equal_the_code() -> None:
     properties = DOCS["contact_decision"]["properties"]
     assert properties["trigger"]["enum"] == list(config.TRIGGER_NAMES)
     assert properties["reasons"]["items"]["enum"] == list(decisions.REASON_CODES)
+    outcome = DOCS["decision_outcome"]["properties"]
+    assert outcome["trigger"]["enum"] == list(config.TRIGGER_NAMES)
+    assert outcome["channel"] == properties["channel"]
     assert properties["outcome"]["enum"] == list(decisions.OUTCOMES)
     assert decisions.SCHEMA_VERSION >= properties["schema_version"]["minimum"]
 
