@@ -1,6 +1,6 @@
 -- The contact ledger: one atomic step per call, for one customer (all keys share its hash tag).
 --
--- KEYS (all "<namespace>:{<customer_id>}:...", one hash tag; customer_keys in ledger.py escapes
+-- KEYS (all "<namespace>:{<customer_id>}:...", one hash tag; customer_keys in streams/ledger/keys.py escapes
 -- the ids that hold a "}"):
 --   1 dec  hash   decision or outside-contact id -> JSON of its first result (idempotency)
 --   2 idx  zset   id -> decided_at (what to prune from dec, and the history `show` prints)

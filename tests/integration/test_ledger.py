@@ -30,8 +30,9 @@ from streams.core.decisions import REASON_CODES, Candidate, Decision
 from streams.core.errors import ConfigError
 from streams.core.policy import BusinessUnitCap, ChannelCap, Policy
 from streams.core.timeutil import MS_PER_DAY
-from streams.ledger import SCRIPT_SHA, ContactLedger, LedgerUnavailable, _Pipeliner
+from streams.ledger import SCRIPT_SHA, ContactLedger, LedgerUnavailable
 from streams.ledger.cli import add_ledger_commands, run_ledger_command
+from streams.ledger.pipeline import Pipeliner
 from streams.tools.devstack import DevStack, RedisServer, free_port
 
 DAY = MS_PER_DAY
@@ -870,7 +871,7 @@ def test_pipelined_calls_answer_as_redis_py_does(
         async with ContactLedger(dev_stack.redis_url, NO_HOLDOUT, new_id("ns")) as ours:
             got, shown = await run_all(ours)
         with monkeypatch.context() as patched:
-            patched.setattr(_Pipeliner, "_exchange", by_redis_py)
+            patched.setattr(Pipeliner, "_exchange", by_redis_py)
             async with ContactLedger(dev_stack.redis_url, NO_HOLDOUT, new_id("ns")) as theirs:
                 expected, expected_shown = await run_all(theirs)
         assert got == expected
