@@ -127,15 +127,6 @@ class QuietHours:
             return self.start_min <= minute < self.end_min
         return minute >= self.start_min or minute < self.end_min
 
-    def quiet_channels(self, now_ms: int, timezone: str | None) -> frozenset[str]:
-        """The channels in their quiet hours at ``now_ms`` for a customer in ``timezone``."""
-        return frozenset() if self.quiet_until(now_ms, timezone) is None else self.channels
-
-    def defer_until(self, now_ms: int, channel: str, timezone: str | None) -> int | None:
-        """When a marketing decision on ``channel`` due at ``now_ms`` may be made: None when it
-        may be made now, else the instant the customer's quiet hours end (epoch ms)."""
-        return self.quiet_until(now_ms, timezone) if channel in self.channels else None
-
     def quiet_until(self, now_ms: int, timezone: str | None) -> int | None:
         """The instant the customer's current quiet hours end (epoch ms); None outside them."""
         zone = self.zone(timezone)
@@ -325,12 +316,6 @@ class Policy:
     def is_holdout(self, customer_id: str, trigger: str) -> bool:
         """Whether this customer is in the holdout group of this trigger (stable by hash)."""
         return self.holdout_rate > 0 and holdout_score(customer_id, trigger) < self.holdout_rate
-
-    def priority_for(self, trigger: str, category: str) -> int:
-        """A trigger's configured priority; every service trigger has the ``service`` one."""
-        if category == SERVICE:
-            return self.priorities.get(SERVICE, 100)
-        return self.priorities.get(trigger, 0)
 
     @staticmethod
     def order(candidates: Sequence[Candidate]) -> list[Candidate]:

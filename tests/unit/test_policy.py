@@ -37,8 +37,8 @@ def test_defaults_are_the_contracts() -> None:
     assert p.non_responder_window_days == 30
     assert p.complaint_quiet_days == 14
     assert p.priorities["savings_drop_to_wire"] == 90
-    assert p.priority_for("auto_renew_confirmation", "service") == 100
-    assert p.priority_for("replacement_due", "marketing") == 20
+    assert p.priorities["service"] == 100
+    assert p.priorities["replacement_due"] == 20
     assert dict(p.channel_fallbacks) == {}
 
 
