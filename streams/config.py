@@ -90,6 +90,9 @@ DEFAULTS: dict[str, Any] = {
         "segment_cap_multipliers": {"high_affinity": 2},
         "trigger_cooldown_days": 14,
         "non_responder": {"after_unanswered": 5, "max_contacts": 1, "window_days": 30},
+        # After this many unanswered marketing contacts on a channel, no marketing on that
+        # channel until the customer responds on it (opened, clicked, converted).
+        "sunset": {"enabled": True, "after_unanswered": 12},
         "complaint_quiet_days": 14,
         # Per trigger, channels to try in order when its own channel is capped or opted out.
         "channel_fallbacks": {name: [] for name in TRIGGER_NAMES},

@@ -189,6 +189,9 @@ class Policy:
         default_factory=lambda: MappingProxyType({})
     )
     quiet_hours: QuietHours | None = None
+    # Sunset: after this many unanswered marketing contacts on one channel, no marketing on
+    # that channel until a response on it. None: off (the configuration's default is 12).
+    sunset_after_unanswered: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.holdout_rate <= 1:
@@ -213,6 +216,14 @@ class Policy:
                 raise ConfigError(
                     f"policy.business_unit_caps.{name}: give per_7_days, per_30_days or both"
                 )
+        sunset = self.sunset_after_unanswered
+        if sunset is not None and (
+            isinstance(sunset, bool) or not isinstance(sunset, int) or sunset < 1
+        ):
+            raise ConfigError(
+                f"policy.sunset.after_unanswered: must be a whole number of 1 or more, got "
+                f"{sunset!r}"
+            )
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> Policy:
@@ -221,6 +232,7 @@ class Policy:
         back_off = section["non_responder"]
         fallbacks = section["channel_fallbacks"]
         bu_caps = section["business_unit_caps"]
+        sunset = section["sunset"]
         return cls(
             holdout_rate=float(section["holdout_rate"]),
             global_cap_7d=int(caps["per_7_days"]),
@@ -249,6 +261,7 @@ class Policy:
                 }
             ),
             quiet_hours=QuietHours.from_config(section["quiet_hours"]),
+            sunset_after_unanswered=int(sunset["after_unanswered"]) if sunset["enabled"] else None,
         )
 
     # -- windows -------------------------------------------------------------------------

@@ -268,6 +268,8 @@ class ContactLedger:
         for channel in channels:
             cap = caps.channels[channel]
             args += [channel, cap.max, cap.window_ms]
+        # The new rules' arguments come last: the script of the release before ignores them.
+        args.append(_cap_arg(policy.sunset_after_unanswered))
         raw = await self._run(candidate.customer_id, args, unit)
         result = json.loads(raw)
         return Decision(
@@ -289,12 +291,19 @@ class ContactLedger:
         at_ms: int,
         decision_id: str | None = None,
     ) -> None:
-        """An engagement event: opened/clicked/converted end the unanswered streak (back-off);
-        unsubscribed opts the channel out; delivered and bounced change nothing."""
+        """An engagement event: opened/clicked/converted end the unanswered streak (back-off),
+        and that channel's unanswered count (sunset); unsubscribed opts the channel out;
+        delivered and bounced change nothing."""
         if action not in ENGAGEMENT_ACTIONS:
             raise ValueError(f"action must be one of {ENGAGEMENT_ACTIONS}: {action!r}")
         _check_channel(channel, CHANNELS)
-        args = [*self._base_args("engage", at_ms), channel, action, decision_id or ""]
+        args = [
+            *self._base_args("engage", at_ms),
+            channel,
+            action,
+            decision_id or "",
+            _flag(self.policy.sunset_after_unanswered is not None),
+        ]
         await self._run(customer_id, args)
 
     async def record_consent(self, customer_id: str, channel: str, status: str, at_ms: int) -> None:
@@ -333,7 +342,14 @@ class ContactLedger:
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         key = outside_contact_id(business_unit, contact_id)
-        args = [*self._base_args("outside", at_ms), key, channel, category, business_unit]
+        args = [
+            *self._base_args("outside", at_ms),
+            key,
+            channel,
+            category,
+            business_unit,
+            _flag(self.policy.sunset_after_unanswered is not None),
+        ]
         return bool(await self._run(customer_id, args, business_unit))
 
     # -- reading -----------------------------------------------------------------------------
@@ -365,6 +381,10 @@ class ContactLedger:
 
 def _cap_arg(cap: int | None) -> int:
     return -1 if cap is None else cap
+
+
+def _flag(on: bool) -> str:
+    return "1" if on else "0"
 
 
 def _check_channel(channel: str, allowed: Sequence[str]) -> None:

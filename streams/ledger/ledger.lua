@@ -7,7 +7,8 @@
 --   3 mk   zset   "<channel>|<id>" -> decided_at of every marketing contact (caps, back-off)
 --   4 tr   zset   "<trigger>|<id>" -> decided_at of marketing contacts and holdouts (cooldown)
 --   5 cmp  zset   complaint time -> complaint time
---   6 st   hash   consent:<channel|all> = "<at>|in|out", streak, engaged_at, last_engagement
+--   6 st   hash   consent:<channel|all> = "<at>|in|out", streak, engaged_at, last_engagement;
+--                 with the sunset rule, per channel: unanswered:<channel>, engaged_at:<channel>
 --   7 bu   zset   id -> decided_at of the marketing contacts of one business unit (the one
 --                 deciding or recording: "<namespace>:{<customer_id>}:bu:<unit>")
 --
@@ -97,13 +98,15 @@ local function count(members, lo, hi, prefix)
 end
 
 -- The state hash holds something that matters without a time limit: an opt-out or an
--- unanswered streak.
+-- unanswered streak (of any channel, for the sunset rule).
 local function lasting(fields)
   if tonumber(fields.streak or '0') > 0 then return true end
   for name, value in pairs(fields) do
-    if string.sub(name, 1, 8) == 'consent:' and string.sub(value, -3) == 'out' then
+    local head = string.sub(name, 1, 8)
+    if head == 'consent:' and string.sub(value, -3) == 'out' then
       return true
     end
+    if head == 'unanswer' and tonumber(value) > 0 then return true end
   end
   return false
 end
@@ -155,6 +158,15 @@ local function count_unanswered(key, fields, at, wrote)
   end
 end
 
+-- Sunset: the same count per channel, ended only by a response on that channel.
+local function count_unanswered_on(key, fields, channel, at, wrote)
+  if at > tonumber(fields['engaged_at:' .. channel] or '-1') then
+    local name = 'unanswered:' .. channel
+    fields[name] = tostring(redis.call('HINCRBY', key, name, 1))
+    wrote[key] = true
+  end
+end
+
 -- A key expires once nothing in it can matter: the retention after the last call that wrote
 -- it (what it holds is no newer than that call). The state hash is kept while it is lasting
 -- (a hash created by this call has no expiry yet).
@@ -175,18 +187,24 @@ if op == 'decide' then
   -- ARGV 4 id, 5 category, 6 trigger, 7 holdout (1/0), 8 cap 7d, 9 cap 30d, 10 cooldown ms,
   -- 11 back-off after, 12 back-off max, 13 back-off window ms, 14 complaint quiet ms,
   -- 15 segment, 16 multiplier, 17 business unit, 18 its 7-day cap, 19 its 30-day cap (-1: none),
-  -- 20 number of channels, then (channel, cap, window ms) each.
+  -- 20 number of channels, then (channel, cap, window ms) each, then (from e = 21 + 3 *
+  -- channels) e sunset after (unanswered contacts on a channel; -1: off).
+  -- Arguments after those of the release before: a worker of that release sends none, and
+  -- that release's script ignores them (every new rule is then off).
   local id = ARGV[4]
   local first = redis.call('HGET', DEC, id)
   if first then return first end
   prune_decisions(DEC, IDX, horizon)
   local category, trigger, unit = ARGV[5], ARGV[6], ARGV[17]
   local channels = {}
-  for i = 1, tonumber(ARGV[20]) do
+  local n_channels = tonumber(ARGV[20])
+  for i = 1, n_channels do
     local base = 20 + (i - 1) * 3
     channels[i] = {name = ARGV[base + 1], cap = tonumber(ARGV[base + 2]),
                    window = tonumber(ARGV[base + 3])}
   end
+  local extra = 21 + 3 * n_channels
+  local sunset = tonumber(ARGV[extra] or '-1')
   -- The first result of this id, as the releases before wrote it: outcome, reasons, channel,
   -- decided_at, trigger, category, business unit, details. (The time as the caller wrote it
   -- when cjson would write the same digits: below 10^14.)
@@ -243,9 +261,14 @@ if op == 'decide' then
   for i, ch in ipairs(channels) do
     ch.out = opted_out(state, ch.name)
     ch.count = count(contacts, now - ch.window, now, ch.name .. '|')
+    local more = ''
+    if sunset >= 0 then
+      ch.unanswered = tonumber(state['unanswered:' .. ch.name] or '0')
+      more = ',"unanswered":' .. num(ch.unanswered)
+    end
     parts[#parts + 1] = (i > 1 and ',' or '') .. str(ch.name) .. ':{"count":' ..
       num(ch.count) .. ',"cap":' .. num(ch.cap) .. ',"days":' .. num(ch.window / DAY) ..
-      ',"opted_out":' .. tostring(ch.out) .. '}'
+      ',"opted_out":' .. tostring(ch.out) .. more .. '}'
     if not ch.out and any_open == nil then any_open = ch.name end
   end
   parts[#parts + 1] = '},"trigger_cooldown":{"count":' .. num(cd_count) .. ',"days":' ..
@@ -253,6 +276,7 @@ if op == 'decide' then
     '},"non_responder":{"unanswered":' .. num(streak) .. ',"after":' .. num(after) ..
     ',"active":' .. tostring(streak >= after) .. ',"count":' .. num(bo_count) .. ',"cap":' ..
     num(bo_max) .. ',"days":' .. num(bo_window / DAY) .. '}'
+  if sunset >= 0 then parts[#parts + 1] = ',"sunset":{"after":' .. num(sunset) .. '}' end
   if ARGV[15] ~= '' then parts[#parts + 1] = ',"segment":' .. str(ARGV[15]) end
   if unit_read then
     parts[#parts + 1] = ',"business_unit":{"name":' .. str(unit) .. ',"count_7d":' ..
@@ -293,6 +317,7 @@ if op == 'decide' then
       local own = {}
       if ch.count >= ch.cap then own[#own + 1] = 'channel_cap' end
       if ch.out then own[#own + 1] = 'opted_out' end
+      if sunset >= 0 and ch.unanswered >= sunset then own[#own + 1] = 'sunset' end
       if #common == 0 and #own == 0 then
         chosen = ch.name
         break
@@ -310,6 +335,7 @@ if op == 'decide' then
       redis.call('ZADD', TR, NOW, trigger .. '|' .. id)
       written[MK], written[BU], written[TR] = true, true, true
       count_unanswered(ST, state, now, written)
+      if sunset >= 0 then count_unanswered_on(ST, state, chosen, now, written) end
       text = '{"o":"contact","r":"","c":' .. str(chosen) .. tail .. table.concat(parts) .. '}}'
     else
       for r in pairs(seen) do common[#common + 1] = r end
@@ -324,7 +350,7 @@ if op == 'decide' then
   return text
 
 elseif op == 'engage' then
-  -- ARGV 4 channel, 5 action, 6 decision id ('' when none).
+  -- ARGV 4 channel, 5 action, 6 decision id ('' when none), 7 sunset on ('1'; else off).
   local channel, action = ARGV[4], ARGV[5]
   prune_decisions(DEC, IDX, horizon)
   if action ~= 'opened' and action ~= 'clicked' and action ~= 'converted'
@@ -339,6 +365,17 @@ elseif op == 'engage' then
     set_state(state, changes, 'engaged_at', NOW)
     set_state(state, changes, 'streak',
               tostring(redis.call('ZCOUNT', MK, '(' .. NOW, '+inf')))
+  end
+  if action ~= 'unsubscribed' and ARGV[7] == '1' and
+      now > tonumber(state['engaged_at:' .. channel] or '-1') then
+    -- Sunset: the channel's contacts after its response still count as unanswered.
+    local later = redis.call('ZRANGEBYSCORE', MK, '(' .. NOW, '+inf')
+    local prefix, n = channel .. '|', 0
+    for i = 1, #later do
+      if string.sub(later[i], 1, #prefix) == prefix then n = n + 1 end
+    end
+    set_state(state, changes, 'engaged_at:' .. channel, NOW)
+    set_state(state, changes, 'unanswered:' .. channel, tostring(n))
   end
   set_state(state, changes, 'last_engagement',
             cjson.encode({action = action, channel = channel, at = now, decision_id = ARGV[6]}))
@@ -367,7 +404,8 @@ elseif op == 'complaint' then
   return 1
 
 elseif op == 'outside' then
-  -- ARGV 4 id, 5 channel, 6 category, 7 business unit. Idempotent by id: 1 new, 0 known.
+  -- ARGV 4 id, 5 channel, 6 category, 7 business unit, 8 sunset on ('1'; else off).
+  -- Idempotent by id: 1 new, 0 known.
   local id = ARGV[4]
   if redis.call('HEXISTS', DEC, id) == 1 then return 0 end
   prune_decisions(DEC, IDX, horizon)
@@ -379,6 +417,7 @@ elseif op == 'outside' then
     redis.call('ZADD', BU, NOW, id)
     written[MK], written[BU] = true, true
     count_unanswered(ST, state, now, written)
+    if ARGV[8] == '1' then count_unanswered_on(ST, state, ARGV[5], now, written) end
   end
   redis.call('HSET', DEC, id, cjson.encode({o = 'contact', r = '', c = ARGV[5], t = now,
                                             k = ARGV[6], bu = ARGV[7]}))

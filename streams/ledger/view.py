@@ -133,7 +133,7 @@ def summary(
         if cap is not None and cap.per_30_days is not None:
             entry["cap_30d"] = cap.per_30_days
         unit_caps[unit] = entry
-    return {
+    shown: dict[str, Any] = {
         "now_ms": now_ms,
         "segment": segment,
         "history": history,
@@ -165,3 +165,12 @@ def summary(
         "complaint_quiet_until_ms": max(quiet) + policy.complaint_quiet_ms if quiet else None,
         "trigger_cooldown_until_ms": cooldowns,
     }
+    if policy.sunset_after_unanswered is not None:
+        after = policy.sunset_after_unanswered
+        unanswered = {c: int(st.get(f"unanswered:{c}", "0")) for c in CHANNELS}
+        shown["sunset"] = {
+            "after": after,
+            "unanswered": unanswered,
+            "sunset": [c for c in CHANNELS if unanswered[c] >= after],
+        }
+    return shown

@@ -161,3 +161,29 @@ def test_holdout_differs_between_triggers_and_respects_zero_and_one() -> None:
     always = dataclasses.replace(p, holdout_rate=1.0)
     assert not any(never.is_holdout(f"c{i}", "never_activated") for i in range(1000))
     assert all(always.is_holdout(f"c{i}", "never_activated") for i in range(1000))
+
+
+# -- sunset ---------------------------------------------------------------------------------
+
+
+def test_sunset_is_on_after_twelve_by_default_and_can_be_turned_off() -> None:
+    assert default_policy().sunset_after_unanswered == 12
+    config = build_config({"policy": {"sunset": {"after_unanswered": 3}}})
+    assert Policy.from_config(config["policy"]).sunset_after_unanswered == 3
+    config = build_config({"policy": {"sunset": {"enabled": False}}})
+    assert Policy.from_config(config["policy"]).sunset_after_unanswered is None
+
+
+@pytest.mark.parametrize(
+    ("after", "accepted"), [(1, True), (0, False), (-1, False), (True, False), (2.5, False)]
+)
+def test_sunset_threshold_on_both_sides_of_one(after: object, accepted: bool) -> None:
+    override = {"policy": {"sunset": {"after_unanswered": after}}}
+    if accepted:
+        assert Policy.from_config(build_config(override)["policy"]).sunset_after_unanswered == 1
+        assert dataclasses.replace(default_policy(), sunset_after_unanswered=after)
+        return
+    with pytest.raises(ConfigError, match=r"policy\.sunset\.after_unanswered"):
+        build_config(override)
+    with pytest.raises(ConfigError, match=r"policy\.sunset\.after_unanswered"):
+        dataclasses.replace(default_policy(), sunset_after_unanswered=after)  # type: ignore[arg-type]
