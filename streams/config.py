@@ -93,6 +93,9 @@ DEFAULTS: dict[str, Any] = {
         # After this many unanswered marketing contacts on a channel, no marketing on that
         # channel until the customer responds on it (opened, clicked, converted).
         "sunset": {"enabled": True, "after_unanswered": 12},
+        # After a bounced engagement on a channel, no marketing on it until a later delivered,
+        # opened or clicked engagement on it.
+        "undeliverable": {"enabled": True},
         "complaint_quiet_days": 14,
         # Per trigger, channels to try in order when its own channel is capped or opted out.
         "channel_fallbacks": {name: [] for name in TRIGGER_NAMES},

@@ -22,6 +22,7 @@ REASON_CODES = (
     "business_unit_cap",
     # Additive (new rules; sunset is on by default, see docs/contract.md):
     "sunset",
+    "undeliverable",
 )
 
 

@@ -192,6 +192,9 @@ class Policy:
     # Sunset: after this many unanswered marketing contacts on one channel, no marketing on
     # that channel until a response on it. None: off (the configuration's default is 12).
     sunset_after_unanswered: int | None = None
+    # Bounces: a bounced channel gets no marketing until a later delivered, opened or clicked
+    # engagement on it. Off here; the configuration's default is on.
+    undeliverable: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.holdout_rate <= 1:
@@ -262,6 +265,7 @@ class Policy:
             ),
             quiet_hours=QuietHours.from_config(section["quiet_hours"]),
             sunset_after_unanswered=int(sunset["after_unanswered"]) if sunset["enabled"] else None,
+            undeliverable=bool(section["undeliverable"]["enabled"]),
         )
 
     # -- windows -------------------------------------------------------------------------

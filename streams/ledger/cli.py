@@ -182,6 +182,8 @@ def format_summary(customer_id: str, s: dict[str, Any]) -> str:
             f"sunset (no marketing after {sunset['after']} unanswered on a channel): "
             f"{', '.join(sunset['sunset']) or '-'}; unanswered {counts or '-'}"
         )
+    if "undeliverable" in s:
+        lines.append(f"undeliverable (bounced): {', '.join(s['undeliverable']) or '-'}")
     lines.append(f"opted out: {', '.join(s['opted_out']) or '-'}")
     lines.append(f"complaint quiet until: {_ms(s['complaint_quiet_until_ms'])}")
     cooldowns = s["trigger_cooldown_until_ms"]

@@ -269,7 +269,7 @@ class ContactLedger:
             cap = caps.channels[channel]
             args += [channel, cap.max, cap.window_ms]
         # The new rules' arguments come last: the script of the release before ignores them.
-        args.append(_cap_arg(policy.sunset_after_unanswered))
+        args += [_cap_arg(policy.sunset_after_unanswered), _flag(policy.undeliverable)]
         raw = await self._run(candidate.customer_id, args, unit)
         result = json.loads(raw)
         return Decision(
@@ -293,7 +293,8 @@ class ContactLedger:
     ) -> None:
         """An engagement event: opened/clicked/converted end the unanswered streak (back-off),
         and that channel's unanswered count (sunset); unsubscribed opts the channel out;
-        delivered and bounced change nothing."""
+        bounced makes the channel undeliverable until a later delivered, opened or clicked
+        (with ``Policy.undeliverable``; else delivered and bounced change nothing)."""
         if action not in ENGAGEMENT_ACTIONS:
             raise ValueError(f"action must be one of {ENGAGEMENT_ACTIONS}: {action!r}")
         _check_channel(channel, CHANNELS)
@@ -303,6 +304,7 @@ class ContactLedger:
             action,
             decision_id or "",
             _flag(self.policy.sunset_after_unanswered is not None),
+            _flag(self.policy.undeliverable),
         ]
         await self._run(customer_id, args)
 

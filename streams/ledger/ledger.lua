@@ -8,7 +8,9 @@
 --   4 tr   zset   "<trigger>|<id>" -> decided_at of marketing contacts and holdouts (cooldown)
 --   5 cmp  zset   complaint time -> complaint time
 --   6 st   hash   consent:<channel|all> = "<at>|in|out", streak, engaged_at, last_engagement;
---                 with the sunset rule, per channel: unanswered:<channel>, engaged_at:<channel>
+--                 with the sunset rule, per channel: unanswered:<channel>, engaged_at:<channel>;
+--                 with the bounce rule, per channel: bounced:<channel>, reached:<channel> (the
+--                 latest bounce, and the latest delivered/opened/clicked)
 --   7 bu   zset   id -> decided_at of the marketing contacts of one business unit (the one
 --                 deciding or recording: "<namespace>:{<customer_id>}:bu:<unit>")
 --
@@ -97,8 +99,17 @@ local function count(members, lo, hi, prefix)
   return n, last
 end
 
--- The state hash holds something that matters without a time limit: an opt-out or an
--- unanswered streak (of any channel, for the sunset rule).
+-- A channel is undeliverable from a bounce until a delivery (or an open or click) later than
+-- it; at equal times the bounce wins (the careful reading).
+local function undeliverable(fields, channel)
+  local bounced = fields['bounced:' .. channel]
+  if bounced == nil then return false end
+  local reached = fields['reached:' .. channel]
+  return reached == nil or tonumber(bounced) >= tonumber(reached)
+end
+
+-- The state hash holds something that matters without a time limit: an opt-out, an
+-- unanswered streak (of any channel, for the sunset rule) or an undeliverable channel.
 local function lasting(fields)
   if tonumber(fields.streak or '0') > 0 then return true end
   for name, value in pairs(fields) do
@@ -107,6 +118,7 @@ local function lasting(fields)
       return true
     end
     if head == 'unanswer' and tonumber(value) > 0 then return true end
+    if head == 'bounced:' and undeliverable(fields, string.sub(name, 9)) then return true end
   end
   return false
 end
@@ -188,7 +200,8 @@ if op == 'decide' then
   -- 11 back-off after, 12 back-off max, 13 back-off window ms, 14 complaint quiet ms,
   -- 15 segment, 16 multiplier, 17 business unit, 18 its 7-day cap, 19 its 30-day cap (-1: none),
   -- 20 number of channels, then (channel, cap, window ms) each, then (from e = 21 + 3 *
-  -- channels) e sunset after (unanswered contacts on a channel; -1: off).
+  -- channels) e sunset after (unanswered contacts on a channel; -1: off), e + 1 bounce rule on
+  -- ('1'; else off).
   -- Arguments after those of the release before: a worker of that release sends none, and
   -- that release's script ignores them (every new rule is then off).
   local id = ARGV[4]
@@ -205,6 +218,7 @@ if op == 'decide' then
   end
   local extra = 21 + 3 * n_channels
   local sunset = tonumber(ARGV[extra] or '-1')
+  local bounces = ARGV[extra + 1] == '1'
   -- The first result of this id, as the releases before wrote it: outcome, reasons, channel,
   -- decided_at, trigger, category, business unit, details. (The time as the caller wrote it
   -- when cjson would write the same digits: below 10^14.)
@@ -266,6 +280,10 @@ if op == 'decide' then
       ch.unanswered = tonumber(state['unanswered:' .. ch.name] or '0')
       more = ',"unanswered":' .. num(ch.unanswered)
     end
+    if bounces then
+      ch.undeliverable = undeliverable(state, ch.name)
+      more = more .. ',"undeliverable":' .. tostring(ch.undeliverable)
+    end
     parts[#parts + 1] = (i > 1 and ',' or '') .. str(ch.name) .. ':{"count":' ..
       num(ch.count) .. ',"cap":' .. num(ch.cap) .. ',"days":' .. num(ch.window / DAY) ..
       ',"opted_out":' .. tostring(ch.out) .. more .. '}'
@@ -318,6 +336,7 @@ if op == 'decide' then
       if ch.count >= ch.cap then own[#own + 1] = 'channel_cap' end
       if ch.out then own[#own + 1] = 'opted_out' end
       if sunset >= 0 and ch.unanswered >= sunset then own[#own + 1] = 'sunset' end
+      if ch.undeliverable then own[#own + 1] = 'undeliverable' end
       if #common == 0 and #own == 0 then
         chosen = ch.name
         break
@@ -350,14 +369,30 @@ if op == 'decide' then
   return text
 
 elseif op == 'engage' then
-  -- ARGV 4 channel, 5 action, 6 decision id ('' when none), 7 sunset on ('1'; else off).
+  -- ARGV 4 channel, 5 action, 6 decision id ('' when none), 7 sunset on ('1'; else off),
+  -- 8 bounce rule on ('1'; else off).
   local channel, action = ARGV[4], ARGV[5]
+  local bounces = ARGV[8] == '1'
   prune_decisions(DEC, IDX, horizon)
+  local delivery = action == 'bounced' or action == 'delivered'
   if action ~= 'opened' and action ~= 'clicked' and action ~= 'converted'
-      and action ~= 'unsubscribed' then
-    return 0  -- delivered, bounced: nothing the policy reads
+      and action ~= 'unsubscribed' and not (bounces and delivery) then
+    return 0  -- delivered, bounced: nothing the policy reads (without the bounce rule)
   end
   state, state_existed, state_lasted = read_state(ST)
+  if bounces and action ~= 'unsubscribed' and action ~= 'converted' then
+    -- The latest bounce, and the latest sign that the channel reaches the customer.
+    local name = (action == 'bounced' and 'bounced:' or 'reached:') .. channel
+    if now > tonumber(state[name] or '-1') then set_state(state, changes, name, NOW) end
+    if delivery then
+      if #changes > 0 then
+        redis.call('HSET', ST, unpack(changes))
+        written[ST] = true
+      end
+      finish(written, ST, state, state_existed, state_lasted, retention)
+      return 1
+    end
+  end
   if action == 'unsubscribed' then
     set_consent(state, changes, channel, 'out', now, NOW)
   elseif now > tonumber(state.engaged_at or '-1') then

@@ -34,6 +34,15 @@ def consent_opted_out(records: Iterable[tuple[int, str]]) -> bool:
     return out
 
 
+def _undeliverable(state: Mapping[str, str], channel: str) -> bool:
+    """A bounce with no later delivered, opened or clicked (``ledger.lua``'s rule)."""
+    bounced = state.get(f"bounced:{channel}")
+    if bounced is None:
+        return False
+    reached = state.get(f"reached:{channel}")
+    return reached is None or int(bounced) >= int(reached)
+
+
 def _consents(state: Mapping[str, str]) -> dict[str, tuple[int, str]]:
     """The state hash's consent records: channel or ``all`` -> (at, "in" | "out")."""
     consents = {}
@@ -173,4 +182,6 @@ def summary(
             "unanswered": unanswered,
             "sunset": [c for c in CHANNELS if unanswered[c] >= after],
         }
+    if policy.undeliverable:
+        shown["undeliverable"] = [c for c in CHANNELS if _undeliverable(st, c)]
     return shown

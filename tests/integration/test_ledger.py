@@ -209,9 +209,10 @@ def test_non_responder_backoff_after_five_unanswered(dev_stack: DevStack) -> Non
             # The 5th is allowed: 4 unanswered before it.
             assert outcome(d) == ("contact", ()), i
             assert d.details["non_responder"]["unanswered"] == i
-        # Delivered and bounced are no answer.
+        # Bounced and delivered are no answer (the delivery after the bounce leaves email
+        # deliverable).
+        await ledger.record_engagement(c, "email", "bounced", T0 + 33 * DAY - 1)
         await ledger.record_engagement(c, "email", "delivered", T0 + 33 * DAY)
-        await ledger.record_engagement(c, "email", "bounced", T0 + 33 * DAY)
         d = await one(ledger, cand(c, "t5"), T0 + 40 * DAY)
         assert outcome(d) == ("suppressed", ("non_responder_backoff",))
         assert d.details["non_responder"]["active"] is True
@@ -339,6 +340,85 @@ def test_sunset_off_leaves_the_decision_as_before(dev_stack: DevStack) -> None:
     with_ledger(dev_stack, body, policy)
 
 
+BOUNCES = dataclasses.replace(NO_HOLDOUT, channel_fallbacks={"tf": ("push",)})
+
+
+def test_a_bounce_stops_marketing_on_its_channel_until_a_later_delivery(
+    dev_stack: DevStack,
+) -> None:
+    async def body(ledger: ContactLedger) -> None:
+        c = new_id()
+        state_key = ledger.keys(c)[5]
+        assert outcome(await one(ledger, cand(c, "a"), T0)) == ("contact", ())
+        await ledger.record_engagement(c, "email", "bounced", T0 + HOUR)
+        d = await one(ledger, cand(c, "b"), T0 + 8 * DAY)
+        assert outcome(d) == ("suppressed", ("undeliverable",))
+        assert d.details["channels"]["email"]["undeliverable"] is True
+        # A channel rule: the fallback is used.
+        d = await one(ledger, cand(c, "tf"), T0 + 8 * DAY + 1)
+        assert outcome(d) == ("contact", ()) and d.channel == "push"
+        assert (await ledger.show(c, T0 + 8 * DAY))["undeliverable"] == ["email"]
+        # Kept without expiry while it matters (like an opt-out).
+        assert await ledger.client.pttl(state_key) == -1
+        # A delivery at the bounce's own time is not later: still undeliverable.
+        await ledger.record_engagement(c, "email", "delivered", T0 + HOUR)
+        d = await one(ledger, cand(c, "c"), T0 + 16 * DAY)
+        assert outcome(d) == ("suppressed", ("undeliverable",))
+        # A later one is.
+        await ledger.record_engagement(c, "email", "delivered", T0 + HOUR + 1)
+        d = await one(ledger, cand(c, "d"), T0 + 16 * DAY + 1)
+        assert outcome(d) == ("contact", ())
+        assert d.details["channels"]["email"]["undeliverable"] is False
+        assert (await ledger.show(c, T0 + 17 * DAY))["undeliverable"] == []
+        # A customer with nothing else lasting: the state hash expires again after delivery.
+        other = new_id()
+        await ledger.record_engagement(other, "email", "bounced", T0)
+        assert await ledger.client.pttl(ledger.keys(other)[5]) == -1
+        await ledger.record_engagement(other, "email", "delivered", T0 + 1)
+        assert await ledger.client.pttl(ledger.keys(other)[5]) > 0
+
+    with_ledger(dev_stack, body, BOUNCES)
+
+
+def test_bounces_by_event_time_whatever_the_arrival_order(dev_stack: DevStack) -> None:
+    async def body(ledger: ContactLedger) -> None:
+        c = new_id()
+        # The delivery is heard first, the earlier bounce late: the channel is deliverable.
+        await ledger.record_engagement(c, "sms", "delivered", T0 + 10)
+        await ledger.record_engagement(c, "sms", "bounced", T0 + 5)
+        assert outcome(await one(ledger, cand(c, "a", channel="sms"), T0 + DAY)) == (
+            "contact",
+            (),
+        )
+        # A bounce on push leaves sms alone; a click on push after it ends it, an open of
+        # another channel or a conversion does not.
+        await ledger.record_engagement(c, "push", "bounced", T0 + 2 * DAY)
+        await ledger.record_engagement(c, "email", "opened", T0 + 3 * DAY)
+        await ledger.record_engagement(c, "push", "converted", T0 + 3 * DAY)
+        d = await one(ledger, cand(c, "b", channel="push"), T0 + 4 * DAY)
+        assert outcome(d) == ("suppressed", ("undeliverable",))
+        await ledger.record_engagement(c, "push", "clicked", T0 + 3 * DAY)
+        d = await one(ledger, cand(c, "c", channel="push"), T0 + 4 * DAY + 1)
+        assert outcome(d) == ("contact", ())
+
+    with_ledger(dev_stack, body, BOUNCES)
+
+
+def test_bounce_rule_off_leaves_the_decision_as_before(dev_stack: DevStack) -> None:
+    policy = dataclasses.replace(BOUNCES, undeliverable=False)
+
+    async def body(ledger: ContactLedger) -> None:
+        c = new_id()
+        await ledger.record_engagement(c, "email", "bounced", T0)
+        assert await ledger.client.exists(ledger.keys(c)[5]) == 0  # nothing recorded
+        d = await one(ledger, cand(c, "a"), T0 + DAY)
+        assert outcome(d) == ("contact", ())
+        assert "undeliverable" not in d.details["channels"]["email"]
+        assert "undeliverable" not in await ledger.show(c, T0 + DAY)
+
+    with_ledger(dev_stack, body, policy)
+
+
 def test_recent_complaint_on_both_sides_service_unaffected(dev_stack: DevStack) -> None:
     async def body(ledger: ContactLedger) -> None:
         c = new_id()
@@ -425,6 +505,7 @@ def test_every_reason_that_applies_is_reported(dev_stack: DevStack) -> None:
             "days": 7,
             "opted_out": True,
             "unanswered": 1,  # the sunset rule's count (on by default)
+            "undeliverable": False,  # the bounce rule (on by default)
         }
         assert details["sunset"] == {"after": 12}
         assert details["trigger_cooldown"] == {"count": 1, "days": 14, "last_at": T0}
@@ -1183,8 +1264,9 @@ def test_outage_mid_stream_fails_closed_and_resumes(
 
 MODEL_POLICY = dataclasses.replace(
     default_policy(),
-    # The rules added after the model (sunset) are off: each has its own tests.
+    # The rules added after the model (sunset, bounces) are off: each has its own tests.
     sunset_after_unanswered=None,
+    undeliverable=False,
     holdout_rate=0.25,
     non_responder_after=3,
     channel_fallbacks={"tf": ("push", "sms")},

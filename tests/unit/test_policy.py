@@ -187,3 +187,14 @@ def test_sunset_threshold_on_both_sides_of_one(after: object, accepted: bool) ->
         build_config(override)
     with pytest.raises(ConfigError, match=r"policy\.sunset\.after_unanswered"):
         dataclasses.replace(default_policy(), sunset_after_unanswered=after)  # type: ignore[arg-type]
+
+
+# -- bounces --------------------------------------------------------------------------------
+
+
+def test_the_bounce_rule_is_on_by_default_and_can_be_turned_off() -> None:
+    assert default_policy().undeliverable is True
+    config = build_config({"policy": {"undeliverable": {"enabled": False}}})
+    assert Policy.from_config(config["policy"]).undeliverable is False
+    with pytest.raises(ConfigError, match=r"policy\.undeliverable\.enabled: must be true or false"):
+        build_config({"policy": {"undeliverable": {"enabled": "yes"}}})
