@@ -23,6 +23,7 @@ REASON_CODES = (
     # Additive (new rules; sunset is on by default, see docs/contract.md):
     "sunset",
     "undeliverable",
+    "capacity",
 )
 
 

@@ -44,6 +44,7 @@ def sort_reasons(codes: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(set(codes), key=lambda c: (_REASON_ORDER.get(c, len(_REASON_ORDER)), c)))
 
 
+_ACTION = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 _BUSINESS_UNIT = re.compile(r"^[^\x00-\x1f\x7f]{1,100}$")
 
 
@@ -195,6 +196,10 @@ class Policy:
     # Bounces: a bounced channel gets no marketing until a later delivered, opened or clicked
     # engagement on it. Off here; the configuration's default is on.
     undeliverable: bool = False
+    # Capacity: at most ``per_day`` marketing contacts of an action per calendar day (in
+    # ``capacity_timezone``) across all customers. Empty by default.
+    capacity: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    capacity_timezone: str = "UTC"
 
     def __post_init__(self) -> None:
         if not 0 <= self.holdout_rate <= 1:
@@ -219,6 +224,24 @@ class Policy:
                 raise ConfigError(
                     f"policy.business_unit_caps.{name}: give per_7_days, per_30_days or both"
                 )
+        for action, per_day in self.capacity.items():
+            if not isinstance(action, str) or _ACTION.fullmatch(action) is None:
+                raise ConfigError(
+                    f"policy.capacity: {action!r} is not an action name (letters, digits, "
+                    "'_', '.', '-')"
+                )
+            if isinstance(per_day, bool) or not isinstance(per_day, int) or per_day < 1:
+                raise ConfigError(
+                    f"policy.capacity.{action}.per_day: must be a whole number of 1 or more, "
+                    f"got {per_day!r}"
+                )
+        try:
+            _zone(self.capacity_timezone)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ConfigError(
+                f"policy.capacity_timezone: {self.capacity_timezone!r} is not an IANA time "
+                "zone name like Europe/Berlin"
+            ) from None
         sunset = self.sunset_after_unanswered
         if sunset is not None and (
             isinstance(sunset, bool) or not isinstance(sunset, int) or sunset < 1
@@ -266,6 +289,10 @@ class Policy:
             quiet_hours=QuietHours.from_config(section["quiet_hours"]),
             sunset_after_unanswered=int(sunset["after_unanswered"]) if sunset["enabled"] else None,
             undeliverable=bool(section["undeliverable"]["enabled"]),
+            capacity=MappingProxyType(
+                {action: int(c["per_day"]) for action, c in section["capacity"].items()}
+            ),
+            capacity_timezone=str(section["capacity_timezone"]),
         )
 
     # -- windows -------------------------------------------------------------------------
@@ -329,6 +356,12 @@ class Policy:
         """The caps of one business unit in force for a customer of ``segment`` (None: none)."""
         cap = self.business_unit_caps.get(unit)
         return None if cap is None else cap.times(self.multiplier(segment))
+
+    def capacity_day(self, now_ms: int) -> str:
+        """The calendar day (YYYY-MM-DD, in ``capacity_timezone``) a decision at ``now_ms``
+        counts against."""
+        zone = _zone(self.capacity_timezone)
+        return datetime.fromtimestamp(now_ms / 1000, zone).date().isoformat()
 
     def is_holdout(self, customer_id: str, trigger: str) -> bool:
         """Whether this customer is in the holdout group of this trigger (stable by hash)."""

@@ -40,9 +40,25 @@ from redis.asyncio.cluster import RedisCluster
 from streams.core.decisions import Candidate, Decision
 from streams.core.errors import ConfigError
 from streams.core.events import CHANNELS, CONSENT_CHANNELS, ENGAGEMENT_ACTIONS
-from streams.core.policy import MARKETING, SERVICE, Policy, check_business_unit, sort_reasons
+from streams.core.policy import (
+    MARKETING,
+    RETENTION_MARGIN_MS,
+    SERVICE,
+    Policy,
+    check_business_unit,
+    sort_reasons,
+)
+from streams.core.timeutil import MS_PER_DAY
 from streams.ledger import view
-from streams.ledger.keys import check_namespace, keys_for, outside_contact_id
+from streams.ledger.keys import (
+    capacity_key,
+    capacity_share,
+    check_namespace,
+    keys_for,
+    outside_contact_id,
+    prepare_slot_tags,
+    slot_of,
+)
 from streams.ledger.pipeline import Pipeliner
 from streams.ledger.redis_url import mask
 from streams.ledger.topology import (
@@ -58,6 +74,9 @@ log = logging.getLogger(__name__)
 SCRIPT = resources.files("streams.ledger").joinpath("ledger.lua").read_text(encoding="utf-8")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 CONSENT_STATUSES = {"opted_in": "in", "opted_out": "out"}
+# A day's capacity counter is read while decisions of that day are made: the day, and the
+# lateness a replayed stream may have.
+CAPACITY_EXPIRY_MS = MS_PER_DAY + RETENTION_MARGIN_MS
 
 T = TypeVar("T")
 
@@ -100,6 +119,8 @@ class ContactLedger:
             self.client = redis
             self._owns_client = False
         self.cluster = isinstance(self.client, RedisCluster)
+        if self.cluster and policy.capacity:
+            prepare_slot_tags()
         self._batched = (
             None if isinstance(self.client, RedisCluster) else Pipeliner(self.client, SCRIPT_SHA)
         )
@@ -135,9 +156,13 @@ class ContactLedger:
         return await guarded(call, self._where, self.client)
 
     async def _run(
-        self, customer_id: str, args: Sequence[str | int], business_unit: str | None = None
+        self,
+        customer_id: str,
+        args: Sequence[str | int],
+        business_unit: str | None = None,
+        extra_keys: Sequence[str] = (),
     ) -> Any:
-        keys = self.keys(customer_id, business_unit)
+        keys = [*self.keys(customer_id, business_unit), *extra_keys]
 
         async def call() -> Any:
             try:
@@ -270,7 +295,18 @@ class ContactLedger:
             args += [channel, cap.max, cap.window_ms]
         # The new rules' arguments come last: the script of the release before ignores them.
         args += [_cap_arg(policy.sunset_after_unanswered), _flag(policy.undeliverable)]
-        raw = await self._run(candidate.customer_id, args, unit)
+        extra_keys: list[str] = []
+        per_day = policy.capacity.get(candidate.action) if candidate.category == MARKETING else None
+        if per_day is not None:
+            day = policy.capacity_day(now_ms)
+            if self.cluster:
+                slot = slot_of(self.keys(candidate.customer_id)[0])
+                limit = capacity_share(per_day, slot, candidate.action, day)
+            else:
+                slot, limit = None, per_day
+            extra_keys.append(capacity_key(self.namespace, candidate.action, day, slot))
+            args += [limit, CAPACITY_EXPIRY_MS]
+        raw = await self._run(candidate.customer_id, args, unit, extra_keys)
         result = json.loads(raw)
         return Decision(
             candidate=candidate,

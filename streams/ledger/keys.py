@@ -6,9 +6,16 @@ script takes them, then the one counting the marketing contacts of a business un
 
 from __future__ import annotations
 
+import binascii
+import functools
+import hashlib
+
+from redis.crc import key_slot
+
 from streams.core.policy import DEFAULT_BUSINESS_UNIT
 
 KEY_PARTS = ("dec", "idx", "mk", "tr", "cmp", "st")
+CLUSTER_SLOTS = 16384
 
 # Customer ids and business units are free text, and a key is read back by Redis Cluster (the
 # hash tag runs from the first "{" to the next "}") and by whoever sees it. Plain text is written
@@ -74,3 +81,63 @@ def outside_contact_id(business_unit: str, contact_id: str) -> str:
     """The ledger's id of a contact another business unit made: one per (unit, contact id)."""
     mark, unit = _marked(business_unit, ":")
     return f"x{mark}:{unit}:{contact_id}"
+
+
+# -- capacity counters ---------------------------------------------------------------------------
+#
+# ``policy.capacity`` limits the contacts of an action per calendar day across all customers,
+# decided in the customer's script call, which may only touch keys of the customer's slot on a
+# Redis Cluster. So the day's limit is split into one counter per slot, each with its share:
+#
+#   <ns>:{<slot tag>}:capacity:<action>:<day>     <slot tag>: a short tag hashing to that slot
+#
+# Slot s gets floor(N (r + 1) / 16384) - floor(N r / 16384) of the limit N, where r is s shifted
+# by a hash of (action, day): the shares sum to exactly N, so the day's contacts never exceed
+# N; the error is all on the other side: a candidate is refused when its own slot's share is
+# used up, while other slots may have some left (N < 16384 gives shares of 0 and 1, and which
+# slots get a 1 moves every day; a large N spreads evenly). A single instance (or Sentinel)
+# has no slots: one counter per (action, day), exact:
+#
+#   <ns>:capacity:<action>:<day>
+#
+# Neither form can be a customer's key: after "<ns>:" those begin with "{" or "%{" and end
+# with a part of KEY_PARTS or "bu"; a slot tag that equals a customer id only shares its slot.
+
+
+@functools.cache
+def _slot_tags() -> tuple[str, ...]:
+    """For each cluster slot, the lowest hex number that hashes to it (up to 5 digits)."""
+    tags: list[str | None] = [None] * CLUSTER_SLOTS
+    left, i = CLUSTER_SLOTS, 0
+    while left:
+        tag = b"%x" % i
+        slot = binascii.crc_hqx(tag, 0) % CLUSTER_SLOTS  # Redis Cluster's CRC16 (XMODEM)
+        if tags[slot] is None:
+            tags[slot] = tag.decode()
+            left -= 1
+        i += 1
+    return tuple(t for t in tags if t is not None)
+
+
+def prepare_slot_tags() -> None:
+    """Compute the slot tags now (a few hundred ms once), not in the first decision."""
+    _slot_tags()
+
+
+def slot_of(key: str) -> int:
+    """The Redis Cluster slot of a key."""
+    return int(key_slot(key.encode()))
+
+
+def capacity_key(namespace: str, action: str, day: str, slot: int | None) -> str:
+    """The counter of ``action``'s contacts on ``day``: of one cluster slot, or (None) of all."""
+    if slot is None:
+        return f"{namespace}:capacity:{action}:{day}"
+    return f"{namespace}:{{{_slot_tags()[slot]}}}:capacity:{action}:{day}"
+
+
+def capacity_share(per_day: int, slot: int, action: str, day: str) -> int:
+    """Slot ``slot``'s share of a day's limit ``per_day`` (the shares of all slots sum to it)."""
+    digest = hashlib.sha256(f"{action}|{day}".encode()).digest()
+    r = (slot + int.from_bytes(digest[:4], "big")) % CLUSTER_SLOTS
+    return per_day * (r + 1) // CLUSTER_SLOTS - per_day * r // CLUSTER_SLOTS

@@ -13,6 +13,8 @@
 --                 latest bounce, and the latest delivered/opened/clicked)
 --   7 bu   zset   id -> decided_at of the marketing contacts of one business unit (the one
 --                 deciding or recording: "<namespace>:{<customer_id>}:bu:<unit>")
+--   8 cap  string the day's contacts of the candidate's action (capacity rule only; in the
+--                 customer's slot: see capacity_key in streams/ledger/keys.py)
 --
 -- ARGV: 1 op, 2 now (epoch ms, an integer: decided_at, or the event time of what is recorded),
 --       3 retention (ms: the longest window plus a replay margin), then per op (see below).
@@ -201,7 +203,8 @@ if op == 'decide' then
   -- 15 segment, 16 multiplier, 17 business unit, 18 its 7-day cap, 19 its 30-day cap (-1: none),
   -- 20 number of channels, then (channel, cap, window ms) each, then (from e = 21 + 3 *
   -- channels) e sunset after (unanswered contacts on a channel; -1: off), e + 1 bounce rule on
-  -- ('1'; else off).
+  -- ('1'; else off), e + 2 the capacity counter's limit (KEYS[8]; -1: no capacity rule),
+  -- e + 3 its expiry (ms).
   -- Arguments after those of the release before: a worker of that release sends none, and
   -- that release's script ignores them (every new rule is then off).
   local id = ARGV[4]
@@ -219,6 +222,7 @@ if op == 'decide' then
   local extra = 21 + 3 * n_channels
   local sunset = tonumber(ARGV[extra] or '-1')
   local bounces = ARGV[extra + 1] == '1'
+  local capacity = tonumber(ARGV[extra + 2] or '-1')
   -- The first result of this id, as the releases before wrote it: outcome, reasons, channel,
   -- decided_at, trigger, category, business unit, details. (The time as the caller wrote it
   -- when cjson would write the same digits: below 10^14.)
@@ -295,6 +299,11 @@ if op == 'decide' then
     ',"active":' .. tostring(streak >= after) .. ',"count":' .. num(bo_count) .. ',"cap":' ..
     num(bo_max) .. ',"days":' .. num(bo_window / DAY) .. '}'
   if sunset >= 0 then parts[#parts + 1] = ',"sunset":{"after":' .. num(sunset) .. '}' end
+  local used = 0
+  if capacity >= 0 then
+    used = tonumber(redis.call('GET', KEYS[8]) or '0')
+    parts[#parts + 1] = ',"capacity":{"count":' .. num(used) .. ',"cap":' .. num(capacity) .. '}'
+  end
   if ARGV[15] ~= '' then parts[#parts + 1] = ',"segment":' .. str(ARGV[15]) end
   if unit_read then
     parts[#parts + 1] = ',"business_unit":{"name":' .. str(unit) .. ',"count_7d":' ..
@@ -329,6 +338,8 @@ if op == 'decide' then
       common[#common + 1] = 'non_responder_backoff'
     end
     if complaint_at then common[#common + 1] = 'recent_complaint' end
+    -- Per action, whatever the channel: a fallback is over capacity too.
+    if capacity >= 0 and used >= capacity then common[#common + 1] = 'capacity' end
     local chosen = nil
     local seen = {}
     for _, ch in ipairs(channels) do
@@ -355,6 +366,10 @@ if op == 'decide' then
       written[MK], written[BU], written[TR] = true, true, true
       count_unanswered(ST, state, now, written)
       if sunset >= 0 then count_unanswered_on(ST, state, chosen, now, written) end
+      if capacity >= 0 then
+        redis.call('INCR', KEYS[8])
+        redis.call('PEXPIRE', KEYS[8], ARGV[extra + 3])
+      end
       text = '{"o":"contact","r":"","c":' .. str(chosen) .. tail .. table.concat(parts) .. '}}'
     else
       for r in pairs(seen) do common[#common + 1] = r end

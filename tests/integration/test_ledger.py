@@ -14,9 +14,11 @@ import logging
 import os
 import random
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -417,6 +419,102 @@ def test_bounce_rule_off_leaves_the_decision_as_before(dev_stack: DevStack) -> N
         assert "undeliverable" not in await ledger.show(c, T0 + DAY)
 
     with_ledger(dev_stack, body, policy)
+
+
+def acand(customer: str, trigger: str, action: str, **kwargs: Any) -> Candidate:
+    return dataclasses.replace(cand(customer, trigger, **kwargs), action=action)
+
+
+def test_capacity_per_action_and_local_day_on_both_sides(dev_stack: DevStack) -> None:
+    policy = dataclasses.replace(
+        NO_HOLDOUT,
+        capacity={"act": 3},
+        capacity_timezone="America/New_York",
+        channel_fallbacks={"tf": ("push",)},
+    )
+    midnight = 1_772_427_600_000  # 2026-03-02T05:00:00Z: midnight in New York
+    assert T0 < midnight - HOUR
+
+    async def body(ledger: ContactLedger) -> None:
+        people = [new_id() for _ in range(5)]
+        firsts = []
+        for i, c in enumerate(people[:3]):
+            d = await one(ledger, cand(c, "a"), T0 + i)
+            assert outcome(d) == ("contact", ()), i
+            assert d.details["capacity"] == {"count": i, "cap": 3}
+            firsts.append(d)
+        # N contacted: the N+1st is over capacity, and a fallback channel does not help (the
+        # capacity is the action's, whatever the channel).
+        d = await one(ledger, cand(people[3], "a"), T0 + 3)
+        assert outcome(d) == ("suppressed", ("capacity",))
+        assert d.details["capacity"] == {"count": 3, "cap": 3}
+        d = await one(ledger, cand(people[3], "tf"), T0 + 4)
+        assert outcome(d) == ("suppressed", ("capacity",)) and d.channel == "email"
+        # A repeated decision id takes no capacity; other actions and service have none.
+        assert outcome(await one(ledger, firsts[0].candidate, T0 + 5)) == ("contact", ())
+        assert outcome(await one(ledger, acand(people[3], "b", "other"), T0 + 6)) == (
+            "contact",
+            (),
+        )
+        service = acand(people[4], "svc", "act", category="service")
+        assert outcome(await one(ledger, service, T0 + 7)) == ("contact", ())
+        # The day is New York's: still March 1st a millisecond before its midnight.
+        d = await one(ledger, cand(people[4], "c"), midnight - 1)
+        assert outcome(d) == ("suppressed", ("capacity",))
+        d = await one(ledger, cand(people[4], "d"), midnight)
+        assert outcome(d) == ("contact", ())
+        assert d.details["capacity"] == {"count": 0, "cap": 3}
+
+    with_ledger(dev_stack, body, policy)
+
+
+def test_capacity_goes_to_the_higher_priority_candidate_first(dev_stack: DevStack) -> None:
+    policy = dataclasses.replace(NO_HOLDOUT, capacity={"act": 1})
+
+    async def body(ledger: ContactLedger) -> None:
+        c = new_id()
+        low, high = cand(c, "low", priority=10), cand(c, "high", priority=90)
+        got = await ledger.decide([low, high], T0)
+        assert [(d.candidate.trigger, outcome(d)) for d in got] == [
+            ("high", ("contact", ())),
+            ("low", ("suppressed", ("capacity",))),
+        ]
+
+    with_ledger(dev_stack, body, policy)
+
+
+def test_capacity_holds_with_two_workers_racing(dev_stack: DevStack) -> None:
+    """Two clients, each in its own thread and event loop (two workers), decide 20 customers
+    each at the same time for one action with a capacity of 7: exactly 7 contacts."""
+    policy = dataclasses.replace(NO_HOLDOUT, capacity={"act": 7})
+    namespace = new_id("ns")
+    start = threading.Barrier(2)
+
+    def worker(name: str) -> list[Decision]:
+        async def main() -> list[Decision]:
+            async with ContactLedger(dev_stack.redis_url, policy, namespace) as ledger:
+                await ledger.ping()
+                start.wait()
+                people = [f"{name}-{i}" for i in range(20)]
+                return list(await asyncio.gather(*(one(ledger, cand(c, "a"), T0) for c in people)))
+
+        return asyncio.run(main())
+
+    with ThreadPoolExecutor(2) as pool:
+        results = [*pool.map(worker, ["w1", "w2"])]
+    decisions = [d for got in results for d in got]
+    assert len(decisions) == 40
+    assert sum(d.outcome == "contact" for d in decisions) == 7
+    assert all(d.reasons == ("capacity",) for d in decisions if d.outcome == "suppressed")
+
+    async def counted() -> int:
+        client = aioredis.from_url(dev_stack.redis_url)
+        try:
+            return int(await client.get(f"{namespace}:capacity:act:2026-03-01"))
+        finally:
+            await client.aclose()
+
+    assert run(counted()) == 7
 
 
 def test_recent_complaint_on_both_sides_service_unaffected(dev_stack: DevStack) -> None:

@@ -198,3 +198,64 @@ def test_the_bounce_rule_is_on_by_default_and_can_be_turned_off() -> None:
     assert Policy.from_config(config["policy"]).undeliverable is False
     with pytest.raises(ConfigError, match=r"policy\.undeliverable\.enabled: must be true or false"):
         build_config({"policy": {"undeliverable": {"enabled": "yes"}}})
+
+
+# -- capacity -------------------------------------------------------------------------------
+
+
+def test_capacity_is_empty_by_default_and_read_per_marketing_action() -> None:
+    assert dict(default_policy().capacity) == {}
+    assert default_policy().capacity_timezone == "UTC"
+    config = build_config(
+        {
+            "policy": {
+                "capacity": {"investment_advisor_call": {"per_day": 40}},
+                "capacity_timezone": "Europe/Berlin",
+            }
+        }
+    )
+    p = Policy.from_config(config["policy"])
+    assert dict(p.capacity) == {"investment_advisor_call": 40}
+    assert p.capacity_timezone == "Europe/Berlin"
+
+
+@pytest.mark.parametrize(
+    ("capacity", "message"),
+    [
+        ({"loan_offer": {"per_day": 0}}, r"policy\.capacity\.loan_offer\.per_day: must be greater"),
+        (
+            {"loan_offer": {"per_day": 1.5}},
+            r"loan_offer\.per_day: must be a whole",
+        ),
+        ({"loan_offer": {}}, r"policy\.capacity\.loan_offer: give per_day"),
+        ({"loan_offer": {"per_week": 3}}, r"policy\.capacity\.loan_offer\.per_week: unknown key"),
+        (
+            {"payment_confirmation": {"per_day": 3}},
+            r"capacity\.payment_confirmation: unknown",
+        ),
+    ],
+)
+def test_bad_capacity_is_refused_naming_the_key(capacity: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_config({"policy": {"capacity": capacity}})
+
+
+def test_capacity_per_day_on_both_sides_of_one() -> None:
+    config = build_config({"policy": {"capacity": {"loan_offer": {"per_day": 1}}}})
+    assert dict(Policy.from_config(config["policy"]).capacity) == {"loan_offer": 1}
+    with pytest.raises(ConfigError, match=r"policy\.capacity\.act\.per_day"):
+        dataclasses.replace(default_policy(), capacity={"act": 0})
+    with pytest.raises(ConfigError, match=r"policy\.capacity: 'a:b' is not an action name"):
+        dataclasses.replace(default_policy(), capacity={"a:b": 1})
+    with pytest.raises(ConfigError, match=r"policy\.capacity_timezone: 'Mars/Olympus_Mons'"):
+        build_config({"policy": {"capacity_timezone": "Mars/Olympus_Mons"}})
+    with pytest.raises(ConfigError, match=r"policy\.capacity_timezone"):
+        dataclasses.replace(default_policy(), capacity_timezone="Mars/Olympus_Mons")
+
+
+def test_the_capacity_day_on_both_sides_of_local_midnight() -> None:
+    p = dataclasses.replace(default_policy(), capacity_timezone="America/New_York")
+    midnight = 1_772_427_600_000  # 2026-03-02T05:00:00Z, midnight in New York (EST)
+    assert p.capacity_day(midnight - 1) == "2026-03-01"
+    assert p.capacity_day(midnight) == "2026-03-02"
+    assert default_policy().capacity_day(midnight - 1) == "2026-03-02"  # UTC
