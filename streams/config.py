@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from streams.core.catalogue import (
+    CATALOGUE,
+    MARKETING,
     SHARED_PARAMETERS,
     TRIGGER_NAMES,
     default_parameters,
@@ -90,6 +92,16 @@ DEFAULTS: dict[str, Any] = {
         "segment_cap_multipliers": {"high_affinity": 2},
         "trigger_cooldown_days": 14,
         "non_responder": {"after_unanswered": 5, "max_contacts": 1, "window_days": 30},
+        # After this many unanswered marketing contacts on a channel, no marketing on that
+        # channel until the customer responds on it (opened, clicked, converted).
+        "sunset": {"enabled": True, "after_unanswered": 12},
+        # After a bounced engagement on a channel, no marketing on it until a later delivered,
+        # opened or clicked engagement on it.
+        "undeliverable": {"enabled": True},
+        # Per marketing action, at most per_day contacts per calendar day (in
+        # capacity_timezone) across all customers ({per_day}). None by default.
+        "capacity": {},
+        "capacity_timezone": "UTC",
         "complaint_quiet_days": 14,
         # Per trigger, channels to try in order when its own channel is capped or opted out.
         "channel_fallbacks": {name: [] for name in TRIGGER_NAMES},
@@ -111,6 +123,9 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
+# The actions of marketing triggers: what policy.capacity may limit (service is never stopped).
+MARKETING_ACTIONS = tuple(sorted({s.action for s in CATALOGUE.values() if s.category == MARKETING}))
+
 # Maps whose keys are the user's to choose; values must look like the default's values.
 # The value is the dotted path of the key set it must stay within (None: free keys).
 OPEN_MAPS: dict[str, tuple[str, ...] | None] = {
@@ -120,6 +135,7 @@ OPEN_MAPS: dict[str, tuple[str, ...] | None] = {
     "policy.priorities": ("service", *TRIGGER_NAMES),
     "policy.trigger_business_units": TRIGGER_NAMES,
     "policy.business_unit_caps": None,
+    "policy.capacity": MARKETING_ACTIONS,
     "stream.topic_partitioners": ("account_events", "usage_events"),
 }
 # Open maps that are empty by default: what each value must look like. A mapping template lists
@@ -127,6 +143,7 @@ OPEN_MAPS: dict[str, tuple[str, ...] | None] = {
 OPEN_MAP_TEMPLATES: dict[str, Any] = {
     "policy.trigger_business_units": "lifecycle",
     "policy.business_unit_caps": {"per_7_days": 1, "per_30_days": 1},
+    "policy.capacity": {"per_day": 1},
     "stream.topic_partitioners": "murmur2",
 }
 
@@ -231,6 +248,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "start": _clock_time,
     "end": _clock_time,
     "timezone": _time_zone,
+    "capacity_timezone": _time_zone,
     "business_unit": _business_unit,
     "trigger_business_units": _business_unit,
     "business_unit_caps": _positive,
@@ -352,6 +370,9 @@ def build_config(override: Any = None) -> Mapping[str, Any]:
             raise ConfigError(
                 f"policy.business_unit_caps.{unit}: give per_7_days, per_30_days or both"
             )
+    for action, limit in merged["policy"]["capacity"].items():
+        if not limit:
+            raise ConfigError(f"policy.capacity.{action}: give per_day")
     quiet = merged["policy"]["quiet_hours"]
     if quiet["start"] == quiet["end"]:
         raise ConfigError(

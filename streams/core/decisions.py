@@ -20,6 +20,10 @@ REASON_CODES = (
     "opted_out",
     # Additive (configuration extension points, never with the contract's defaults):
     "business_unit_cap",
+    # Additive (new rules; sunset is on by default, see docs/contract.md):
+    "sunset",
+    "undeliverable",
+    "capacity",
 )
 
 

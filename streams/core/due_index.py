@@ -39,10 +39,6 @@ class DueIndex:
     def get(self, partition: int, customer: bytes) -> int | None:
         return self._due.get(partition, {}).get(customer)
 
-    def pop_due(self, partition: int, now_ms: int) -> list[bytes]:
-        """Remove and return the customers due at or before ``now_ms``, earliest first."""
-        return [customer for customer, _ in self.pop_due_items(partition, now_ms)]
-
     def pop_due_items(self, partition: int, now_ms: int) -> list[tuple[bytes, int]]:
         """Remove and return (customer, due time) of those due at or before ``now_ms``."""
         heap = self._heaps.get(partition)

@@ -83,10 +83,6 @@ class EventTimeMerger(Generic[T]):
         self._seq += 1
         queue.append(_Held(event_time_ms, arrived_ms, self._seq, item))
 
-    def held(self, partition: int) -> int:
-        part = self._partitions.get(partition)
-        return sum(len(q) for q in part.queues.values()) if part else 0
-
     def first_arrival(self, partition: int) -> int | None:
         """When the earliest-arrived record held of ``partition`` arrived (None: none held)."""
         part = self._partitions.get(partition)

@@ -127,10 +127,6 @@ class PendingWrites:
         """Let go of a sealed layer; what it still holds is dropped."""
         self._sealed = [held for held in self._sealed if held is not layer]
 
-    def flush(self, partition: int) -> int:
-        """Write the open layer's changes of ``partition`` (no batch in flight); how many."""
-        return self.write(self._open, partition)
-
     def discard(self, partitions: Iterable[int]) -> int:
         """Forget the pending changes of ``partitions``, open and sealed (revoked: their input
         is read again)."""

@@ -44,6 +44,7 @@ def sort_reasons(codes: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(set(codes), key=lambda c: (_REASON_ORDER.get(c, len(_REASON_ORDER)), c)))
 
 
+_ACTION = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 _BUSINESS_UNIT = re.compile(r"^[^\x00-\x1f\x7f]{1,100}$")
 
 
@@ -127,15 +128,6 @@ class QuietHours:
             return self.start_min <= minute < self.end_min
         return minute >= self.start_min or minute < self.end_min
 
-    def quiet_channels(self, now_ms: int, timezone: str | None) -> frozenset[str]:
-        """The channels in their quiet hours at ``now_ms`` for a customer in ``timezone``."""
-        return frozenset() if self.quiet_until(now_ms, timezone) is None else self.channels
-
-    def defer_until(self, now_ms: int, channel: str, timezone: str | None) -> int | None:
-        """When a marketing decision on ``channel`` due at ``now_ms`` may be made: None when it
-        may be made now, else the instant the customer's quiet hours end (epoch ms)."""
-        return self.quiet_until(now_ms, timezone) if channel in self.channels else None
-
     def quiet_until(self, now_ms: int, timezone: str | None) -> int | None:
         """The instant the customer's current quiet hours end (epoch ms); None outside them."""
         zone = self.zone(timezone)
@@ -198,6 +190,16 @@ class Policy:
         default_factory=lambda: MappingProxyType({})
     )
     quiet_hours: QuietHours | None = None
+    # Sunset: after this many unanswered marketing contacts on one channel, no marketing on
+    # that channel until a response on it. None: off (the configuration's default is 12).
+    sunset_after_unanswered: int | None = None
+    # Bounces: a bounced channel gets no marketing until a later delivered, opened or clicked
+    # engagement on it. Off here; the configuration's default is on.
+    undeliverable: bool = False
+    # Capacity: at most ``per_day`` marketing contacts of an action per calendar day (in
+    # ``capacity_timezone``) across all customers. Empty by default.
+    capacity: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    capacity_timezone: str = "UTC"
 
     def __post_init__(self) -> None:
         if not 0 <= self.holdout_rate <= 1:
@@ -222,6 +224,32 @@ class Policy:
                 raise ConfigError(
                     f"policy.business_unit_caps.{name}: give per_7_days, per_30_days or both"
                 )
+        for action, per_day in self.capacity.items():
+            if not isinstance(action, str) or _ACTION.fullmatch(action) is None:
+                raise ConfigError(
+                    f"policy.capacity: {action!r} is not an action name (letters, digits, "
+                    "'_', '.', '-')"
+                )
+            if isinstance(per_day, bool) or not isinstance(per_day, int) or per_day < 1:
+                raise ConfigError(
+                    f"policy.capacity.{action}.per_day: must be a whole number of 1 or more, "
+                    f"got {per_day!r}"
+                )
+        try:
+            _zone(self.capacity_timezone)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ConfigError(
+                f"policy.capacity_timezone: {self.capacity_timezone!r} is not an IANA time "
+                "zone name like Europe/Berlin"
+            ) from None
+        sunset = self.sunset_after_unanswered
+        if sunset is not None and (
+            isinstance(sunset, bool) or not isinstance(sunset, int) or sunset < 1
+        ):
+            raise ConfigError(
+                f"policy.sunset.after_unanswered: must be a whole number of 1 or more, got "
+                f"{sunset!r}"
+            )
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> Policy:
@@ -230,6 +258,7 @@ class Policy:
         back_off = section["non_responder"]
         fallbacks = section["channel_fallbacks"]
         bu_caps = section["business_unit_caps"]
+        sunset = section["sunset"]
         return cls(
             holdout_rate=float(section["holdout_rate"]),
             global_cap_7d=int(caps["per_7_days"]),
@@ -258,6 +287,12 @@ class Policy:
                 }
             ),
             quiet_hours=QuietHours.from_config(section["quiet_hours"]),
+            sunset_after_unanswered=int(sunset["after_unanswered"]) if sunset["enabled"] else None,
+            undeliverable=bool(section["undeliverable"]["enabled"]),
+            capacity=MappingProxyType(
+                {action: int(c["per_day"]) for action, c in section["capacity"].items()}
+            ),
+            capacity_timezone=str(section["capacity_timezone"]),
         )
 
     # -- windows -------------------------------------------------------------------------
@@ -322,15 +357,15 @@ class Policy:
         cap = self.business_unit_caps.get(unit)
         return None if cap is None else cap.times(self.multiplier(segment))
 
+    def capacity_day(self, now_ms: int) -> str:
+        """The calendar day (YYYY-MM-DD, in ``capacity_timezone``) a decision at ``now_ms``
+        counts against."""
+        zone = _zone(self.capacity_timezone)
+        return datetime.fromtimestamp(now_ms / 1000, zone).date().isoformat()
+
     def is_holdout(self, customer_id: str, trigger: str) -> bool:
         """Whether this customer is in the holdout group of this trigger (stable by hash)."""
         return self.holdout_rate > 0 and holdout_score(customer_id, trigger) < self.holdout_rate
-
-    def priority_for(self, trigger: str, category: str) -> int:
-        """A trigger's configured priority; every service trigger has the ``service`` one."""
-        if category == SERVICE:
-            return self.priorities.get(SERVICE, 100)
-        return self.priorities.get(trigger, 0)
 
     @staticmethod
     def order(candidates: Sequence[Candidate]) -> list[Candidate]:

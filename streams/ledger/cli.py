@@ -175,6 +175,15 @@ def format_summary(customer_id: str, s: dict[str, Any]) -> str:
         f"{nr['after']}; {nr['count']}/{nr['cap']} contacts in its window); last engaged "
         f"{_ms(nr['engaged_at_ms'])}"
     )
+    if "sunset" in s:
+        sunset = s["sunset"]
+        counts = ", ".join(f"{c} {n}" for c, n in sunset["unanswered"].items() if n)
+        lines.append(
+            f"sunset (no marketing after {sunset['after']} unanswered on a channel): "
+            f"{', '.join(sunset['sunset']) or '-'}; unanswered {counts or '-'}"
+        )
+    if "undeliverable" in s:
+        lines.append(f"undeliverable (bounced): {', '.join(s['undeliverable']) or '-'}")
     lines.append(f"opted out: {', '.join(s['opted_out']) or '-'}")
     lines.append(f"complaint quiet until: {_ms(s['complaint_quiet_until_ms'])}")
     cooldowns = s["trigger_cooldown_until_ms"]

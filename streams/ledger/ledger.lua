@@ -1,15 +1,20 @@
 -- The contact ledger: one atomic step per call, for one customer (all keys share its hash tag).
 --
--- KEYS (all "<namespace>:{<customer_id>}:...", one hash tag; customer_keys in ledger.py escapes
+-- KEYS (all "<namespace>:{<customer_id>}:...", one hash tag; customer_keys in streams/ledger/keys.py escapes
 -- the ids that hold a "}"):
 --   1 dec  hash   decision or outside-contact id -> JSON of its first result (idempotency)
 --   2 idx  zset   id -> decided_at (what to prune from dec, and the history `show` prints)
 --   3 mk   zset   "<channel>|<id>" -> decided_at of every marketing contact (caps, back-off)
 --   4 tr   zset   "<trigger>|<id>" -> decided_at of marketing contacts and holdouts (cooldown)
 --   5 cmp  zset   complaint time -> complaint time
---   6 st   hash   consent:<channel|all> = "<at>|in|out", streak, engaged_at, last_engagement
+--   6 st   hash   consent:<channel|all> = "<at>|in|out", streak, engaged_at, last_engagement;
+--                 with the sunset rule, per channel: unanswered:<channel>, engaged_at:<channel>;
+--                 with the bounce rule, per channel: bounced:<channel>, reached:<channel> (the
+--                 latest bounce, and the latest delivered/opened/clicked)
 --   7 bu   zset   id -> decided_at of the marketing contacts of one business unit (the one
 --                 deciding or recording: "<namespace>:{<customer_id>}:bu:<unit>")
+--   8 cap  string the day's contacts of the candidate's action (capacity rule only; in the
+--                 customer's slot: see capacity_key in streams/ledger/keys.py)
 --
 -- ARGV: 1 op, 2 now (epoch ms, an integer: decided_at, or the event time of what is recorded),
 --       3 retention (ms: the longest window plus a replay margin), then per op (see below).
@@ -96,14 +101,26 @@ local function count(members, lo, hi, prefix)
   return n, last
 end
 
--- The state hash holds something that matters without a time limit: an opt-out or an
--- unanswered streak.
+-- A channel is undeliverable from a bounce until a delivery (or an open or click) later than
+-- it; at equal times the bounce wins (the careful reading).
+local function undeliverable(fields, channel)
+  local bounced = fields['bounced:' .. channel]
+  if bounced == nil then return false end
+  local reached = fields['reached:' .. channel]
+  return reached == nil or tonumber(bounced) >= tonumber(reached)
+end
+
+-- The state hash holds something that matters without a time limit: an opt-out, an
+-- unanswered streak (of any channel, for the sunset rule) or an undeliverable channel.
 local function lasting(fields)
   if tonumber(fields.streak or '0') > 0 then return true end
   for name, value in pairs(fields) do
-    if string.sub(name, 1, 8) == 'consent:' and string.sub(value, -3) == 'out' then
+    local head = string.sub(name, 1, 8)
+    if head == 'consent:' and string.sub(value, -3) == 'out' then
       return true
     end
+    if head == 'unanswer' and tonumber(value) > 0 then return true end
+    if head == 'bounced:' and undeliverable(fields, string.sub(name, 9)) then return true end
   end
   return false
 end
@@ -155,6 +172,15 @@ local function count_unanswered(key, fields, at, wrote)
   end
 end
 
+-- Sunset: the same count per channel, ended only by a response on that channel.
+local function count_unanswered_on(key, fields, channel, at, wrote)
+  if at > tonumber(fields['engaged_at:' .. channel] or '-1') then
+    local name = 'unanswered:' .. channel
+    fields[name] = tostring(redis.call('HINCRBY', key, name, 1))
+    wrote[key] = true
+  end
+end
+
 -- A key expires once nothing in it can matter: the retention after the last call that wrote
 -- it (what it holds is no newer than that call). The state hash is kept while it is lasting
 -- (a hash created by this call has no expiry yet).
@@ -175,18 +201,28 @@ if op == 'decide' then
   -- ARGV 4 id, 5 category, 6 trigger, 7 holdout (1/0), 8 cap 7d, 9 cap 30d, 10 cooldown ms,
   -- 11 back-off after, 12 back-off max, 13 back-off window ms, 14 complaint quiet ms,
   -- 15 segment, 16 multiplier, 17 business unit, 18 its 7-day cap, 19 its 30-day cap (-1: none),
-  -- 20 number of channels, then (channel, cap, window ms) each.
+  -- 20 number of channels, then (channel, cap, window ms) each, then (from e = 21 + 3 *
+  -- channels) e sunset after (unanswered contacts on a channel; -1: off), e + 1 bounce rule on
+  -- ('1'; else off), e + 2 the capacity counter's limit (KEYS[8]; -1: no capacity rule),
+  -- e + 3 its expiry (ms).
+  -- Arguments after those of the release before: a worker of that release sends none, and
+  -- that release's script ignores them (every new rule is then off).
   local id = ARGV[4]
   local first = redis.call('HGET', DEC, id)
   if first then return first end
   prune_decisions(DEC, IDX, horizon)
   local category, trigger, unit = ARGV[5], ARGV[6], ARGV[17]
   local channels = {}
-  for i = 1, tonumber(ARGV[20]) do
+  local n_channels = tonumber(ARGV[20])
+  for i = 1, n_channels do
     local base = 20 + (i - 1) * 3
     channels[i] = {name = ARGV[base + 1], cap = tonumber(ARGV[base + 2]),
                    window = tonumber(ARGV[base + 3])}
   end
+  local extra = 21 + 3 * n_channels
+  local sunset = tonumber(ARGV[extra] or '-1')
+  local bounces = ARGV[extra + 1] == '1'
+  local capacity = tonumber(ARGV[extra + 2] or '-1')
   -- The first result of this id, as the releases before wrote it: outcome, reasons, channel,
   -- decided_at, trigger, category, business unit, details. (The time as the caller wrote it
   -- when cjson would write the same digits: below 10^14.)
@@ -243,9 +279,18 @@ if op == 'decide' then
   for i, ch in ipairs(channels) do
     ch.out = opted_out(state, ch.name)
     ch.count = count(contacts, now - ch.window, now, ch.name .. '|')
+    local more = ''
+    if sunset >= 0 then
+      ch.unanswered = tonumber(state['unanswered:' .. ch.name] or '0')
+      more = ',"unanswered":' .. num(ch.unanswered)
+    end
+    if bounces then
+      ch.undeliverable = undeliverable(state, ch.name)
+      more = more .. ',"undeliverable":' .. tostring(ch.undeliverable)
+    end
     parts[#parts + 1] = (i > 1 and ',' or '') .. str(ch.name) .. ':{"count":' ..
       num(ch.count) .. ',"cap":' .. num(ch.cap) .. ',"days":' .. num(ch.window / DAY) ..
-      ',"opted_out":' .. tostring(ch.out) .. '}'
+      ',"opted_out":' .. tostring(ch.out) .. more .. '}'
     if not ch.out and any_open == nil then any_open = ch.name end
   end
   parts[#parts + 1] = '},"trigger_cooldown":{"count":' .. num(cd_count) .. ',"days":' ..
@@ -253,6 +298,12 @@ if op == 'decide' then
     '},"non_responder":{"unanswered":' .. num(streak) .. ',"after":' .. num(after) ..
     ',"active":' .. tostring(streak >= after) .. ',"count":' .. num(bo_count) .. ',"cap":' ..
     num(bo_max) .. ',"days":' .. num(bo_window / DAY) .. '}'
+  if sunset >= 0 then parts[#parts + 1] = ',"sunset":{"after":' .. num(sunset) .. '}' end
+  local used = 0
+  if capacity >= 0 then
+    used = tonumber(redis.call('GET', KEYS[8]) or '0')
+    parts[#parts + 1] = ',"capacity":{"count":' .. num(used) .. ',"cap":' .. num(capacity) .. '}'
+  end
   if ARGV[15] ~= '' then parts[#parts + 1] = ',"segment":' .. str(ARGV[15]) end
   if unit_read then
     parts[#parts + 1] = ',"business_unit":{"name":' .. str(unit) .. ',"count_7d":' ..
@@ -287,12 +338,16 @@ if op == 'decide' then
       common[#common + 1] = 'non_responder_backoff'
     end
     if complaint_at then common[#common + 1] = 'recent_complaint' end
+    -- Per action, whatever the channel: a fallback is over capacity too.
+    if capacity >= 0 and used >= capacity then common[#common + 1] = 'capacity' end
     local chosen = nil
     local seen = {}
     for _, ch in ipairs(channels) do
       local own = {}
       if ch.count >= ch.cap then own[#own + 1] = 'channel_cap' end
       if ch.out then own[#own + 1] = 'opted_out' end
+      if sunset >= 0 and ch.unanswered >= sunset then own[#own + 1] = 'sunset' end
+      if ch.undeliverable then own[#own + 1] = 'undeliverable' end
       if #common == 0 and #own == 0 then
         chosen = ch.name
         break
@@ -310,6 +365,11 @@ if op == 'decide' then
       redis.call('ZADD', TR, NOW, trigger .. '|' .. id)
       written[MK], written[BU], written[TR] = true, true, true
       count_unanswered(ST, state, now, written)
+      if sunset >= 0 then count_unanswered_on(ST, state, chosen, now, written) end
+      if capacity >= 0 then
+        redis.call('INCR', KEYS[8])
+        redis.call('PEXPIRE', KEYS[8], ARGV[extra + 3])
+      end
       text = '{"o":"contact","r":"","c":' .. str(chosen) .. tail .. table.concat(parts) .. '}}'
     else
       for r in pairs(seen) do common[#common + 1] = r end
@@ -324,14 +384,30 @@ if op == 'decide' then
   return text
 
 elseif op == 'engage' then
-  -- ARGV 4 channel, 5 action, 6 decision id ('' when none).
+  -- ARGV 4 channel, 5 action, 6 decision id ('' when none), 7 sunset on ('1'; else off),
+  -- 8 bounce rule on ('1'; else off).
   local channel, action = ARGV[4], ARGV[5]
+  local bounces = ARGV[8] == '1'
   prune_decisions(DEC, IDX, horizon)
+  local delivery = action == 'bounced' or action == 'delivered'
   if action ~= 'opened' and action ~= 'clicked' and action ~= 'converted'
-      and action ~= 'unsubscribed' then
-    return 0  -- delivered, bounced: nothing the policy reads
+      and action ~= 'unsubscribed' and not (bounces and delivery) then
+    return 0  -- delivered, bounced: nothing the policy reads (without the bounce rule)
   end
   state, state_existed, state_lasted = read_state(ST)
+  if bounces and action ~= 'unsubscribed' and action ~= 'converted' then
+    -- The latest bounce, and the latest sign that the channel reaches the customer.
+    local name = (action == 'bounced' and 'bounced:' or 'reached:') .. channel
+    if now > tonumber(state[name] or '-1') then set_state(state, changes, name, NOW) end
+    if delivery then
+      if #changes > 0 then
+        redis.call('HSET', ST, unpack(changes))
+        written[ST] = true
+      end
+      finish(written, ST, state, state_existed, state_lasted, retention)
+      return 1
+    end
+  end
   if action == 'unsubscribed' then
     set_consent(state, changes, channel, 'out', now, NOW)
   elseif now > tonumber(state.engaged_at or '-1') then
@@ -339,6 +415,17 @@ elseif op == 'engage' then
     set_state(state, changes, 'engaged_at', NOW)
     set_state(state, changes, 'streak',
               tostring(redis.call('ZCOUNT', MK, '(' .. NOW, '+inf')))
+  end
+  if action ~= 'unsubscribed' and ARGV[7] == '1' and
+      now > tonumber(state['engaged_at:' .. channel] or '-1') then
+    -- Sunset: the channel's contacts after its response still count as unanswered.
+    local later = redis.call('ZRANGEBYSCORE', MK, '(' .. NOW, '+inf')
+    local prefix, n = channel .. '|', 0
+    for i = 1, #later do
+      if string.sub(later[i], 1, #prefix) == prefix then n = n + 1 end
+    end
+    set_state(state, changes, 'engaged_at:' .. channel, NOW)
+    set_state(state, changes, 'unanswered:' .. channel, tostring(n))
   end
   set_state(state, changes, 'last_engagement',
             cjson.encode({action = action, channel = channel, at = now, decision_id = ARGV[6]}))
@@ -367,7 +454,8 @@ elseif op == 'complaint' then
   return 1
 
 elseif op == 'outside' then
-  -- ARGV 4 id, 5 channel, 6 category, 7 business unit. Idempotent by id: 1 new, 0 known.
+  -- ARGV 4 id, 5 channel, 6 category, 7 business unit, 8 sunset on ('1'; else off).
+  -- Idempotent by id: 1 new, 0 known.
   local id = ARGV[4]
   if redis.call('HEXISTS', DEC, id) == 1 then return 0 end
   prune_decisions(DEC, IDX, horizon)
@@ -379,6 +467,7 @@ elseif op == 'outside' then
     redis.call('ZADD', BU, NOW, id)
     written[MK], written[BU] = true, true
     count_unanswered(ST, state, now, written)
+    if ARGV[8] == '1' then count_unanswered_on(ST, state, ARGV[5], now, written) end
   end
   redis.call('HSET', DEC, id, cjson.encode({o = 'contact', r = '', c = ARGV[5], t = now,
                                             k = ARGV[6], bu = ARGV[7]}))

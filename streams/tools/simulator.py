@@ -555,7 +555,8 @@ def _engagements(
     """Answers to earlier decisions: delivered, opened, clicked, converted, unsubscribed or
     bounced, at plausible delays. Drawn for every candidate the model fired (the model does not
     know which ones the contact policy will suppress): an answer to a decision that was in
-    fact suppressed is harmless noise to the ledger."""
+    fact suppressed is noise to the ledger, except that a bounce stops marketing on its channel
+    until a later delivery (``policy.undeliverable``)."""
     out: list[tuple[str, Event]] = []
     for n, c in enumerate(sorted(candidates, key=lambda c: (c.triggered_at_ms, c.decision_id))):
         at = c.triggered_at_ms + rng.randrange(600, 7_200) * 1_000

@@ -14,9 +14,11 @@ import logging
 import os
 import random
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,8 +32,9 @@ from streams.core.decisions import REASON_CODES, Candidate, Decision
 from streams.core.errors import ConfigError
 from streams.core.policy import BusinessUnitCap, ChannelCap, Policy
 from streams.core.timeutil import MS_PER_DAY
-from streams.ledger import SCRIPT_SHA, ContactLedger, LedgerUnavailable, _Pipeliner
+from streams.ledger import SCRIPT_SHA, ContactLedger, LedgerUnavailable
 from streams.ledger.cli import add_ledger_commands, run_ledger_command
+from streams.ledger.pipeline import Pipeliner
 from streams.tools.devstack import DevStack, RedisServer, free_port
 
 DAY = MS_PER_DAY
@@ -208,9 +211,10 @@ def test_non_responder_backoff_after_five_unanswered(dev_stack: DevStack) -> Non
             # The 5th is allowed: 4 unanswered before it.
             assert outcome(d) == ("contact", ()), i
             assert d.details["non_responder"]["unanswered"] == i
-        # Delivered and bounced are no answer.
+        # Bounced and delivered are no answer (the delivery after the bounce leaves email
+        # deliverable).
+        await ledger.record_engagement(c, "email", "bounced", T0 + 33 * DAY - 1)
         await ledger.record_engagement(c, "email", "delivered", T0 + 33 * DAY)
-        await ledger.record_engagement(c, "email", "bounced", T0 + 33 * DAY)
         d = await one(ledger, cand(c, "t5"), T0 + 40 * DAY)
         assert outcome(d) == ("suppressed", ("non_responder_backoff",))
         assert d.details["non_responder"]["active"] is True
@@ -243,6 +247,274 @@ def test_each_response_resets_the_streak(dev_stack: DevStack, action: str) -> No
         assert (await one(ledger, cand(c, "c"), T0 + 3 * DAY)).outcome == "contact"
 
     with_ledger(dev_stack, body, policy)
+
+
+# Only the sunset rule can bite: contacts 8 days apart stay within every cap, and the
+# back-off never starts.
+SUNSET = dataclasses.replace(
+    NO_HOLDOUT, non_responder_after=1000, channel_fallbacks={"tf": ("push",)}
+)
+
+
+async def _unanswered_emails(ledger: ContactLedger, c: str, n: int, start: int = T0) -> int:
+    """``n`` email contacts 8 days apart from ``start``; the time of the last."""
+    at = start
+    for i in range(n):
+        at = start + i * 8 * DAY
+        d = await one(ledger, cand(c, f"s{start}-{i}"), at)
+        assert outcome(d) == ("contact", ()), i
+        assert d.details["channels"]["email"]["unanswered"] == i
+    return at
+
+
+def test_sunset_after_twelve_unanswered_on_a_channel(dev_stack: DevStack) -> None:
+    async def body(ledger: ContactLedger) -> None:
+        c = new_id()
+        last = await _unanswered_emails(ledger, c, 11)
+        # 11 unanswered: the 12th contact is allowed.
+        d = await one(ledger, cand(c, "twelfth"), last + 8 * DAY)
+        assert outcome(d) == ("contact", ())
+        assert d.details["channels"]["email"]["unanswered"] == 11
+        assert d.details["sunset"] == {"after": 12}
+        # 12 unanswered: sunset, not the back-off, and however long one waits.
+        d = await one(ledger, cand(c, "thirteenth"), last + 100 * DAY)
+        assert outcome(d) == ("suppressed", ("sunset",))
+        assert d.details["channels"]["email"]["unanswered"] == 12
+        assert d.details["non_responder"]["active"] is False
+        # A fallback channel that is not sunset is used.
+        d = await one(ledger, cand(c, "tf"), last + 100 * DAY + 1)
+        assert outcome(d) == ("contact", ()) and d.channel == "push"
+        assert d.details["fallback_from"] == "email"
+        # No response on email: delivered is none, a response on push ends push's count only.
+        await ledger.record_engagement(c, "email", "delivered", last + 101 * DAY)
+        await ledger.record_engagement(c, "push", "opened", last + 101 * DAY)
+        d = await one(ledger, cand(c, "fourteenth"), last + 102 * DAY)
+        assert outcome(d) == ("suppressed", ("sunset",))
+        shown = await ledger.show(c, last + 102 * DAY)
+        assert shown["sunset"]["sunset"] == ["email"]
+        assert shown["sunset"]["unanswered"]["email"] == 12
+        # A click on email ends it.
+        await ledger.record_engagement(c, "email", "clicked", last + 103 * DAY)
+        d = await one(ledger, cand(c, "fifteenth"), last + 104 * DAY)
+        assert outcome(d) == ("contact", ())
+        assert d.details["channels"]["email"]["unanswered"] == 0
+
+    with_ledger(dev_stack, body, SUNSET)
+
+
+def test_sunset_counts_contacts_after_a_late_response_and_outside_ones(
+    dev_stack: DevStack,
+) -> None:
+    async def body(ledger: ContactLedger) -> None:
+        c = new_id()
+        last = await _unanswered_emails(ledger, c, 10)
+        # Another unit's email counts (the customer sees one company): 11 unanswered.
+        assert await ledger.record_outside_contact(c, "email", last + DAY, "cards", "k-1")
+        d = await one(ledger, cand(c, "twelfth"), last + 8 * DAY)
+        assert outcome(d) == ("contact", ())
+        d = await one(ledger, cand(c, "thirteenth"), last + 16 * DAY)
+        assert outcome(d) == ("suppressed", ("sunset",))
+        # An open that happened before the last two contacts, heard late: those two still
+        # count (the outside one at last + DAY and ours at last + 8 days).
+        await ledger.record_engagement(c, "email", "opened", last + 1)
+        d = await one(ledger, cand(c, "fourteenth"), last + 17 * DAY)
+        assert outcome(d) == ("contact", ())
+        assert d.details["channels"]["email"]["unanswered"] == 2
+
+    with_ledger(dev_stack, body, SUNSET)
+
+
+def test_sunset_off_leaves_the_decision_as_before(dev_stack: DevStack) -> None:
+    policy = dataclasses.replace(SUNSET, sunset_after_unanswered=None)
+
+    async def body(ledger: ContactLedger) -> None:
+        c = new_id()
+        last = None
+        for i in range(13):
+            last = T0 + i * 8 * DAY
+            d = await one(ledger, cand(c, f"t{i}"), last)
+            assert outcome(d) == ("contact", ()), i
+            assert "unanswered" not in d.details["channels"]["email"]
+            assert "sunset" not in d.details
+        assert last is not None
+        assert "sunset" not in await ledger.show(c, last)
+
+    with_ledger(dev_stack, body, policy)
+
+
+BOUNCES = dataclasses.replace(NO_HOLDOUT, channel_fallbacks={"tf": ("push",)})
+
+
+def test_a_bounce_stops_marketing_on_its_channel_until_a_later_delivery(
+    dev_stack: DevStack,
+) -> None:
+    async def body(ledger: ContactLedger) -> None:
+        c = new_id()
+        state_key = ledger.keys(c)[5]
+        assert outcome(await one(ledger, cand(c, "a"), T0)) == ("contact", ())
+        await ledger.record_engagement(c, "email", "bounced", T0 + HOUR)
+        d = await one(ledger, cand(c, "b"), T0 + 8 * DAY)
+        assert outcome(d) == ("suppressed", ("undeliverable",))
+        assert d.details["channels"]["email"]["undeliverable"] is True
+        # A channel rule: the fallback is used.
+        d = await one(ledger, cand(c, "tf"), T0 + 8 * DAY + 1)
+        assert outcome(d) == ("contact", ()) and d.channel == "push"
+        assert (await ledger.show(c, T0 + 8 * DAY))["undeliverable"] == ["email"]
+        # Kept without expiry while it matters (like an opt-out).
+        assert await ledger.client.pttl(state_key) == -1
+        # A delivery at the bounce's own time is not later: still undeliverable.
+        await ledger.record_engagement(c, "email", "delivered", T0 + HOUR)
+        d = await one(ledger, cand(c, "c"), T0 + 16 * DAY)
+        assert outcome(d) == ("suppressed", ("undeliverable",))
+        # A later one is.
+        await ledger.record_engagement(c, "email", "delivered", T0 + HOUR + 1)
+        d = await one(ledger, cand(c, "d"), T0 + 16 * DAY + 1)
+        assert outcome(d) == ("contact", ())
+        assert d.details["channels"]["email"]["undeliverable"] is False
+        assert (await ledger.show(c, T0 + 17 * DAY))["undeliverable"] == []
+        # A customer with nothing else lasting: the state hash expires again after delivery.
+        other = new_id()
+        await ledger.record_engagement(other, "email", "bounced", T0)
+        assert await ledger.client.pttl(ledger.keys(other)[5]) == -1
+        await ledger.record_engagement(other, "email", "delivered", T0 + 1)
+        assert await ledger.client.pttl(ledger.keys(other)[5]) > 0
+
+    with_ledger(dev_stack, body, BOUNCES)
+
+
+def test_bounces_by_event_time_whatever_the_arrival_order(dev_stack: DevStack) -> None:
+    async def body(ledger: ContactLedger) -> None:
+        c = new_id()
+        # The delivery is heard first, the earlier bounce late: the channel is deliverable.
+        await ledger.record_engagement(c, "sms", "delivered", T0 + 10)
+        await ledger.record_engagement(c, "sms", "bounced", T0 + 5)
+        assert outcome(await one(ledger, cand(c, "a", channel="sms"), T0 + DAY)) == (
+            "contact",
+            (),
+        )
+        # A bounce on push leaves sms alone; a click on push after it ends it, an open of
+        # another channel or a conversion does not.
+        await ledger.record_engagement(c, "push", "bounced", T0 + 2 * DAY)
+        await ledger.record_engagement(c, "email", "opened", T0 + 3 * DAY)
+        await ledger.record_engagement(c, "push", "converted", T0 + 3 * DAY)
+        d = await one(ledger, cand(c, "b", channel="push"), T0 + 4 * DAY)
+        assert outcome(d) == ("suppressed", ("undeliverable",))
+        await ledger.record_engagement(c, "push", "clicked", T0 + 3 * DAY)
+        d = await one(ledger, cand(c, "c", channel="push"), T0 + 4 * DAY + 1)
+        assert outcome(d) == ("contact", ())
+
+    with_ledger(dev_stack, body, BOUNCES)
+
+
+def test_bounce_rule_off_leaves_the_decision_as_before(dev_stack: DevStack) -> None:
+    policy = dataclasses.replace(BOUNCES, undeliverable=False)
+
+    async def body(ledger: ContactLedger) -> None:
+        c = new_id()
+        await ledger.record_engagement(c, "email", "bounced", T0)
+        assert await ledger.client.exists(ledger.keys(c)[5]) == 0  # nothing recorded
+        d = await one(ledger, cand(c, "a"), T0 + DAY)
+        assert outcome(d) == ("contact", ())
+        assert "undeliverable" not in d.details["channels"]["email"]
+        assert "undeliverable" not in await ledger.show(c, T0 + DAY)
+
+    with_ledger(dev_stack, body, policy)
+
+
+def acand(customer: str, trigger: str, action: str, **kwargs: Any) -> Candidate:
+    return dataclasses.replace(cand(customer, trigger, **kwargs), action=action)
+
+
+def test_capacity_per_action_and_local_day_on_both_sides(dev_stack: DevStack) -> None:
+    policy = dataclasses.replace(
+        NO_HOLDOUT,
+        capacity={"act": 3},
+        capacity_timezone="America/New_York",
+        channel_fallbacks={"tf": ("push",)},
+    )
+    midnight = 1_772_427_600_000  # 2026-03-02T05:00:00Z: midnight in New York
+    assert T0 < midnight - HOUR
+
+    async def body(ledger: ContactLedger) -> None:
+        people = [new_id() for _ in range(5)]
+        firsts = []
+        for i, c in enumerate(people[:3]):
+            d = await one(ledger, cand(c, "a"), T0 + i)
+            assert outcome(d) == ("contact", ()), i
+            assert d.details["capacity"] == {"count": i, "cap": 3}
+            firsts.append(d)
+        # N contacted: the N+1st is over capacity, and a fallback channel does not help (the
+        # capacity is the action's, whatever the channel).
+        d = await one(ledger, cand(people[3], "a"), T0 + 3)
+        assert outcome(d) == ("suppressed", ("capacity",))
+        assert d.details["capacity"] == {"count": 3, "cap": 3}
+        d = await one(ledger, cand(people[3], "tf"), T0 + 4)
+        assert outcome(d) == ("suppressed", ("capacity",)) and d.channel == "email"
+        # A repeated decision id takes no capacity; other actions and service have none.
+        assert outcome(await one(ledger, firsts[0].candidate, T0 + 5)) == ("contact", ())
+        assert outcome(await one(ledger, acand(people[3], "b", "other"), T0 + 6)) == (
+            "contact",
+            (),
+        )
+        service = acand(people[4], "svc", "act", category="service")
+        assert outcome(await one(ledger, service, T0 + 7)) == ("contact", ())
+        # The day is New York's: still March 1st a millisecond before its midnight.
+        d = await one(ledger, cand(people[4], "c"), midnight - 1)
+        assert outcome(d) == ("suppressed", ("capacity",))
+        d = await one(ledger, cand(people[4], "d"), midnight)
+        assert outcome(d) == ("contact", ())
+        assert d.details["capacity"] == {"count": 0, "cap": 3}
+
+    with_ledger(dev_stack, body, policy)
+
+
+def test_capacity_goes_to_the_higher_priority_candidate_first(dev_stack: DevStack) -> None:
+    policy = dataclasses.replace(NO_HOLDOUT, capacity={"act": 1})
+
+    async def body(ledger: ContactLedger) -> None:
+        c = new_id()
+        low, high = cand(c, "low", priority=10), cand(c, "high", priority=90)
+        got = await ledger.decide([low, high], T0)
+        assert [(d.candidate.trigger, outcome(d)) for d in got] == [
+            ("high", ("contact", ())),
+            ("low", ("suppressed", ("capacity",))),
+        ]
+
+    with_ledger(dev_stack, body, policy)
+
+
+def test_capacity_holds_with_two_workers_racing(dev_stack: DevStack) -> None:
+    """Two clients, each in its own thread and event loop (two workers), decide 20 customers
+    each at the same time for one action with a capacity of 7: exactly 7 contacts."""
+    policy = dataclasses.replace(NO_HOLDOUT, capacity={"act": 7})
+    namespace = new_id("ns")
+    start = threading.Barrier(2)
+
+    def worker(name: str) -> list[Decision]:
+        async def main() -> list[Decision]:
+            async with ContactLedger(dev_stack.redis_url, policy, namespace) as ledger:
+                await ledger.ping()
+                start.wait()
+                people = [f"{name}-{i}" for i in range(20)]
+                return list(await asyncio.gather(*(one(ledger, cand(c, "a"), T0) for c in people)))
+
+        return asyncio.run(main())
+
+    with ThreadPoolExecutor(2) as pool:
+        results = [*pool.map(worker, ["w1", "w2"])]
+    decisions = [d for got in results for d in got]
+    assert len(decisions) == 40
+    assert sum(d.outcome == "contact" for d in decisions) == 7
+    assert all(d.reasons == ("capacity",) for d in decisions if d.outcome == "suppressed")
+
+    async def counted() -> int:
+        client = aioredis.from_url(dev_stack.redis_url)
+        try:
+            return int(await client.get(f"{namespace}:capacity:act:2026-03-01"))
+        finally:
+            await client.aclose()
+
+    assert run(counted()) == 7
 
 
 def test_recent_complaint_on_both_sides_service_unaffected(dev_stack: DevStack) -> None:
@@ -330,7 +602,10 @@ def test_every_reason_that_applies_is_reported(dev_stack: DevStack) -> None:
             "cap": 1,
             "days": 7,
             "opted_out": True,
+            "unanswered": 1,  # the sunset rule's count (on by default)
+            "undeliverable": False,  # the bounce rule (on by default)
         }
+        assert details["sunset"] == {"after": 12}
         assert details["trigger_cooldown"] == {"count": 1, "days": 14, "last_at": T0}
         assert details["non_responder"]["unanswered"] == 1
         assert details["complaint"]["at"] == T0 + 1
@@ -870,7 +1145,7 @@ def test_pipelined_calls_answer_as_redis_py_does(
         async with ContactLedger(dev_stack.redis_url, NO_HOLDOUT, new_id("ns")) as ours:
             got, shown = await run_all(ours)
         with monkeypatch.context() as patched:
-            patched.setattr(_Pipeliner, "_exchange", by_redis_py)
+            patched.setattr(Pipeliner, "_exchange", by_redis_py)
             async with ContactLedger(dev_stack.redis_url, NO_HOLDOUT, new_id("ns")) as theirs:
                 expected, expected_shown = await run_all(theirs)
         assert got == expected
@@ -1087,6 +1362,9 @@ def test_outage_mid_stream_fails_closed_and_resumes(
 
 MODEL_POLICY = dataclasses.replace(
     default_policy(),
+    # The rules added after the model (sunset, bounces) are off: each has its own tests.
+    sunset_after_unanswered=None,
+    undeliverable=False,
     holdout_rate=0.25,
     non_responder_after=3,
     channel_fallbacks={"tf": ("push", "sms")},

@@ -30,8 +30,9 @@ import redis
 from streams.config import default_policy
 from streams.core.decisions import Candidate, Decision
 from streams.core.timeutil import MS_PER_DAY
-from streams.ledger import ContactLedger, LedgerUnavailable
+from streams.ledger import ContactLedger, LedgerUnavailable, customer_keys
 from streams.ledger.gate import LedgerGate
+from streams.ledger.keys import capacity_share, slot_of
 from streams.ops.metrics import Metrics
 from streams.tools.devstack import RedisServer, _Process, _wait_for_port, free_port
 
@@ -577,6 +578,63 @@ def test_customers_whose_ids_hold_braces_keep_to_their_own_slot(tmp_path: Path) 
                     shown = await ledger.show(customer, _now(0) + 2)
                     assert len(shown["history"]) == 1, customer
                     assert shown["opted_out"] == ["sms"], customer
+
+        asyncio.run(main())
+    finally:
+        cluster.stop()
+
+
+def _in_one_slot(prefix: str, n: int, namespace: str) -> list[str]:
+    """``n`` customer ids whose keys share one cluster slot."""
+    first = f"{prefix}-0"
+    slot = slot_of(customer_keys(namespace, first)[0])
+    found, i = [first], 1
+    while len(found) < n:
+        customer = f"{prefix}-{i}"
+        if slot_of(customer_keys(namespace, customer)[0]) == slot:
+            found.append(customer)
+        i += 1
+    return found
+
+
+def test_capacity_on_a_cluster_is_split_by_slot_and_never_exceeded(tmp_path: Path) -> None:
+    """Capacity counters live in each customer's slot (a key outside it would be refused with
+    CROSSSLOT): with 2 x 16384 a day every slot's share is 2, so of three customers of one slot
+    two are contacted, also when two clients race; a small limit gives each slot its computed
+    share, and the day's total never exceeds it."""
+    cluster = LocalCluster(tmp_path)
+    try:
+        cluster.start()
+        tag = uuid.uuid4().hex[:6]
+        namespace = f"ns{tag}"
+        slots = [_in_one_slot(f"{tag}{k}", 3, namespace) for k in "ab"]
+        even = dataclasses.replace(NO_HOLDOUT, capacity={"act": 2 * 16384})
+
+        async def main() -> None:
+            async with (
+                ContactLedger(cluster.url, even, namespace) as one,
+                ContactLedger(cluster.url, even, namespace) as two,
+            ):
+                calls = [
+                    ledger.decide([_cand(customer, 0)], _now(0))
+                    for people in slots
+                    for customer, ledger in zip(people, (one, two, one), strict=True)
+                ]
+                got = [d for (d,) in await asyncio.gather(*calls)]
+            for i in range(2):
+                mine = got[3 * i : 3 * i + 3]
+                assert sorted(d.outcome for d in mine) == ["contact", "contact", "suppressed"]
+                assert [d.reasons for d in mine if d.outcome == "suppressed"] == [("capacity",)]
+                assert all(d.details["capacity"]["cap"] == 2 for d in mine)
+
+            small = dataclasses.replace(NO_HOLDOUT, capacity={"act": 5})
+            async with ContactLedger(cluster.url, small, f"{namespace}s") as ledger:
+                day = small.capacity_day(_now(1))
+                for people in slots:
+                    share = capacity_share(5, slot_of(ledger.keys(people[0])[0]), "act", day)
+                    got = [(await ledger.decide([_cand(c, 1)], _now(1)))[0] for c in people]
+                    assert sum(d.outcome == "contact" for d in got) == min(3, share)
+                    assert all(d.details["capacity"]["cap"] == share for d in got)
 
         asyncio.run(main())
     finally:

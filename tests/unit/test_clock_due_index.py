@@ -52,7 +52,7 @@ def test_due_index_pops_exactly_the_due_entries(
         expected = sorted(
             (due, c) for (p, c), due in model.items() if p == partition and due <= now
         )
-        assert index.pop_due(partition, now) == [c for _, c in expected]
+        assert index.pop_due_items(partition, now) == [(c, d) for d, c in expected]
         left = {c: d for (p, c), d in model.items() if p == partition and d > now}
         assert index.size(partition) == len(left)
         assert index.next_due(partition) == (min(left.values()) if left else None)
@@ -62,7 +62,7 @@ def test_rebuild_replaces_a_partition() -> None:
     index = DueIndex()
     index.set(0, b"a", 5)
     index.rebuild(0, [(b"b", 7), (b"c", 3)])
-    assert index.pop_due(0, 10) == [b"c", b"b"]
+    assert index.pop_due_items(0, 10) == [(b"c", 3), (b"b", 7)]
 
 
 def test_superseded_entries_do_not_accumulate() -> None:
@@ -73,4 +73,4 @@ def test_superseded_entries_do_not_accumulate() -> None:
         index.set(0, b"busy", 1_000_000 + i)
     assert index.size(0) == 1
     assert index.heap_size(0) <= 2 * index.size(0) + 65
-    assert index.pop_due(0, 2_000_000) == [b"busy"]
+    assert index.pop_due_items(0, 2_000_000) == [(b"busy", 1_009_999)]

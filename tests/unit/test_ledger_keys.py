@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from streams.config import default_policy
 from streams.core.decisions import Candidate
 from streams.ledger import KEY_PARTS, ContactLedger, customer_keys, outside_contact_id
+from streams.ledger.keys import capacity_key, capacity_share, slot_of
 
 # Text made to collide: the delimiters and escapes of the key layout, the part names, and any
 # other Unicode character (including spaces).
@@ -139,3 +140,37 @@ def test_a_trigger_name_with_the_member_separator_is_refused() -> None:
                 await ledger.decide_one(c, 0)
 
     asyncio.run(main())
+
+
+# -- capacity counters ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("per_day", [1, 7, 16_383, 16_384, 16_385, 100_000])
+def test_the_slots_shares_add_up_to_the_days_limit(per_day: int) -> None:
+    shares = [capacity_share(per_day, slot, "loan_offer", "2026-03-01") for slot in range(16384)]
+    assert sum(shares) == per_day
+    assert max(shares) - min(shares) <= 1
+
+
+def test_which_slots_get_a_small_limit_changes_with_the_day_and_action() -> None:
+    def winners(action: str, day: str) -> set[int]:
+        return {s for s in range(16384) if capacity_share(5, s, action, day)}
+
+    assert len(winners("loan_offer", "2026-03-01")) == 5
+    assert winners("loan_offer", "2026-03-01") != winners("loan_offer", "2026-03-02")
+    assert winners("loan_offer", "2026-03-01") != winners("renewal_offer", "2026-03-01")
+
+
+@settings(deadline=None)  # the first example computes the slot tags
+@given(identifiers)
+def test_a_capacity_counter_on_a_cluster_is_in_the_customers_slot(customer: str) -> None:
+    first = customer_keys("lt", customer)[0]
+    key = capacity_key("lt", "loan_offer", "2026-03-01", slot_of(first))
+    assert _slot(key) == _slot(first)
+    assert key not in customer_keys("lt", customer)
+
+
+def test_every_slot_has_a_short_tag_and_a_single_instance_has_one_counter() -> None:
+    for slot in range(16384):
+        assert _slot(capacity_key("lt", "a", "2026-03-01", slot)) == slot
+    assert capacity_key("lt", "a", "2026-03-01", None) == "lt:capacity:a:2026-03-01"

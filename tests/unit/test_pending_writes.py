@@ -41,12 +41,14 @@ def test_flush_writes_only_the_last_value_per_key_of_its_partition() -> None:
     cache.put(1, b"b", b"x")
     assert cache.partitions() == {0, 1}
     assert len(cache) == 2
-    assert cache.flush(0) == 1
+    layer = cache.seal()
+    assert cache.write(layer, 0) == 1
     assert store.writes == [(b"a", b"v4")]
     assert cache.partitions() == {1}
     assert cache.get(b"b") == b"x" and b"b" not in store
-    assert cache.flush(0) == 0
-    cache.flush(1)
+    assert cache.write(layer, 0) == 0
+    cache.write(layer, 1)
+    cache.release(layer)
     assert store == {b"a": b"v4", b"b": b"x"}
     assert len(cache) == 0
 
@@ -59,7 +61,7 @@ def test_deletes_reach_the_store_only_for_existing_keys() -> None:
     cache.put(0, b"a", None)
     cache.put(0, b"never-written", b"2")
     cache.put(0, b"never-written", None)
-    cache.flush(0)
+    cache.write(cache.seal(), 0)
     assert store.writes == [(b"a", None)]
     assert store == {}
 
@@ -72,7 +74,7 @@ def test_discard_forgets_revoked_partitions_only() -> None:
     assert cache.discard({1, 7}) == 1
     assert cache.get(b"b") is None
     assert cache.partitions() == {0}
-    cache.flush(0)
+    cache.write(cache.seal(), 0)
     assert store == {b"a": b"1"}
 
 

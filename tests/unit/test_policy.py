@@ -37,8 +37,8 @@ def test_defaults_are_the_contracts() -> None:
     assert p.non_responder_window_days == 30
     assert p.complaint_quiet_days == 14
     assert p.priorities["savings_drop_to_wire"] == 90
-    assert p.priority_for("auto_renew_confirmation", "service") == 100
-    assert p.priority_for("replacement_due", "marketing") == 20
+    assert p.priorities["service"] == 100
+    assert p.priorities["replacement_due"] == 20
     assert dict(p.channel_fallbacks) == {}
 
 
@@ -161,3 +161,101 @@ def test_holdout_differs_between_triggers_and_respects_zero_and_one() -> None:
     always = dataclasses.replace(p, holdout_rate=1.0)
     assert not any(never.is_holdout(f"c{i}", "never_activated") for i in range(1000))
     assert all(always.is_holdout(f"c{i}", "never_activated") for i in range(1000))
+
+
+# -- sunset ---------------------------------------------------------------------------------
+
+
+def test_sunset_is_on_after_twelve_by_default_and_can_be_turned_off() -> None:
+    assert default_policy().sunset_after_unanswered == 12
+    config = build_config({"policy": {"sunset": {"after_unanswered": 3}}})
+    assert Policy.from_config(config["policy"]).sunset_after_unanswered == 3
+    config = build_config({"policy": {"sunset": {"enabled": False}}})
+    assert Policy.from_config(config["policy"]).sunset_after_unanswered is None
+
+
+@pytest.mark.parametrize(
+    ("after", "accepted"), [(1, True), (0, False), (-1, False), (True, False), (2.5, False)]
+)
+def test_sunset_threshold_on_both_sides_of_one(after: object, accepted: bool) -> None:
+    override = {"policy": {"sunset": {"after_unanswered": after}}}
+    if accepted:
+        assert Policy.from_config(build_config(override)["policy"]).sunset_after_unanswered == 1
+        assert dataclasses.replace(default_policy(), sunset_after_unanswered=after)
+        return
+    with pytest.raises(ConfigError, match=r"policy\.sunset\.after_unanswered"):
+        build_config(override)
+    with pytest.raises(ConfigError, match=r"policy\.sunset\.after_unanswered"):
+        dataclasses.replace(default_policy(), sunset_after_unanswered=after)  # type: ignore[arg-type]
+
+
+# -- bounces --------------------------------------------------------------------------------
+
+
+def test_the_bounce_rule_is_on_by_default_and_can_be_turned_off() -> None:
+    assert default_policy().undeliverable is True
+    config = build_config({"policy": {"undeliverable": {"enabled": False}}})
+    assert Policy.from_config(config["policy"]).undeliverable is False
+    with pytest.raises(ConfigError, match=r"policy\.undeliverable\.enabled: must be true or false"):
+        build_config({"policy": {"undeliverable": {"enabled": "yes"}}})
+
+
+# -- capacity -------------------------------------------------------------------------------
+
+
+def test_capacity_is_empty_by_default_and_read_per_marketing_action() -> None:
+    assert dict(default_policy().capacity) == {}
+    assert default_policy().capacity_timezone == "UTC"
+    config = build_config(
+        {
+            "policy": {
+                "capacity": {"investment_advisor_call": {"per_day": 40}},
+                "capacity_timezone": "Europe/Berlin",
+            }
+        }
+    )
+    p = Policy.from_config(config["policy"])
+    assert dict(p.capacity) == {"investment_advisor_call": 40}
+    assert p.capacity_timezone == "Europe/Berlin"
+
+
+@pytest.mark.parametrize(
+    ("capacity", "message"),
+    [
+        ({"loan_offer": {"per_day": 0}}, r"policy\.capacity\.loan_offer\.per_day: must be greater"),
+        (
+            {"loan_offer": {"per_day": 1.5}},
+            r"loan_offer\.per_day: must be a whole",
+        ),
+        ({"loan_offer": {}}, r"policy\.capacity\.loan_offer: give per_day"),
+        ({"loan_offer": {"per_week": 3}}, r"policy\.capacity\.loan_offer\.per_week: unknown key"),
+        (
+            {"payment_confirmation": {"per_day": 3}},
+            r"capacity\.payment_confirmation: unknown",
+        ),
+    ],
+)
+def test_bad_capacity_is_refused_naming_the_key(capacity: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_config({"policy": {"capacity": capacity}})
+
+
+def test_capacity_per_day_on_both_sides_of_one() -> None:
+    config = build_config({"policy": {"capacity": {"loan_offer": {"per_day": 1}}}})
+    assert dict(Policy.from_config(config["policy"]).capacity) == {"loan_offer": 1}
+    with pytest.raises(ConfigError, match=r"policy\.capacity\.act\.per_day"):
+        dataclasses.replace(default_policy(), capacity={"act": 0})
+    with pytest.raises(ConfigError, match=r"policy\.capacity: 'a:b' is not an action name"):
+        dataclasses.replace(default_policy(), capacity={"a:b": 1})
+    with pytest.raises(ConfigError, match=r"policy\.capacity_timezone: 'Mars/Olympus_Mons'"):
+        build_config({"policy": {"capacity_timezone": "Mars/Olympus_Mons"}})
+    with pytest.raises(ConfigError, match=r"policy\.capacity_timezone"):
+        dataclasses.replace(default_policy(), capacity_timezone="Mars/Olympus_Mons")
+
+
+def test_the_capacity_day_on_both_sides_of_local_midnight() -> None:
+    p = dataclasses.replace(default_policy(), capacity_timezone="America/New_York")
+    midnight = 1_772_427_600_000  # 2026-03-02T05:00:00Z, midnight in New York (EST)
+    assert p.capacity_day(midnight - 1) == "2026-03-01"
+    assert p.capacity_day(midnight) == "2026-03-02"
+    assert default_policy().capacity_day(midnight - 1) == "2026-03-02"  # UTC

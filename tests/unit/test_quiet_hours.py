@@ -64,30 +64,20 @@ NIGHT = QuietHours(21 * 60, 8 * 60, frozenset({"sms", "phone", "push"}), "UTC")
         ("2026-03-01T12:00:00Z", "Mars/Olympus_Mons", None),
     ],
 )
-def test_defer_until_on_both_sides_of_each_edge(
+def test_quiet_until_on_both_sides_of_each_edge(
     now: str, timezone: str | None, until: str | None
 ) -> None:
-    got = NIGHT.defer_until(at(now), "sms", timezone)
+    got = NIGHT.quiet_until(at(now), timezone)
     assert (None if got is None else format_ms(got)) == (
         None if until is None else format_ms(at(until))
     )
-    assert bool(NIGHT.quiet_channels(at(now), timezone)) == (until is not None)
-
-
-def test_only_the_configured_channels_are_quiet() -> None:
-    night = at("2026-03-01T23:00:00Z")
-    assert NIGHT.defer_until(night, "email", None) is None
-    assert NIGHT.defer_until(night, "direct_mail", None) is None
-    assert NIGHT.defer_until(night, "push", None) == at("2026-03-02T08:00:00Z")
 
 
 def test_daytime_quiet_hours_and_the_configured_zone() -> None:
     lunch = QuietHours(12 * 60, 14 * 60, frozenset({"phone"}), "Asia/Tokyo")  # UTC+9
-    assert lunch.defer_until(at("2026-03-01T02:59:00Z"), "phone", None) is None  # 11:59
-    assert lunch.defer_until(at("2026-03-01T03:00:00Z"), "phone", None) == at(
-        "2026-03-01T05:00:00Z"
-    )
-    assert lunch.defer_until(at("2026-03-01T05:00:00Z"), "phone", None) is None  # 14:00
+    assert lunch.quiet_until(at("2026-03-01T02:59:00Z"), None) is None  # 11:59
+    assert lunch.quiet_until(at("2026-03-01T03:00:00Z"), None) == at("2026-03-01T05:00:00Z")
+    assert lunch.quiet_until(at("2026-03-01T05:00:00Z"), None) is None  # 14:00
 
 
 def test_configuration_builds_quiet_hours_only_when_enabled() -> None:
