@@ -49,8 +49,8 @@ dev: install ## start the dev stack and a worker (no sample events)
 # Two runs, so that a person watching sees where it is: the unit tests (fast, one progress line
 # per file), then the integration tests with -v, which names each test as it starts (some run
 # for a minute or more with nothing else to print). --durations lists the slowest.
-test: install ## every test: unit (~1 min), then integration on a real broker and redis-server (~10 min on 2 cores)
-	@echo "== make test 1/2: unit tests (about 1 minute on 2 cores)"
+test: install ## every test: unit (1-2 min), then integration on a real broker and redis-server (~10 min on 2 cores)
+	@echo "== make test 1/2: unit tests (1 to 2 minutes on 2 cores)"
 	$(BIN)/pytest tests/unit --durations=5
 	@echo "== make test 2/2: integration tests, real workers on a real broker and redis-server (about 10 minutes on 2 cores)"
 	$(BIN)/pytest tests/integration -v --durations=10
