@@ -14,10 +14,11 @@ QUIX_STAMP := $(QUIX_VENV)/.installed
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-system-deps: ## install Debian's redis-server and prometheus (promtool) if this machine lacks them
+system-deps: ## install Debian's redis-server, prometheus (promtool) and curl if this machine lacks them
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -45,14 +46,20 @@ demo: install ## simulated customers with planted scenarios through the dev stac
 dev: install ## start the dev stack and a worker (no sample events)
 	$(BIN)/lifecycle-triggers dev
 
-test: install ## run every test (unit and integration on a real broker and redis-server)
-	$(BIN)/pytest
+# Two runs, so that a person watching sees where it is: the unit tests (fast, one progress line
+# per file), then the integration tests with -v, which names each test as it starts (some run
+# for a minute or more with nothing else to print). --durations lists the slowest.
+test: install ## every test: unit (1-2 min), then integration on a real broker and redis-server (~10 min on 2 cores)
+	@echo "== make test 1/2: unit tests (1 to 2 minutes on 2 cores)"
+	$(BIN)/pytest tests/unit --durations=5
+	@echo "== make test 2/2: integration tests, real workers on a real broker and redis-server (about 10 minutes on 2 cores)"
+	$(BIN)/pytest tests/integration -v --durations=10
 
 test-unit: install ## run the pure unit tests only
 	$(BIN)/pytest tests/unit
 
 test-integration: install ## run the integration tests only
-	$(BIN)/pytest tests/integration
+	$(BIN)/pytest tests/integration -v --durations=10
 
 lint: install ## ruff lint and format check
 	$(BIN)/ruff check streams tests bench

@@ -855,7 +855,8 @@ def build_worker(
 
     def is_ready() -> bool:
         # Not Redis: a worker that cannot reach the ledger is no reason to keep its pod from
-        # being moved (README: "Readiness and the ledger"); /ledger and lifecycle_redis_up say it.
+        # being moved (docs/operations.md, "Readiness and the ledger"); /ledger and
+        # lifecycle_redis_up say it.
         return (
             bool(owned["assigned"])
             and not app.rebalancing

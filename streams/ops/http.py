@@ -72,6 +72,7 @@ class HttpEndpoints:
         return web.json_response({"ready": ready}, status=200 if ready else 503)
 
     async def _ledger(self, request: web.Request) -> web.Response:
-        # The contact ledger's health, apart from readiness (README: "Readiness and the ledger").
+        # The contact ledger's health, apart from readiness (docs/operations.md, "Readiness and
+        # the ledger").
         up = self._ledger_ok()
         return web.json_response({"ledger": "up" if up else "down"}, status=200 if up else 503)

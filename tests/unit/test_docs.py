@@ -195,6 +195,25 @@ def test_no_file_names_documents_outside_the_repository() -> None:
     assert not offenders, "\n".join(offenders)
 
 
+README_MAX_LINES = 320
+
+
+def test_the_readme_stays_a_front_page() -> None:
+    """The README says what this is, how to run it and where to read more; detail goes to docs/
+    (it was 1,289 lines, a third of them a log of every measurement)."""
+    lines = len((ROOT / "README.md").read_text(encoding="utf-8").splitlines())
+    assert lines <= README_MAX_LINES, (
+        f"README.md has {lines} lines (at most {README_MAX_LINES}): move detail to docs/"
+    )
+
+
+def test_ci_runs_the_test_command_the_readme_gives() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+    assert "make test" in ci
+    assert re.search(r"^make test\b", readme, re.M), "the README's two commands lost make test"
+
+
 # --- the checks themselves -----------------------------------------------------------------
 
 
