@@ -70,6 +70,8 @@ if TYPE_CHECKING:
     NonNegativeMoney: TypeAlias = int
     OptMoney: TypeAlias = int | None
 else:
+    # An optional field is its wire type alone, with None as the default when it is absent:
+    # the schemas reject null for every field.
     Id = OptId = Annotated[str, Meta(min_length=1, max_length=ID_MAX_LENGTH)]
     Text = OptText = Annotated[str, Meta(min_length=1, max_length=TEXT_MAX_LENGTH)]
     OptBool = bool

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 from unittest import mock
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -316,6 +317,60 @@ def test_every_seed_is_accepted_and_every_limit_is_exact() -> None:
     assert len(exact) == DEFAULT_MAX_MESSAGE_BYTES and isinstance(_decode(kind, key, exact), Event)
     over = _dumps({**event, "pad": "p" * (fill + 1)})
     assert _decode(kind, key, over).code == "too_large"  # type: ignore[union-attr]
+
+
+PURCHASE = (
+    b'{"type":"purchase","event_id":"e","customer_id":"c","occurred_at":"2026-01-01T00:00:00Z",'
+    b'"product_category":"X","amount":5}'
+)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        # Bytes no JSON text may hold, in a contract field or between tokens.
+        *(
+            PURCHASE.replace(b'"X"', b'"' + raw + b'"')
+            for raw in (b"\xc0\x80", b"\xf4\x90\x80\x80", b"\xe2\x82", b"\xed\xa0\x80", b"\\x")
+        ),
+        *(
+            PURCHASE.replace(b',"amount"', ws + b'"amount"')
+            for ws in (b"\x0c", b"\x0b", b"\xc2\xa0")
+        ),
+        PURCHASE + b"\x00",
+        # Escapes in names, the tag and values: the same text once unescaped.
+        PURCHASE.replace(b'"amount"', b'"amo\\u0075nt"'),
+        PURCHASE.replace(b'"purchase"', b'"purch\\u0061se"'),
+        PURCHASE.replace(b'"type"', b'"typ\\u0065"'),
+        PURCHASE.replace(b'"X"', b'"\\u00E9\\/\x7f"'),
+        # Number forms and values at the edges of a double and of the money bounds.
+        *(
+            PURCHASE.replace(b'"amount":5', b'"amount":' + number)
+            for number in (
+                b"5.",
+                b"+5",
+                b"5e",
+                b"1E2",
+                b"1e-2",
+                b"0.015",
+                b"123456.785",
+                b"4.9e-324",
+                b"1e-400",
+                b"18446744073709551616",
+                b"999999999999.995",
+                b"1000000000000.0000001",
+                b"0.1000000000000000055511151231257827",
+                b"-0",
+                b"-0.0",
+            )
+        ),
+    ],
+)
+def test_the_fast_path_and_the_validator_agree_on_raw_json_edges(value: bytes) -> None:
+    _fast_path_agrees("usage", value)
+    with_fast_path = _verdict(_decode("usage", b"c", value))
+    with _validator_only():
+        assert _verdict(_decode("usage", b"c", value)) == with_fast_path
 
 
 json_values = st.recursive(
