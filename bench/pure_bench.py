@@ -20,6 +20,14 @@ content of the three stores): equal digests before and after a change mean the s
     python bench/pure_bench.py                  # 300,000 events of 100,000 customers, 3 repeats
     python bench/pure_bench.py --quick          # 30,000 events of 20,000 customers
     python bench/pure_bench.py --profile        # + a cProfile of one pure-path run (top functions)
+    python bench/pure_bench.py --parts          # + the pure path's parts, each timed on its own
+
+``--parts`` times the parts of the pure path one at a time over the same records, each loop
+on its own (no profiler in the way): JSON parsing alone (orjson), ``Decoder.decode`` (bytes
+-> typed event, everything ingest does), and inside it the timestamp parse and the building
+of the event from its values, ``Ingest.accept`` (the decode plus the pipeline's
+bookkeeping), and the core step (``apply_event_nowait`` and the flushes) on events decoded
+beforehand. Run it on two trees (``PYTHONPATH=<other tree>``) to compare their parts.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import dataclasses
 import gc
 import hashlib
 import io
@@ -48,7 +57,7 @@ from streams.core.clock import Clock
 from streams.core.decisions import Decision
 from streams.core.ingest import Decoder
 from streams.core.policy import Policy
-from streams.core.timeutil import MS_PER_DAY, wall_ms
+from streams.core.timeutil import MS_PER_DAY, parse_rfc3339_ms, wall_ms
 from streams.kafka.app import GC_THRESHOLDS
 from streams.kafka.pipeline import Ingest, Rejected
 from streams.kafka.processor import ContactAll, Processor, Stores
@@ -109,16 +118,14 @@ class PureRun:
     digest: str
 
 
-async def _pure(records: Sequence[Record], topics: TopicNames, batch: int) -> PureRun:
+def _pipeline(topics: TopicNames) -> tuple[Ingest, Decoder, Processor, Stores, list[Decision]]:
+    """The pure path's pieces as the worker wires them, with dict stores and a publish whose
+    ack is already done (call inside a running event loop)."""
     config = build_config()
     stream_conf = config["stream"]
     metrics = Metrics()
-    ingest = Ingest(
-        topics,
-        Decoder(stream_conf["max_message_bytes"], stream_conf["max_future_seconds"]),
-        metrics,
-        wall_ms,
-    )
+    decoder = Decoder(stream_conf["max_message_bytes"], stream_conf["max_future_seconds"])
+    ingest = Ingest(topics, decoder, metrics, wall_ms)
     stores = Stores(customers={}, due={}, clock={})
     published: list[Decision] = []
     acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -137,6 +144,11 @@ async def _pure(records: Sequence[Record], topics: TopicNames, batch: int) -> Pu
         metrics,
         quiet_hours=Policy.from_config(config["policy"]).quiet_hours,
     )
+    return ingest, decoder, processor, stores, published
+
+
+async def _pure(records: Sequence[Record], topics: TopicNames, batch: int) -> PureRun:
+    ingest, _, processor, stores, published = _pipeline(topics)
     kind_of = topics.kind_of
     pending = 0
     started = time.process_time()
@@ -161,6 +173,63 @@ async def _pure(records: Sequence[Record], topics: TopicNames, batch: int) -> Pu
     return PureRun(seconds, len(published), digest.hexdigest()[:16])
 
 
+def _field_names(cls: type) -> tuple[str, ...]:
+    """An event class's attributes: a msgspec Struct's or a dataclass's (either tree)."""
+    names = getattr(cls, "__struct_fields__", None)
+    return tuple(names) if names is not None else tuple(f.name for f in dataclasses.fields(cls))
+
+
+async def _parts(records: Sequence[Record], topics: TopicNames, batch: int) -> dict[str, float]:
+    """Seconds of each part of the pure path over ``records``, each timed in its own loop."""
+    ingest, decoder, processor, _, _ = _pipeline(topics)
+    kind_of = topics.kind_of
+    kinds = [kind_of(r.topic) for r in records]
+    now = wall_ms()
+    parts: dict[str, float] = {}
+    clock = time.process_time
+
+    started = clock()
+    payloads = [orjson.loads(r.value) for r in records]
+    parts["JSON parse alone (orjson.loads)"] = clock() - started
+
+    started = clock()
+    events = [decoder.decode(k, r.key, r.value, now) for k, r in zip(kinds, records, strict=True)]
+    parts["Decoder.decode: bytes -> typed event"] = clock() - started
+
+    stamps = [p[name] for p in payloads for name in ("occurred_at", "expires_at") if name in p]
+    started = clock()
+    for text in stamps:
+        parse_rfc3339_ms(text)
+    parts["  of which timestamp parse (parse_rfc3339_ms)"] = clock() - started
+
+    values = [(type(e), {n: getattr(e, n) for n in _field_names(type(e))}) for e in events]
+    started = clock()
+    for cls, kwargs in values:
+        cls(**kwargs)
+    parts["  of which building the event from its values"] = clock() - started
+
+    started = clock()
+    for r in records:
+        ingest.accept(r.topic, r.partition, r.offset, r.key, r.value)
+    parts["Ingest.accept: the decode + pipeline bookkeeping"] = clock() - started
+
+    started = clock()
+    pending = 0
+    for kind, r, event in zip(kinds, records, events, strict=True):
+        processor.apply_event_nowait(kind, r.partition, r.offset, event)
+        pending += 1
+        if pending >= batch:
+            await processor.flush()
+            pending = 0
+    await processor.flush()
+    parts["core step: apply_event_nowait + flush"] = clock() - started
+    return parts
+
+
+def run_parts(records: Sequence[Record], batch: int) -> dict[str, float]:
+    return asyncio.run(_parts(records, bench_topics("pure"), batch))
+
+
 def run_pure(records: Sequence[Record], batch: int) -> PureRun:
     return asyncio.run(_pure(records, bench_topics("pure"), batch))
 
@@ -183,6 +252,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--profile", action="store_true", help="also profile one pure-path run (cProfile)"
     )
     parser.add_argument("--top", type=int, default=30, help="functions shown by --profile")
+    parser.add_argument(
+        "--parts", action="store_true", help="also time the pure path's parts, each on its own"
+    )
     args = parser.parse_args(argv)
     if args.events is None:
         args.events = 30_000 if args.quick else 300_000
@@ -238,6 +310,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"pure ÷ baseline {statistics.median(ratios):.1f}"
     )
     print(f"output: {decisions:,} decisions, digest {digest}")
+    if args.parts:
+        runs = [run_parts(records, args.batch) for _ in range(args.repeat)]
+        print(f"--- parts of the pure path, µs/event (median of {args.repeat}) ---")
+        for name in runs[0]:
+            us = statistics.median(per_event_us(run[name], n) for run in runs)
+            print(f"{name:<52} {us:7.2f}")
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()

@@ -25,10 +25,12 @@ MS_PER_DAY = 86_400_000
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
-def parse_rfc3339_ms(text: str) -> int | None:
+def parse_rfc3339_ms_reference(text: str) -> int | None:
     """Epoch milliseconds of an RFC 3339 date-time with offset, or None if it is not one.
 
-    Sub-millisecond digits are truncated (event time has millisecond resolution).
+    The reference parser: the contract's pattern, then the calendar. ``parse_rfc3339_ms`` is
+    the same function, faster on the common forms; tests/unit/test_timeutil.py proves they
+    agree. Sub-millisecond digits are truncated (event time has millisecond resolution).
     """
     m = _RFC3339.fullmatch(text)  # not match: "$" would let a final line feed through
     if m is None:
@@ -46,6 +48,58 @@ def parse_rfc3339_ms(text: str) -> int | None:
         seconds += east if offset[0] == "-" else -east  # local time = UTC + offset
     millis = int((frac[1:] + "00")[:3]) if frac else 0
     return seconds * MS_PER_SECOND + millis
+
+
+# The fast path reads the common forms by table look-ups of fixed slices: a table holds only
+# text that the pattern accepts at that place, so a look-up that hits has checked the slice
+# (digits, ranges, separators) and converted it at once. Anything else goes to the reference.
+# "YYYY-MM-DD" -> days since the epoch: filled by the reference parser with the dates it
+# accepted (a real calendar day in the contract's years), emptied when full. The dates of a
+# stream's events are few at any time, so this stays small and hits nearly always.
+_DAYS: dict[str, int] = {}
+_DAYS_LIMIT = 4_096
+# "Thh:mm" (or "t") -> minutes of the day; "ss" -> seconds; "fff" -> milliseconds.
+_MINUTES = {f"{t}{h:02d}:{m:02d}": h * 60 + m for t in "Tt" for h in range(24) for m in range(60)}
+_SECONDS = {f"{s:02d}": s for s in range(60)}
+_MILLIS = {f"{ms:03d}": ms for ms in range(1_000)}
+# The UTC designators of the fast path; any other offset takes the reference parser.
+_UTC_SUFFIXES = {"Z": 1, "z": 1, "+00:00": 6, "-00:00": 6}
+
+
+def parse_rfc3339_ms(text: str) -> int | None:
+    """Epoch milliseconds of an RFC 3339 date-time with offset, or None if it is not one.
+
+    Exactly ``parse_rfc3339_ms_reference``; a UTC time with no fraction or with 3 or 6
+    fractional digits (``2026-03-01T09:30:00.250Z``, Python's ``+00:00``) skips the pattern.
+    Sub-millisecond digits are truncated (event time has millisecond resolution).
+    """
+    size = len(text)
+    if 20 <= size <= 32:
+        suffix = _UTC_SUFFIXES.get(text[-1]) or _UTC_SUFFIXES.get(text[-6:])
+        days = _DAYS.get(text[:10])
+        minute = _MINUTES.get(text[10:16])
+        second = _SECONDS.get(text[17:19])
+        if suffix and days is not None and minute is not None and second is not None:
+            body = size - suffix  # the length without the offset
+            if text[16] == ":":
+                ms = ((days * 1_440 + minute) * 60 + second) * MS_PER_SECOND
+                if body == 19:
+                    return ms
+                millis = _MILLIS.get(text[20:23])
+                if millis is not None and text[19] == ".":
+                    if body == 23:
+                        return ms + millis
+                    micros = text[23:26]
+                    if body == 26 and micros.isascii() and micros.isdigit():
+                        return ms + millis
+    millis_or_none = parse_rfc3339_ms_reference(text)
+    if millis_or_none is not None:
+        if len(_DAYS) >= _DAYS_LIMIT:
+            _DAYS.clear()
+        _DAYS[text[:10]] = date(int(text[:4]), int(text[5:7]), int(text[8:10])).toordinal() - (
+            _EPOCH_ORDINAL
+        )
+    return millis_or_none
 
 
 def format_ms(epoch_ms: int) -> str:

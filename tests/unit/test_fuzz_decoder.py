@@ -6,6 +6,11 @@ truncation, bit flips, inserted garbage, huge numbers, deep nesting, long string
 keys, wrong types, absurd timestamps, oversized values, bad keys), then every one is either
 accepted as a typed event or rejected with InvalidEvent carrying a known reason code and a
 message; and hypothesis explores arbitrary JSON values and byte strings on top.
+
+The decoder has two paths (streams/core/ingest.py): msgspec's fast path and the validator.
+On every one of these records the fast path either hands over or gives exactly the
+validator's event, and the decoder's verdict (event, or reason code and message) is the one
+the validator alone gives.
 """
 
 from __future__ import annotations
@@ -13,14 +18,19 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+from unittest import mock
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streams.core import ingest
 from streams.core.errors import InvalidEvent
 from streams.core.events import ACCOUNT_EVENT_TYPES, Event
-from streams.core.ingest import DEFAULT_MAX_MESSAGE_BYTES, Decoder
+from streams.core.ingest import DEFAULT_MAX_MESSAGE_BYTES, Decoder, decode_fast, decode_payload
 from streams.core.timeutil import parse_rfc3339_ms
 from streams.tools.scenarios import all_scenarios
 
@@ -223,6 +233,30 @@ def _decode(kind: str, key: bytes | None, value: bytes | None) -> Event | Invali
         return exc
 
 
+def _fast_path_agrees(kind: str, value: bytes | None) -> bool:
+    """Whether the fast path took the value; fails the test if it took it otherwise than the
+    validator (which must accept it, with an equal event of the same class)."""
+    if not value:
+        return False
+    fast = decode_fast(kind, value)
+    if fast is None:
+        return False
+    slow = decode_payload(kind, value)  # raises InvalidEvent (fails the test) if it rejects
+    assert fast == slow and type(fast) is type(slow), (value, fast, slow)
+    return True
+
+
+@contextmanager
+def _validator_only() -> Iterator[None]:
+    """The decoder as it was before the fast path: every record through the validator."""
+    with mock.patch.object(ingest, "decode_fast", lambda kind, value: None):
+        yield
+
+
+def _verdict(result: Event | InvalidEvent) -> Any:
+    return result if isinstance(result, Event) else (result.code, result.message)
+
+
 def test_more_than_100k_mutated_records_are_accepted_or_rejected_with_a_reason() -> None:
     mutator = Mutator(seed=20260301)
     outcomes: Counter[str] = Counter()
@@ -230,10 +264,24 @@ def test_more_than_100k_mutated_records_are_accepted_or_rejected_with_a_reason()
         kind, key, value = mutator.record()
         result = _decode(kind, key, value)
         outcomes["accepted" if isinstance(result, Event) else result.code] += 1
-    assert sum(outcomes.values()) == MUTATED_RECORDS
+        outcomes["fast path"] += _fast_path_agrees(kind, value)
+    assert sum(outcomes[r] for r in (*REASONS, "accepted")) == MUTATED_RECORDS
     # The generator reaches both sides and most reasons (else it tests too little).
     assert outcomes["accepted"] > MUTATED_RECORDS // 20, outcomes
     assert len(set(outcomes) & REASONS) >= 11, outcomes
+    # The fast path takes a good share of the accepted records (else the equality of the two
+    # paths above is vacuous).
+    assert outcomes["fast path"] > outcomes["accepted"] // 4, outcomes
+
+
+def test_the_fast_path_leaves_every_verdict_as_the_validator_gives_it() -> None:
+    """Dead letters read exactly as before the fast path: same reason code, same message."""
+    mutator = Mutator(seed=20260302)
+    records = [mutator.record() for _ in range(20_000)]
+    with_fast_path = [_verdict(_decode(*record)) for record in records]
+    with _validator_only():
+        validator_alone = [_verdict(_decode(*record)) for record in records]
+    assert with_fast_path == validator_alone
 
 
 def test_every_seed_is_accepted_and_every_limit_is_exact() -> None:
@@ -269,6 +317,60 @@ def test_every_seed_is_accepted_and_every_limit_is_exact() -> None:
     assert len(exact) == DEFAULT_MAX_MESSAGE_BYTES and isinstance(_decode(kind, key, exact), Event)
     over = _dumps({**event, "pad": "p" * (fill + 1)})
     assert _decode(kind, key, over).code == "too_large"  # type: ignore[union-attr]
+
+
+PURCHASE = (
+    b'{"type":"purchase","event_id":"e","customer_id":"c","occurred_at":"2026-01-01T00:00:00Z",'
+    b'"product_category":"X","amount":5}'
+)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        # Bytes no JSON text may hold, in a contract field or between tokens.
+        *(
+            PURCHASE.replace(b'"X"', b'"' + raw + b'"')
+            for raw in (b"\xc0\x80", b"\xf4\x90\x80\x80", b"\xe2\x82", b"\xed\xa0\x80", b"\\x")
+        ),
+        *(
+            PURCHASE.replace(b',"amount"', ws + b'"amount"')
+            for ws in (b"\x0c", b"\x0b", b"\xc2\xa0")
+        ),
+        PURCHASE + b"\x00",
+        # Escapes in names, the tag and values: the same text once unescaped.
+        PURCHASE.replace(b'"amount"', b'"amo\\u0075nt"'),
+        PURCHASE.replace(b'"purchase"', b'"purch\\u0061se"'),
+        PURCHASE.replace(b'"type"', b'"typ\\u0065"'),
+        PURCHASE.replace(b'"X"', b'"\\u00E9\\/\x7f"'),
+        # Number forms and values at the edges of a double and of the money bounds.
+        *(
+            PURCHASE.replace(b'"amount":5', b'"amount":' + number)
+            for number in (
+                b"5.",
+                b"+5",
+                b"5e",
+                b"1E2",
+                b"1e-2",
+                b"0.015",
+                b"123456.785",
+                b"4.9e-324",
+                b"1e-400",
+                b"18446744073709551616",
+                b"999999999999.995",
+                b"1000000000000.0000001",
+                b"0.1000000000000000055511151231257827",
+                b"-0",
+                b"-0.0",
+            )
+        ),
+    ],
+)
+def test_the_fast_path_and_the_validator_agree_on_raw_json_edges(value: bytes) -> None:
+    _fast_path_agrees("usage", value)
+    with_fast_path = _verdict(_decode("usage", b"c", value))
+    with _validator_only():
+        assert _verdict(_decode("usage", b"c", value)) == with_fast_path
 
 
 json_values = st.recursive(
@@ -314,7 +416,9 @@ def test_hypothesis_field_values_never_escape(
     event = {**SEEDS[seed][1], **overrides}
     cid = event.get("customer_id")
     key = cid.encode() if isinstance(cid, str) else b"k"
-    _decode(kind, key, _dumps(event))
+    value = _dumps(event)
+    _decode(kind, key, value)
+    _fast_path_agrees(kind, value)
 
 
 @settings(max_examples=1500, deadline=None)
@@ -327,3 +431,4 @@ def test_hypothesis_arbitrary_bytes_never_escape(
     kind: str, key: bytes | None, value: bytes | None
 ) -> None:
     _decode(kind, key, value)
+    _fast_path_agrees(kind, value)

@@ -11,7 +11,7 @@ import pytest
 
 from streams.core import events as ev
 from streams.core.errors import InvalidEvent
-from streams.core.ingest import Decoder, dead_letter, validate_payload
+from streams.core.ingest import Decoder, dead_letter, decode_fast, validate_payload
 from streams.core.timeutil import parse_rfc3339_ms
 
 NOW_MS = parse_rfc3339_ms("2026-03-01T12:00:00Z") or 0
@@ -54,6 +54,49 @@ def test_valid_transaction_becomes_a_typed_event_in_cents() -> None:
 def test_unknown_fields_are_ignored() -> None:
     event = validate_payload("account", _txn(new_field={"nested": [1, 2]}))
     assert isinstance(event, ev.Transaction)
+
+
+def test_the_fast_path_decodes_a_plain_record_to_the_validators_event() -> None:
+    # Given a record with only the contract's fields, money as a float, a 3-digit fraction
+    value = orjson.dumps(_txn(occurred_at="2026-03-01T09:30:00.250Z", balance_after=12.5))
+    # When the fast path (msgspec) decodes it
+    event = decode_fast("account", value)
+    # Then it is the validator's event: a frozen Struct in cents and epoch ms, nothing else
+    assert event == validate_payload("account", orjson.loads(value))
+    assert isinstance(event, ev.Transaction) and isinstance(event, ev.AccountEvent)
+    assert (event.amount_cents, event.balance_after_cents) == (29, 1250)
+    assert event.occurred_at_ms == parse_rfc3339_ms("2026-03-01T09:30:00.250Z")
+    assert event.type == "transaction" and event.topic_kind == "account"
+    with pytest.raises(AttributeError):
+        event.amount_cents = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        # A field the contract does not name: msgspec would skip its value unread (it takes
+        # invalid UTF-8 or a number beyond a double there), so the validator reads the record.
+        (orjson.dumps(_txn(note="ok")), None),
+        (orjson.dumps(_txn())[:-1] + b',"note":"\xff"}', "invalid_json"),
+        (orjson.dumps(_txn())[:-1] + b',"note":1e400}', "invalid_json"),
+        (orjson.dumps(_txn())[:-1] + b',"note":"\xed\xa0\x80"}', "invalid_json"),
+        # A form of timestamp the fast path does not take: the validator's verdict.
+        (orjson.dumps(_txn(occurred_at="2026-03-01T10:30:00+01:00")), None),
+        (orjson.dumps(_txn(occurred_at="2026-03-01 09:30:00Z")), "bad_timestamp"),
+        (orjson.dumps(_txn(occurred_at="2026-03-01T09:30:00")), "bad_timestamp"),
+        # Duplicate keys: the last one counts, on both paths (orjson's and JSON's usual rule).
+        (orjson.dumps(_txn())[:-1] + b',"amount":"x"}', "wrong_type"),
+        (orjson.dumps(_txn(amount="x"))[:-1] + b',"amount":0.5}', None),
+    ],
+)
+def test_what_the_fast_path_hands_over_gets_the_validators_verdict(
+    value: bytes, code: str | None
+) -> None:
+    if code is None:
+        event = Decoder().decode("account", b"c1", value, NOW_MS)
+        assert event == validate_payload("account", orjson.loads(value))
+    else:
+        assert _reason("account", b"c1", value).code == code
 
 
 @pytest.mark.parametrize(

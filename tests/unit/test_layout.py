@@ -1,6 +1,7 @@
 """The import contract: the layout of ``streams/`` is the architecture, and this keeps it so.
 
-- ``streams.core`` is pure: it imports the standard library, orjson and itself, nothing else
+- ``streams.core`` is pure: it imports the standard library, orjson, msgspec (the typed input
+  events) and itself, nothing else
   (no faust, mode, aiokafka, redis, yaml, prometheus_client), not even inside a function.
 - The worker (everything but ``streams.tools`` and the command line on top) never imports the
   tools; the ledger never imports the Kafka shell.
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2] / "streams"
-THIRD_PARTY_ALLOWED_IN_CORE = {"orjson"}
+THIRD_PARTY_ALLOWED_IN_CORE = {"orjson", "msgspec"}
 TOP_LEVEL = {"streams.cli", "streams.__main__"}
 
 
@@ -62,7 +63,7 @@ def test_the_layout_has_the_architectures_packages() -> None:
 
 
 @pytest.mark.parametrize("module", sorted(n for n in MODULES if n.startswith("streams.core")))
-def test_the_core_imports_only_the_standard_library_orjson_and_itself(module: str) -> None:
+def test_the_core_imports_only_the_standard_library_orjson_msgspec_and_itself(module: str) -> None:
     foreign = [
         name
         for name in _imports(MODULES[module])

@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.core.timeutil import format_ms, parse_rfc3339_ms
+from streams.core import timeutil
+from streams.core.timeutil import (
+    RFC3339_PATTERN,
+    format_ms,
+    parse_rfc3339_ms,
+    parse_rfc3339_ms_reference,
+)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FIRST = int((datetime(1900, 1, 1, tzinfo=UTC) - EPOCH).total_seconds())
@@ -75,3 +81,119 @@ def test_before_the_epoch_and_round_trip() -> None:
     assert millis == 250
     assert format_ms(-1) == "1969-12-31T23:59:59.999Z"
     assert parse_rfc3339_ms(format_ms(-1)) == -1
+
+
+# --- the fast path equals the reference parser -------------------------------------------
+
+# Characters a mutation puts in: the separators, digits, and the look-alikes that int() or
+# str.isdigit() would take for digits (fullwidth, Arabic-Indic, superscript).
+MUTATION_CHARS = "0123456789TtZz :.+-_\n\u0663\uff15\u00b2"
+UTC_FORMS = st.builds(
+    lambda when, fraction, suffix: when.strftime("%Y-%m-%dT%H:%M:%S") + fraction + suffix,
+    st.builds(lambda s: EPOCH + timedelta(seconds=s), st.integers(min_value=FIRST, max_value=LAST)),
+    st.sampled_from(["", ".250", ".999", ".000123", ".999999", ".5", ".1234567"]),
+    st.sampled_from(["Z", "z", "+00:00", "-00:00", "+01:00"]),
+)
+
+
+@st.composite
+def near_valid(draw: st.DrawFn) -> tuple[str, str]:
+    """A valid UTC timestamp (the fast path's forms and neighbours) and a copy with one to
+    three characters replaced, inserted or removed."""
+    valid = draw(UTC_FORMS)
+    text = valid
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(text)))
+        char = draw(st.sampled_from(MUTATION_CHARS))
+        edit = draw(st.sampled_from(["replace", "insert", "remove"]))
+        if edit == "insert" or at == len(text):
+            text = text[:at] + char + text[at:]
+        elif edit == "replace":
+            text = text[:at] + char + text[at + 1 :]
+        else:
+            text = text[:at] + text[at + 1 :]
+    return valid, text
+
+
+@given(pair=near_valid())
+def test_fast_path_equals_the_reference_on_near_valid_text(pair: tuple[str, str]) -> None:
+    # Given a valid timestamp, parsed first so that its date is in the fast path's table
+    valid, mutated = pair
+    assert parse_rfc3339_ms(valid) == parse_rfc3339_ms_reference(valid) is not None
+    # When a mutation of it is parsed (the date table warm or not)
+    # Then the value, or the rejection, is exactly the reference parser's
+    assert parse_rfc3339_ms(mutated) == parse_rfc3339_ms_reference(mutated), mutated
+
+
+@given(text=st.from_regex(RFC3339_PATTERN, fullmatch=True))
+def test_fast_path_equals_the_reference_on_the_contracts_pattern(text: str) -> None:
+    # Any text the pattern matches (valid days or not): twice, cold and with its date cached
+    expected = parse_rfc3339_ms_reference(text)
+    assert parse_rfc3339_ms(text) == expected
+    assert parse_rfc3339_ms(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-03-01 09:30:00Z",  # space separator
+        "2026-03-01 09:30:00.250Z",
+        "2026-03-01T09:30:00",  # no offset
+        "2026-03-01T09:30:00.250",
+        "2026-03-01T09:30:00.250000",
+        "2026-03-01T09:30:00+0000",  # offset without a colon
+        "2026-03-01T09:30:60Z",  # leap second
+        "2026-03-01T24:00:00Z",
+        "2026-03-01T09:60:00Z",
+        "2026-03-01T09:30:00.Z",
+        "2026-03-01T09:30:00.1234567890Z",  # ten fractional digits
+        "2026-03-01T09:30:00Z\n",
+        "2026-03-01T09:30:00.250+00:00\n",
+        "2026-03-01T09:30:00.\uff12\uff15\uff10Z",  # fullwidth digits
+        "2026-03-01T09:30:00.250\u00b2\u00b2\u00b2Z",  # superscripts pass str.isdigit()
+        "2026-03-01T09:30:00.250\u0663\u0663\u0663Z",  # Arabic-Indic digits pass int()
+        "2026-03-01T09:30:0\u0663Z",
+        "1899-12-31T23:59:59Z",  # out of the contract's years
+        "2200-01-01T00:00:00Z",
+    ],
+)
+def test_fast_path_rejects_what_the_contract_rejects(text: str) -> None:
+    # Given the date already in the fast path's table (a valid time of the same day parsed)
+    same_day = text[:10] + "T00:00:00Z"
+    assert parse_rfc3339_ms(same_day) == parse_rfc3339_ms_reference(same_day)
+    # When the invalid text is parsed, then it is rejected like the reference does
+    assert parse_rfc3339_ms_reference(text) is None
+    assert parse_rfc3339_ms(text) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-03-01T09:30:00Z",
+        "2026-03-01t09:30:00.250z",
+        "2026-03-01T09:30:00.250123+00:00",
+        "2026-03-01T09:30:00-00:00",
+    ],
+)
+def test_the_common_forms_skip_the_pattern_once_their_date_is_known(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the day seen once (the reference parser fills the date table)
+    expected = parse_rfc3339_ms_reference(text)
+    assert parse_rfc3339_ms(text[:10] + "T12:00:00Z") is not None
+
+    # When the reference parser is out of reach
+    def unreachable(text: str) -> int | None:
+        raise AssertionError(f"the reference parser ran for {text!r}")
+
+    monkeypatch.setattr(timeutil, "parse_rfc3339_ms_reference", unreachable)
+    # Then a UTC time of that day with no fraction, or 3 or 6 digits, is read by the tables
+    assert parse_rfc3339_ms(text) == expected
+
+
+def test_the_date_table_stays_bounded() -> None:
+    # Given more distinct valid dates than the table holds
+    for day in range(timeutil._DAYS_LIMIT + 10):
+        parse_rfc3339_ms(format_ms(day * 86_400_000))
+    # Then it was emptied on the way instead of growing with the stream's history
+    assert len(timeutil._DAYS) <= timeutil._DAYS_LIMIT
