@@ -1,4 +1,5 @@
-"""The global control group through the contact ledger on a real redis-server.
+"""The global control group through the contact ledger on a real redis-server, and through a
+live worker and broker.
 
 Given ``policy.global_control_rate`` 0.3 (no per-trigger holdout, a capacity of 1 a day for one
 action), a customer in the control group gets ``holdout`` marked ``global_control`` for every
@@ -6,6 +7,8 @@ marketing trigger of the catalogue and a contact for the service ones; those hol
 nothing from the caps or the day's capacity, they count towards each trigger's cooldown as the
 per-trigger holdout does; a customer outside the group is decided as before; and the same
 decision ids give the same published records again, also after the rate was set back to 0.
+Through a worker, the control customer's marketing decision is published as a marked holdout
+and counted in lifecycle_decisions_global_control_total, the service one as a contact.
 """
 
 from __future__ import annotations
@@ -13,25 +16,33 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import uuid
 from itertools import islice
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaProducer
 from jsonschema import Draft7Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
-from streams.config import default_policy
+from streams.config import build_config, default_policy
 from streams.core.catalogue import CATALOGUE
 from streams.core.decisions import Candidate, Decision
-from streams.core.policy import MARKETING
+from streams.core.events import ACCOUNT_EVENT_TYPES
+from streams.core.policy import MARKETING, Policy
+from streams.core.timeutil import parse_rfc3339_ms
+from streams.kafka.topics import TopicNames
 from streams.ledger import ContactLedger
 from streams.tools.devstack import DevStack
+from streams.tools.scenarios import build
 from tests.integration.test_ledger import DAY, T0, new_id
+from tests.support import WorkerProcess, consume, run, unique_topics, write_config
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+START = parse_rfc3339_ms("2023-08-01T11:00:00Z") or 0
 ACTION = "activation_nudge"  # never_activated's action: the one with a capacity here
 
 
@@ -128,3 +139,88 @@ def test_control_customers_get_holdouts_that_take_nothing_and_stay_on_replay(
             assert any(d.outcome == "contact" and d.candidate.category == MARKETING for d in fresh)
 
     asyncio.run(main())
+
+
+def test_a_live_worker_publishes_the_control_groups_holdouts_and_counts_them(
+    dev_stack: DevStack, tmp_path: Path
+) -> None:
+    # Through a real worker and broker: a customer in the control group and one outside it,
+    # each with a completed savings drop to a wire (marketing) and an auto-renew charge
+    # (service), on one partition.
+    config_policy = {"policy": {"holdout_rate": 0, "global_control_rate": 0.5}}
+    policy = Policy.from_config(build_config(config_policy)["policy"])
+    tag = uuid.uuid4().hex[:8]
+    ids = (f"{tag}-{i}" for i in range(1000))
+    inside = next(c for c in ids if policy.in_global_control(c))
+    outside = next(c for c in ids if not policy.in_global_control(c))
+    events = []
+    for customer in (inside, outside):
+        events += build("savings_drop_to_wire", customer, START).events
+        events += build("auto_renew_confirmation", customer, START).events
+    topics = unique_topics("gc")
+    config = write_config(
+        tmp_path / "gc.yaml", topics, {**config_policy, "stream": {"repartition": "off"}}
+    )
+    worker = WorkerProcess(dev_stack, config, f"gc-{tag}", tmp_path / "state", partitions=1)
+    worker.start()
+    try:
+        worker.wait_ready()
+        run(produce_in_order(dev_stack.bootstrap_servers, topics, events))
+        records = run(
+            consume(
+                dev_stack.bootstrap_servers,
+                topics.contact_decisions,
+                until=4,
+                timeout=60,
+                settle=3,
+            )
+        )
+        counted = {
+            (trigger, outcome): worker.metric(
+                "lifecycle_decisions_total", trigger=trigger, outcome=outcome
+            )
+            for trigger in ("savings_drop_to_wire", "auto_renew_confirmation")
+            for outcome in ("contact", "holdout")
+        }
+        control = {
+            trigger: worker.metric("lifecycle_decisions_global_control_total", trigger=trigger)
+            for trigger in ("savings_drop_to_wire", "auto_renew_confirmation")
+        }
+    finally:
+        assert worker.stop() == 0, worker.log_text()[-3000:]
+    validator = decision_validator()
+    got = {}
+    for r in records:
+        d = orjson.loads(r.value)
+        assert list(validator.iter_errors(d)) == [], d
+        got[(d["customer_id"], d["trigger"])] = (d["outcome"], d.get("global_control"))
+    assert got == {
+        (inside, "savings_drop_to_wire"): ("holdout", True),
+        (inside, "auto_renew_confirmation"): ("contact", None),
+        (outside, "savings_drop_to_wire"): ("contact", None),
+        (outside, "auto_renew_confirmation"): ("contact", None),
+    }
+    assert counted == {
+        ("savings_drop_to_wire", "contact"): 1,
+        ("savings_drop_to_wire", "holdout"): 1,
+        ("auto_renew_confirmation", "contact"): 2,
+        ("auto_renew_confirmation", "holdout"): 0,
+    }
+    assert control == {"savings_drop_to_wire": 1, "auto_renew_confirmation": 0}
+
+
+async def produce_in_order(
+    bootstrap: str, topics: TopicNames, events: list[dict[str, Any]]
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        for e in sorted(events, key=lambda e: parse_rfc3339_ms(e["occurred_at"]) or 0):
+            kind = "account" if e["type"] in ACCOUNT_EVENT_TYPES else "usage"
+            topic = topics.account_events if kind == "account" else topics.usage_events
+            # One partition: both customers move the same stream time.
+            await producer.send_and_wait(
+                topic, orjson.dumps(e), key=e["customer_id"].encode(), partition=0
+            )
+    finally:
+        await producer.stop()
