@@ -36,6 +36,7 @@ from streams.core.policy import MARKETING, Policy
 from streams.core.timeutil import parse_rfc3339_ms
 from streams.kafka.topics import TopicNames
 from streams.ledger import ContactLedger
+from streams.ledger.cli import format_summary
 from streams.tools.devstack import DevStack
 from streams.tools.scenarios import build
 from tests.integration.test_ledger import DAY, T0, new_id
@@ -98,6 +99,10 @@ def test_control_customers_get_holdouts_that_take_nothing_and_stay_on_replay(
 
             # Nothing counted against the caps: no marketing contact in the history.
             shown = await ledger.show(inside, T0 + 1)
+            marked = {h["id"] for h in shown["history"] if h.get("global_control")}
+            assert marked == {d.decision_id for d in marketing}
+            text = format_summary(inside, shown)
+            assert text.count("[global control]") == len(marketing)
             assert shown["caps"]["global_7d"]["count"] == 0
             assert shown["caps"]["global_30d"]["count"] == 0
 
