@@ -30,7 +30,7 @@ from streams.core.errors import ConfigError
 from streams.core.events import CHANNELS
 from streams.core.ingest import DEAD_LETTER_MAX_VALUE_BYTES_LIMIT
 from streams.core.log_identity import ON_REPLACED
-from streams.core.policy import Policy, check_business_unit
+from streams.core.policy import Policy, check_business_unit, check_global_control_rate
 from streams.core.triggers import TriggerParams
 from streams.kafka.copartition import PARTITIONERS, REPARTITION_MODES
 
@@ -81,6 +81,10 @@ DEFAULTS: dict[str, Any] = {
     "triggers": default_parameters(),
     "policy": {
         "holdout_rate": 0.05,
+        # The global control group: this share of customers (stable by a hash of the customer
+        # id) gets no marketing from any trigger, so the whole programme's lift can be
+        # measured. 0: off; below 1.
+        "global_control_rate": 0.0,
         "global_caps": {"per_7_days": 2, "per_30_days": 6},
         "channel_caps": {
             "email": {"max": 2, "days": 7},
@@ -239,6 +243,7 @@ def _one_of(allowed: tuple[str, ...]) -> Callable[[str, Any], None]:
 # Range rules by the last key of the dotted path (or the whole path); the rest must be > 0.
 _RULES: dict[str, Callable[[str, Any], None]] = {
     "holdout_rate": _fraction,
+    "global_control_rate": check_global_control_rate,
     "drop_fraction": _fraction,
     "match_fraction": _fraction,
     "paid_in_full_share": _fraction,

@@ -75,7 +75,8 @@ class Decision:
     """A candidate with the policy's verdict: what is published on ``contact-decisions``.
 
     ``details`` holds the counter values behind the reasons (evidence for audits); it is
-    published as the additive field ``policy``.
+    published as the additive field ``policy``. A holdout of the global control group is
+    published with the additive field ``global_control: true``.
     """
 
     candidate: Candidate
@@ -88,6 +89,12 @@ class Decision:
     @property
     def decision_id(self) -> str:
         return self.candidate.decision_id
+
+    @property
+    def global_control(self) -> bool:
+        """A holdout because the customer is in the global control group (the ledger marks it
+        in the details it stores with the decision's first result)."""
+        return self.outcome == "holdout" and self.details.get("global_control") is True
 
     def to_record(self) -> dict[str, Any]:
         """The contract's contact-decision JSON object (plus additive fields)."""
@@ -108,6 +115,8 @@ class Decision:
             "schema_version": SCHEMA_VERSION,
             "instance": c.instance,
         }
+        if self.global_control:
+            record["global_control"] = True
         if self.details:
             record["policy"] = self.details
         return record

@@ -56,12 +56,43 @@ def check_business_unit(where: str, name: object) -> None:
         )
 
 
+def check_global_control_rate(where: str, rate: object) -> None:
+    """A global control rate: a number in [0, 1). 1 would leave no customer to contact, and
+    the programme's lift could not be measured against anything."""
+    if isinstance(rate, bool) or not isinstance(rate, int | float):
+        raise ConfigError(f"{where}: must be a number in [0, 1), got {rate!r}")
+    if not 0 <= rate < 1:
+        raise ConfigError(
+            f"{where}: must be at least 0 and below 1 (the share of customers who get no "
+            f"marketing; 0 turns the global control group off), got {rate!r}"
+        )
+
+
 def holdout_score(customer_id: str, trigger: str) -> float:
     """A uniform number in [0, 1) that depends only on (customer_id, trigger).
 
     SHA-256 rather than ``hash()``: it must be the same in every process, on every replay.
     """
     digest = hashlib.sha256(f"{customer_id}\x1f{trigger}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+# What the global control group hashes before the customer id. The per-trigger holdout hashes
+# "<customer_id>\x1f<trigger>", this "<GLOBAL_CONTROL_SALT>\x1f<customer_id>": the inputs
+# differ for every customer and trigger (they could only meet if both the customer id and the
+# trigger name were this salt), so SHA-256 gives the two draws independently. It never
+# changes: a customer's membership must survive restarts and releases.
+GLOBAL_CONTROL_SALT = "lifecycle-triggers/global-control"
+
+
+def global_control_score(customer_id: str) -> float:
+    """A uniform number in [0, 1) that depends only on ``customer_id``: the customer is in the
+    global control group when it is below ``Policy.global_control_rate``.
+
+    SHA-256 like ``holdout_score``, of "<GLOBAL_CONTROL_SALT>\\x1f<customer_id>": the same in
+    every process and release, and independent of the per-trigger holdout's draw.
+    """
+    digest = hashlib.sha256(f"{GLOBAL_CONTROL_SALT}\x1f{customer_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
@@ -200,12 +231,17 @@ class Policy:
     # ``capacity_timezone``) across all customers. Empty by default.
     capacity: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     capacity_timezone: str = "UTC"
+    # Global control group: this share of customers (by ``global_control_score``) gets no
+    # marketing from any trigger; their marketing decisions are holdouts marked
+    # ``global_control``. 0: off (the configuration's default).
+    global_control_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.holdout_rate <= 1:
             raise ConfigError(
                 f"policy.holdout_rate: must be between 0 and 1, got {self.holdout_rate}"
             )
+        check_global_control_rate("policy.global_control_rate", self.global_control_rate)
         for trigger, channels in self.channel_fallbacks.items():
             for channel in channels:
                 if channel not in CHANNELS:
@@ -293,6 +329,7 @@ class Policy:
                 {action: int(c["per_day"]) for action, c in section["capacity"].items()}
             ),
             capacity_timezone=str(section["capacity_timezone"]),
+            global_control_rate=float(section["global_control_rate"]),
         )
 
     # -- windows -------------------------------------------------------------------------
@@ -366,6 +403,12 @@ class Policy:
     def is_holdout(self, customer_id: str, trigger: str) -> bool:
         """Whether this customer is in the holdout group of this trigger (stable by hash)."""
         return self.holdout_rate > 0 and holdout_score(customer_id, trigger) < self.holdout_rate
+
+    def in_global_control(self, customer_id: str) -> bool:
+        """Whether this customer is in the global control group (stable by hash, whatever
+        the trigger): no marketing from any trigger."""
+        rate = self.global_control_rate
+        return rate > 0 and global_control_score(customer_id) < rate
 
     @staticmethod
     def order(candidates: Sequence[Candidate]) -> list[Candidate]:

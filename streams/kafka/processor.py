@@ -600,6 +600,8 @@ class Processor:
         wall = None if self._clock.is_event_time else self._wall_ms()
         for d, _, started in unacked:
             metrics.decisions.labels(d.candidate.trigger, d.outcome).inc()
+            if d.global_control:
+                metrics.decisions_global_control.labels(d.candidate.trigger).inc()
             latency.labels("processing_time").observe(acked - started)
             if wall is not None:
                 # From the event's own time (or the due time) to the acknowledged decision;

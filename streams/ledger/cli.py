@@ -151,6 +151,8 @@ def format_summary(customer_id: str, s: dict[str, Any]) -> str:
     for h in s["history"] or []:
         who = h["trigger"] or f"outside:{h['business_unit']}"
         reasons = f" [{', '.join(h['reasons'])}]" if h["reasons"] else ""
+        if h.get("global_control"):
+            reasons += " [global control]"
         lines.append(
             f"  {format_ms(h['decided_at_ms'])}  {h['outcome']:<10} {h['channel']:<11} "
             f"{h['category']:<9} {who}{reasons}"

@@ -16,6 +16,10 @@ Readings of the contract that the script makes (and the tests pin down):
   and whose (customer, trigger) hash falls under ``holdout_rate`` is held out, whatever the
   caps say (a holdout is not a contact). Since holdouts count toward the cooldown, a held-out
   customer gets one holdout per cooldown, as a contacted one gets one contact.
+- Global control group: a marketing candidate of a customer whose hash falls under
+  ``global_control_rate`` (``Policy.in_global_control``, whatever the trigger) is held out by
+  the same rule, and the ledger stores the mark ``global_control`` with its first result, so
+  that a replay returns it even if the rate has changed since.
 - Outside marketing contacts count like ours: global and channel caps, back-off window and the
   unanswered streak (the customer sees one company). Outside service contacts are recorded only.
 - Channel fallbacks (``Policy.channel_fallbacks``): when only channel rules (``channel_cap``,
@@ -275,7 +279,7 @@ class ContactLedger:
             candidate.decision_id,
             candidate.category,
             candidate.trigger,
-            "1" if policy.is_holdout(candidate.customer_id, candidate.trigger) else "0",
+            _holdout_arg(policy, candidate),
             caps.global_7d,
             caps.global_30d,
             policy.cooldown_ms,
@@ -415,6 +419,16 @@ class ContactLedger:
             state,
             dict(zip(units, by_unit, strict=True)),
         )
+
+
+def _holdout_arg(policy: Policy, candidate: Candidate) -> str:
+    """The script's holdout argument: "2" for a marketing candidate of a customer in the
+    global control group (held out like "1", and marked), else "1" when the customer is in the
+    trigger's holdout group, else "0". Without a global control group the argument is the one
+    the releases before sent."""
+    if candidate.category == MARKETING and policy.in_global_control(candidate.customer_id):
+        return "2"
+    return "1" if policy.is_holdout(candidate.customer_id, candidate.trigger) else "0"
 
 
 def _cap_arg(cap: int | None) -> int:

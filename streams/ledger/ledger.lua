@@ -198,7 +198,8 @@ local function finish(wrote, st, fields, existed, lasted, ms)
 end
 
 if op == 'decide' then
-  -- ARGV 4 id, 5 category, 6 trigger, 7 holdout (1/0), 8 cap 7d, 9 cap 30d, 10 cooldown ms,
+  -- ARGV 4 id, 5 category, 6 trigger, 7 holdout (1/0; 2: the global control group, held out
+  -- like 1 and marked "global_control" in the details), 8 cap 7d, 9 cap 30d, 10 cooldown ms,
   -- 11 back-off after, 12 back-off max, 13 back-off window ms, 14 complaint quiet ms,
   -- 15 segment, 16 multiplier, 17 business unit, 18 its 7-day cap, 19 its 30-day cap (-1: none),
   -- 20 number of channels, then (channel, cap, window ms) each, then (from e = 21 + 3 *
@@ -316,12 +317,16 @@ if op == 'decide' then
       num(complaint_at + quiet) .. '}'
   end
 
-  if ARGV[7] == '1' and complaint_at == nil and any_open ~= nil and cd_count == 0 then
+  local held = ARGV[7]
+  if (held == '1' or held == '2') and complaint_at == nil and any_open ~= nil and
+      cd_count == 0 then
     -- Holdout: among candidates that pass the opt-out and complaint rules. It counts toward
     -- the trigger's cooldown (so within the cooldown a held-out customer is suppressed like a
-    -- contacted one: one holdout per cooldown, comparable groups), never toward caps or the
-    -- unanswered streak; caps and back-off, which limit contacts, do not stop a holdout.
-    parts[#parts + 1] = ',"holdout":true}'
+    -- contacted one: one holdout per cooldown, comparable groups), never toward caps, capacity
+    -- or the unanswered streak; caps and back-off, which limit contacts, do not stop a
+    -- holdout. The global control group's holdouts ('2') are the same, and marked.
+    parts[#parts + 1] = held == '2' and ',"holdout":true,"global_control":true}' or
+      ',"holdout":true}'
     redis.call('ZADD', TR, NOW, trigger .. '|' .. id)
     written[TR] = true
     text = '{"o":"holdout","r":"","c":' .. str(any_open) .. tail .. table.concat(parts) .. '}'

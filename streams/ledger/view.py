@@ -95,18 +95,20 @@ def summary(
     history = []
     for raw_id, at in history_ids:
         record = json.loads(records.get(raw_id, b"{}"))
-        history.append(
-            {
-                "id": _text(raw_id),
-                "decided_at_ms": int(at),
-                "outcome": record.get("o"),
-                "channel": record.get("c"),
-                "category": record.get("k"),
-                "trigger": record.get("g"),
-                "business_unit": record.get("bu"),
-                "reasons": [r for r in record.get("r", "").split(",") if r],
-            }
-        )
+        item: dict[str, Any] = {
+            "id": _text(raw_id),
+            "decided_at_ms": int(at),
+            "outcome": record.get("o"),
+            "channel": record.get("c"),
+            "category": record.get("k"),
+            "trigger": record.get("g"),
+            "business_unit": record.get("bu"),
+            "reasons": [r for r in record.get("r", "").split(",") if r],
+        }
+        details = record.get("d")
+        if isinstance(details, dict) and details.get("global_control") is True:
+            item["global_control"] = True  # a holdout of the global control group
+        history.append(item)
     contact_list = [(_text(m).split("|", 1)[0], at) for m, at in contacts]
 
     def count(window_ms: int, channel: str | None = None) -> int:

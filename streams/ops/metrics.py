@@ -142,6 +142,13 @@ class Metrics:
             ["trigger", "outcome"],
             registry=r,
         )
+        self.decisions_global_control = Counter(
+            "lifecycle_decisions_global_control_total",
+            "Holdout decisions of customers in the global control group, by trigger (also "
+            "counted in lifecycle_decisions_total with outcome holdout).",
+            ["trigger"],
+            registry=r,
+        )
         self.decisions_deferred = Counter(
             "lifecycle_decisions_deferred_total",
             "Marketing candidates held for the end of the customer's quiet hours, by trigger.",
@@ -258,6 +265,7 @@ class Metrics:
         for trigger in TRIGGER_NAMES:
             self.triggers_fired.labels(trigger)
             self.decisions_deferred.labels(trigger)
+            self.decisions_global_control.labels(trigger)
             for outcome in OUTCOMES:
                 self.decisions.labels(trigger, outcome)
             for reason in REASON_CODES:

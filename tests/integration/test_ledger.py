@@ -1443,12 +1443,8 @@ class Model:
         complained = any(now - p.complaint_quiet_ms < at <= now for at in self.complaints)
         cooled = any(t == c.trigger and now - p.cooldown_ms < at <= now for at, t in self.marks)
         open_channels = [ch for ch in channels if not self.opted_out(ch)]
-        if (
-            p.is_holdout(self.customer, c.trigger)
-            and not complained
-            and open_channels
-            and not cooled
-        ):
+        held = p.is_holdout(self.customer, c.trigger) or p.in_global_control(self.customer)
+        if held and not complained and open_channels and not cooled:
             self.marks.append((now, c.trigger))
             return ("holdout", (), open_channels[0])
         unanswered = sum(1 for at, _, _, _, _ in self.contacts if at > self.engaged_at)
@@ -1554,8 +1550,34 @@ steps = st.sampled_from(
 def test_script_matches_the_model_and_never_exceeds_a_cap(
     dev_stack: DevStack, program: list[tuple[Any, ...]]
 ) -> None:
-    customer = new_id()
-    model = Model(MODEL_POLICY, customer)
+    run_program(dev_stack, program, MODEL_POLICY, new_id())
+
+
+GLOBAL_CONTROL_POLICY = dataclasses.replace(MODEL_POLICY, global_control_rate=0.5)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.lists(steps, min_size=10, max_size=60))
+def test_a_global_control_customer_is_held_out_by_the_holdout_rule(
+    dev_stack: DevStack, program: list[tuple[Any, ...]]
+) -> None:
+    # Every marketing candidate of the customer is a holdout candidate: the model holds it out
+    # among those passing opt-out, complaint and cooldown, and every holdout is marked.
+    customer = next(c for c in iter(new_id, None) if GLOBAL_CONTROL_POLICY.in_global_control(c))
+    run_program(dev_stack, program, GLOBAL_CONTROL_POLICY, customer)
+
+
+def run_program(
+    dev_stack: DevStack, program: list[tuple[Any, ...]], policy: Policy, customer: str
+) -> None:
+    """Run a program of ledger calls for one customer and check every decision against the
+    model, and the recorded contacts against the caps."""
+    model = Model(policy, customer)
+    control = policy.in_global_control(customer)
 
     async def body(ledger: ContactLedger) -> None:
         now = T0
@@ -1571,6 +1593,9 @@ def test_script_matches_the_model_and_never_exceeds_a_cap(
                 got = await ledger.decide(cands, now, step[2], step[3])
                 want = [model.decide(c, now, step[2], step[3]) for c in Policy.order(cands)]
                 assert [(d.outcome, d.reasons, d.channel) for d in got] == want, step
+                assert [d.global_control for d in got] == [
+                    control and d.outcome == "holdout" for d in got
+                ]
             elif kind == "engage":
                 model.prune(now)
                 await ledger.record_engagement(customer, step[2], step[1], now)
@@ -1600,7 +1625,7 @@ def test_script_matches_the_model_and_never_exceeds_a_cap(
         # What Redis recorded is what the model recorded ...
         members = await ledger.client.zrange(ledger.keys(customer)[2], 0, -1, withscores=True)
         # (History older than the retention may already be pruned: compare what must remain.)
-        kept = now - MODEL_POLICY.retention_ms
+        kept = now - policy.retention_ms
         recorded = sorted((int(at), m.decode().split("|", 1)[0]) for m, at in members)
         assert [r for r in recorded if r[0] >= kept] == sorted(
             (at, ch) for at, ch, _, _, _ in model.contacts if at >= kept
@@ -1610,21 +1635,21 @@ def test_script_matches_the_model_and_never_exceeds_a_cap(
         for i, (at, ch, did, segment, unit) in enumerate(model.contacts):
             if did.startswith("x:"):
                 continue
-            caps = MODEL_POLICY.caps_for(segment)
+            caps = policy.caps_for(segment)
             before = model.contacts[: i + 1]
             assert sum(1 for t, *_ in before if at - 7 * DAY < t <= at) <= caps.global_7d
             assert sum(1 for t, *_ in before if at - 30 * DAY < t <= at) <= caps.global_30d
             cap = caps.channels[ch]
             in_channel = [t for t, c, *_ in before if c == ch and at - cap.window_ms < t <= at]
             assert len(in_channel) <= cap.max
-            unit_cap = MODEL_POLICY.business_unit_cap(unit, segment)
+            unit_cap = policy.business_unit_cap(unit, segment)
             assert unit_cap is not None  # both units of the model's triggers have caps
             of_unit = [t for t, _, _, _, u in before if u == unit]
             for window, limit in ((7 * DAY, unit_cap.per_7_days), (30 * DAY, unit_cap.per_30_days)):
                 if limit is not None:
                     assert sum(1 for t in of_unit if at - window < t <= at) <= limit
 
-    with_ledger(dev_stack, body, MODEL_POLICY)
+    with_ledger(dev_stack, body, policy)
 
 
 def _consent(model: Model, scope: str, status: str, at: int) -> None:

@@ -766,9 +766,13 @@ def decisions_made(draw: st.DrawFn) -> decisions.Decision:
         reasons=tuple(reasons),
         decided_at_ms=draw(TIMES_MS),
         channel=draw(st.sampled_from(["", *ev.CHANNELS])),
-        details=draw(
-            st.dictionaries(st.sampled_from(["channel_7d", "global_7d"]), st.integers(0, 10**6))
-        ),
+        details={
+            **draw(
+                st.dictionaries(st.sampled_from(["channel_7d", "global_7d"]), st.integers(0, 10**6))
+            ),
+            # The ledger's mark of the global control group (published only on holdouts).
+            **draw(st.sampled_from([{}, {"global_control": True}])),
+        },
     )
 
 
