@@ -16,7 +16,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -24,7 +23,6 @@ from typing import Any, cast
 import faust
 import mode
 import orjson
-from faust.streams import _current_event  # faust has no public setter
 from faust.types import TP
 
 from streams.config import PRODUCER_MAX_REQUEST_BYTES
@@ -184,20 +182,6 @@ class _TansuApp(faust.App):
 
     def _new_producer_transport(self) -> Any:
         return tansu.Transport(self.conf.broker_producer, self)
-
-
-@dataclass(frozen=True)
-class _Where:
-    topic: str
-    partition: int
-
-
-class _PartitionContext:
-    """Stands for a Faust event where tables look for one: they read its message's topic and
-    partition (the changelog partition to write, the RocksDB partition to read)."""
-
-    def __init__(self, topic: str, partition: int) -> None:
-        self.message = _Where(topic, partition)
 
 
 def ticks_topic_name(settings: Settings) -> str:
@@ -431,16 +415,6 @@ def build_worker(
 
         return pending
 
-    # Tables write to the partition of Faust's current event; the batch path has no Faust
-    # events, so each partition gets a stand-in that carries what tables read of one.
-    contexts: dict[int, _PartitionContext] = {}
-
-    def enter(partition: int) -> None:
-        where = contexts.get(partition)
-        if where is None:
-            where = contexts[partition] = _PartitionContext(topics.inputs[0], partition)
-        _current_event.set(weakref.ref(where))  # type: ignore[arg-type]
-
     def ends_key(kind: str) -> str:
         return REPARTITION if kind.startswith(LANE_PREFIX) else kind
 
@@ -544,7 +518,6 @@ def build_worker(
             owned["seeks"] = seeks
         if owned["stale"]:
             owned["stale"] = False
-            _current_event.set(None)  # restore reads every partition's store
             await processor.restore_partitions(set(owned["partitions"]))
             await check_logs(set(owned["partitions"]))
             # Faust resumes the inputs only once table recovery is done: this is the first
@@ -642,7 +615,6 @@ def build_worker(
             # not at its own next fetch.
             touched.update(merger.partitions())
         for partition in sorted(touched):
-            enter(partition)
             forced = merger.forced
             limit = None
             if aligned:
@@ -669,7 +641,6 @@ def build_worker(
                     continue
                 done.append((tp, offset))
             if partition in ticked and wall_clock:
-                enter(partition)
                 processor.apply_time_nowait(partition)
 
         sealed = processor.seal()
@@ -680,10 +651,7 @@ def build_worker(
         def write_to(partition: int) -> bool:
             if consumer.epoch != epoch or consumer.seeks != seeks:
                 return False
-            if partition not in owned["partitions"]:
-                return False
-            enter(partition)
-            return True
+            return partition in owned["partitions"]
 
         async def rest() -> None:
             await processor.finish(sealed, write_to)

@@ -59,10 +59,11 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, cast
 
 from aiokafka import TopicPartition
-from faust.streams import current_event
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+
+from streams.kafka.stores import TableStore
 
 logger = logging.getLogger(__name__)
 
@@ -376,21 +377,43 @@ class Transport(faust_aiokafka.Transport):
     Consumer = cast(Any, BatchConsumer)
 
 
+class _AtPartition:
+    """A changelog as one partition reads and writes it (``BatchedChangelog.at``)."""
+
+    __slots__ = ("changelog", "partition")
+
+    def __init__(self, changelog: BatchedChangelog, partition: int) -> None:
+        self.changelog = changelog
+        self.partition = partition
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.changelog.get(key, self.partition)
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.changelog.put(self.partition, key, value)
+
+    def __delitem__(self, key: bytes) -> None:
+        self.changelog.delete(self.partition, key)
+
+
 class BatchedChangelog:
     """A Faust table written to its store at once and to its changelog in record batches.
 
     A Faust table sends one changelog record per write, each with its own future, buffer entry
     and callback; at a few thousand writes a second that was a fifth of the worker's CPU. Here
-    a write goes to the table's store (memory or RocksDB, the partition of the current event as
-    Faust would use) and is kept; ``send`` then produces each partition's writes as a few
-    record batches, one future each. The offset commit stays behind them: Faust flushes the
-    producer before it commits, and the worker acks input only after its writes were handed
-    over. RocksDB stores learn the changelog offset they hold once a batch is acknowledged,
-    like Faust's own ``_on_changelog_sent``, so a warm restart reads only what is newer.
+    a write names its partition, goes to the table's store (memory, or that partition's RocksDB
+    database: ``streams/kafka/stores.py``) and is kept; ``send`` then produces each partition's
+    writes to the same changelog partition as a few record batches, one future each. The offset
+    commit stays behind them: Faust flushes the producer before it commits, and the worker acks
+    input only after its writes were handed over. RocksDB stores learn the changelog offset
+    they hold once a batch is acknowledged, like Faust's own ``_on_changelog_sent``, so a warm
+    restart reads only what is newer.
     """
 
     def __init__(self, table: Any) -> None:
         self.table = table
+        self._store = TableStore(table.data)
+        self._views: dict[int, _AtPartition] = {}
         self._writes: dict[int, list[tuple[bytes, bytes | None]]] = {}
         self._failure: BaseException | None = None
         self._in_flight: list[asyncio.Future[Any]] = []
@@ -399,25 +422,29 @@ class BatchedChangelog:
         """Whether writes wait for ``send``."""
         return bool(self._writes)
 
-    def get(self, key: bytes) -> bytes | None:
-        return cast(bytes | None, self.table.data.get(key))
+    def get(self, key: bytes, partition: int | None = None) -> bytes | None:
+        """The value of ``key`` as ``partition`` holds it (None: any partition's)."""
+        return self._store.get(key, partition)
 
     def items(self) -> Any:
         return self.table.items()
 
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.table.data[key] = value
-        self._write(key, value)
+    def at(self, partition: int) -> _AtPartition:
+        """This changelog as ``partition`` reads and writes it."""
+        view = self._views.get(partition)
+        if view is None:
+            view = self._views[partition] = _AtPartition(self, partition)
+        return view
 
-    def __delitem__(self, key: bytes) -> None:
-        del self.table.data[key]
-        self._write(key, None)
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
+        """Write ``key`` in ``partition``: to the store now, to the changelog at ``send``."""
+        self._store.set(partition, key, value)
+        self._writes.setdefault(partition, []).append((key, value))
 
-    def _write(self, key: bytes, value: bytes | None) -> None:
-        event = current_event()
-        if event is None:
-            raise RuntimeError(f"table {self.table.name}: written outside a partition's context")
-        self._writes.setdefault(event.message.partition, []).append((key, value))
+    def delete(self, partition: int, key: bytes) -> None:
+        """Delete ``key`` in ``partition``: from the store now, in the changelog at ``send``."""
+        self._store.delete(key)
+        self._writes.setdefault(partition, []).append((key, None))
 
     async def send(self, producer: Any) -> None:
         """Produce the writes so far to the changelog; raises an earlier batch's failure."""
