@@ -38,6 +38,7 @@ from streams.core.policy import Policy
 from streams.core.timeutil import wall_ms
 from streams.kafka import fastpath, tansu
 from streams.kafka.changelog_repair import repair_changelogs
+from streams.kafka.checkpoint import Checkpoint
 from streams.kafka.containment import Contained, DeadLetterOut, Position
 from streams.kafka.copartition import (
     Alignment,
@@ -648,25 +649,27 @@ def build_worker(
             await dead_letter_out.send(rejected, where)
         letters = dead_letter_out.seal()
 
-        def write_to(partition: int) -> bool:
-            if consumer.epoch != epoch or consumer.seeks != seeks:
-                return False
-            return partition in owned["partitions"]
+        checkpoint = Checkpoint(
+            processor=processor,
+            sealed=sealed,
+            changelogs=changelogs,
+            # faust Producer._ensure_producer (test_faust_privates: test_producer_ensure_producer)
+            producer=lambda: app.producer._ensure_producer(),  # type: ignore[attr-defined]
+            dead_letters=dead_letter_out,
+            letters=letters,
+            consumer=consumer,
+            epoch=epoch,
+            seeks=seeks,
+            owned=lambda: owned["partitions"],
+            offsets=done,
+        )
 
         async def rest() -> None:
-            await processor.finish(sealed, write_to)
-            # What was written belongs to partitions still ours (write_to): its changelog goes
-            # out even if a rebalance starts now.
-            producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
-            await fastpath.send_in_order(producer, changelogs[0], changelogs[1:])
-            await dead_letter_out.settle(letters)
-            if consumer.epoch != epoch or consumer.seeks != seeks:
+            if not await checkpoint.commit():
                 abandon("rebalance" if consumer.epoch != epoch else "seek")
                 return
-            ack = consumer.ack_offset
             inputs = -handed_on
             for tp, offset in done:
-                ack(tp, offset)
                 if tp.topic == repartition:
                     inputs += 1
                 elif tp.topic in inputs_of_ours:
