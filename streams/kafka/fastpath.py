@@ -31,7 +31,7 @@ Rebalances. The hand-over must neither apply a record twice in one assignment no
   rebalance, or, when that seek came already, after one more (its read offsets were set after
   that seek); a
   batch in progress compares its epoch with the consumer's before it writes state and before
-  it acks (``streams/kafka/app.py``), so nothing is acked for a partition no longer ours.
+  it acks (``streams/kafka/checkpoint.py``), so nothing is acked for a partition no longer ours.
 
 Overlap. A handler may return the rest of its batch (``BatchHandler``): that runs while the next
 fetch is handed over, so a batch's broker and Redis round trips overlap the next batch's work.
@@ -44,7 +44,7 @@ stops the fetch loop with its error, as a failing handler does.
 Seeks. Every seek to the committed offsets moves ``seeks``, when it starts and when it ends
 (Faust's recovery resumes the partitions just before it seeks, so a fetch can come in between):
 everything not acked is read again, so a handler drops what it holds of those records
-(``streams/kafka/app.py`` does so when it sees the count move), or the re-read copies would queue
+(``streams/kafka/driver.py`` does so when it sees the count move), or the re-read copies would queue
 behind the held ones, out of order.
 
 Acks go straight to Faust's offset bookkeeping (``ack``), the same as ``Consumer.ack`` does for
@@ -91,7 +91,8 @@ class _Tail:
     def follows(self, epoch: int, seeks: int) -> bool:
         """Whether a batch fetched at ``epoch``/``seeks`` may start while the rest runs: only
         a batch of the same assignment and seek. A rest from before a seek or a rebalance
-        drops what it holds (``streams/kafka/app.py``); that must not reach a later batch's work."""
+        drops what it holds (``streams/kafka/driver.py``); that must not reach a later
+        batch's work."""
         return self.task is None or (self.epoch == epoch and self.seeks == seeks)
 
     async def then(self, rest: Awaitable[None] | None, epoch: int, seeks: int = 0) -> None:
