@@ -142,7 +142,10 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
 
 
 class _App(faust.App):
-    """The app with the batch consumer (``streams/kafka/fastpath.py``)."""
+    """The app with the batch consumer (``streams/kafka/fastpath.py``).
+
+    ``_new_transport`` and ``_new_producer_transport`` are Faust's (test_faust_privates:
+    test_app_transports)."""
 
     def _new_transport(self) -> Any:
         return fastpath.Transport(self.conf.broker_consumer, self)
@@ -385,6 +388,7 @@ class _Worker(faust.Worker):
         self._watchdog.daemon = True
         self._watchdog.start()
 
+    # mode's signal handlers (test_faust_privates: test_worker_signal_handlers)
     def _on_sigterm(self) -> None:
         self._arm_watchdog()
         super()._on_sigterm()

@@ -86,7 +86,7 @@ class Consumer(Protocol):
 
     async def read_from_beginning(self, tps: Sequence[TP]) -> None: ...
 
-    def ack_offset(self, tp: TP, offset: int) -> None: ...
+    def ack_offset(self, tp: TP, offset: int) -> object: ...
 
 
 class BatchDriver:
@@ -438,7 +438,7 @@ class BatchDriver:
     def read_offset(self, topic: str, partition: int) -> int | None:
         """Faust's read offset: the committed position after an assignment, then the last
         record Faust handed on."""
-        # Faust's Consumer._read_offset (test_faust_privates: test_consumer_read_offset)
+        # Faust's Consumer._read_offset (test_faust_privates: test_consumer_offset_bookkeeping)
         found = self.consumer._read_offset.get(TP(topic, partition))
         return None if found is None else int(found)
 

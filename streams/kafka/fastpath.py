@@ -62,6 +62,8 @@ from aiokafka import TopicPartition
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
 
 from streams.kafka.stores import TableStore
 
@@ -157,6 +159,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self.batch_handler = handler
         self.held_back = held_back
 
+    # Faust's private fetch (test_faust_privates: test_consumer_methods_the_batch_loop_overrides)
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
         # Partitions left out stay buffered in aiokafka, which fetches no more of them until
         # their buffer is taken: back-pressure without a pause (a Faust pause drops what our
@@ -170,14 +173,17 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     active_partitions = wanted
         return await super()._getmany(active_partitions, timeout)
 
+    # test_faust_privates: test_consumer_methods_the_batch_loop_overrides
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         self.epoch += 1
         await super().on_partitions_revoked(revoked)
 
+    # test_faust_privates: test_consumer_methods_the_batch_loop_overrides
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
         self.epoch += 1
         await super().on_partitions_assigned(assigned, generation_id)
 
+    # test_faust_privates: test_consumer_methods_the_batch_loop_overrides
     async def perform_seek(self) -> None:
         # Moved before and after: a fetch handed out while the seek is under way (Faust's
         # recovery resumes the partitions just before it seeks) is from before it.
@@ -186,6 +192,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         # aiokafka's seek_to_committed leaves a partition without a committed offset (none, or
         # 0) where its fetcher is: what was read from it would not come again. Those of ours
         # go back to their beginning (the worker's offset reset is "earliest").
+        # test_faust_privates: test_consumer_offset_bookkeeping, test_consumer_thread_methods
         committed = self._committed_offset
         uncommitted = [
             tp
@@ -208,6 +215,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         partition without a committed offset (``perform_seek``)."""
         if not tps:
             return
+        # test_faust_privates: test_consumer_offset_bookkeeping, test_consumer_thread_methods
         for tp in tps:
             self._committed_offset[tp] = None
             self._read_offset[tp] = None
@@ -222,6 +230,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         when it came), or None: not started, or not assigned. Read across Faust's consumer
         thread: plain ints, no locking needed."""
         try:
+            # test_faust_privates: test_consumer_thread_methods, test_aiokafka_partition_state
             consumer = self._thread._ensure_consumer()
             assignment = consumer._subscription.subscription.assignment
             return assignment.state_value(TopicPartition(tp.topic, tp.partition))
@@ -252,6 +261,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 back[tp] = offset
         if back:
             logger.info("changelog records of paused partitions read again: %s", back)
+            # test_faust_privates: test_consumer_thread_methods
             await self._thread.seek_wait(back)
 
     @property
@@ -261,18 +271,32 @@ class BatchConsumer(faust_aiokafka.Consumer):
         state) must go."""
         return self._seeks
 
-    def ack_offset(self, tp: TP, offset: int) -> None:
-        """Mark ``offset`` of ``tp`` processed: Faust commits up to the first gap in these."""
-        committed = self._committed_offset[tp]
-        if committed is not None and offset < committed:
-            return
-        acked_index = self._acked_index[tp]
-        if offset in acked_index:
-            return
-        acked_index.add(offset)
-        self._acked[tp].append(offset)
-        self._n_acked += 1
+    def ack_offset(self, tp: TP, offset: int) -> bool:
+        """Mark ``offset`` of ``tp`` processed: Faust commits up to the first gap in these.
 
+        Faust's ``Consumer.ack`` for a message at ``offset``, without the message (our records
+        have no Faust message, so none waits in ``_unacked_messages``); True when newly acked.
+        """
+        # Consumer.ack's bookkeeping (test_faust_privates: test_ack_offset_is_faust_ack)
+        with ack_lock:
+            if not self.app.topics.acks_enabled_for(tp.topic):
+                return False
+            try:
+                committed = self._committed_offset[tp]
+                if committed is None or offset >= committed:
+                    acked_index = self._acked_index[tp]
+                    if offset not in acked_index:
+                        acked_index.add(offset)
+                        self._acked[tp].append(offset)
+                        self._n_acked += 1
+                        return True
+            finally:
+                notify(self._waiting_for_ack)
+            return False
+
+    # Replaces Faust's fetch loop; the privates it uses, by test in test_faust_privates:
+    # test_consumer_methods_the_batch_loop_overrides, test_consumer_methods_the_batch_loop_calls,
+    # test_consumer_offset_bookkeeping.
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - run by faust
         handler = self.batch_handler
         if handler is None:

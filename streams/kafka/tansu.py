@@ -68,12 +68,16 @@ async def fetch_highwaters(consumer: Any, ends: Mapping[TP, int], timeout: float
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """The consumer thread with exact end offsets on Tansu."""
 
+    # test_faust_privates: test_consumer_thread_methods
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        # aiokafka takes it from here when the consumer starts (no public setter).
+        # aiokafka takes it from here when the consumer starts (no public setter;
+        # test_faust_privates: test_aiokafka_fetch_settings_are_read_at_start).
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
 
+    # test_faust_privates: test_consumer_thread_methods (_highwaters, _create_client_consumer),
+    # test_aiokafka_fetch_settings_are_read_at_start (_fetch_max_wait_ms, _enable_auto_commit)
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
         ends = dict(await super()._highwaters(partitions))
         wanted = {tp: end for tp, end in ends.items() if end is not None and end > 0}
@@ -97,6 +101,7 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class Consumer(BatchConsumer):
     """The batch consumer (``streams/kafka/fastpath.py``) with the Tansu consumer thread."""
 
+    # test_faust_privates: test_consumer_methods_the_batch_loop_calls
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
