@@ -3,9 +3,9 @@
 The app is built by a function from a validated, frozen Settings object; there is no
 module-level app. Both input topics (co-partitioned, keyed by customer id) and the clock ticks
 reach the worker as raw bytes, a fetch at a time (``streams/kafka/fastpath.py``: Faust keeps the
-group, the tables, recovery and commits; its per-record stream is bypassed).
-``streams.kafka.pipeline``
-does the decoding, so bad input becomes dead letters instead of Faust's decode errors.
+group, the tables, recovery and commits; its per-record stream is bypassed), and go to the
+batch driver (``streams/kafka/driver.py``). ``streams.kafka.pipeline`` does the decoding, so bad
+input becomes dead letters instead of Faust's decode errors.
 """
 
 from __future__ import annotations
@@ -81,17 +81,15 @@ PRODUCER_LINGER_SECONDS = 0.005
 PRODUCER_MAX_BATCH_BYTES = 256 * 1024
 # Records per fetch, so per batch (streams/kafka/fastpath.py): a batch's decisions and state wait
 # for its end, and the event loop (health, metrics, timers) runs between batches. aiokafka
-# hands a fetch out one topic-partition after the other, so a batch of 1,000 was nearly always
-# one topic of one partition; 4,000 (about 250 ms of work at full speed) measured 6-11 % more
-# events/s on a backlog. A live stream's fetches are smaller than either.
+# hands a fetch out one topic-partition after the other, so a small batch is nearly always one
+# topic of one partition; this size still keeps a batch's work well under a second and was the
+# faster on a backlog (docs/shell.md). A live stream's fetches are smaller.
 MAX_BATCH = 4_000
 # The garbage collector's generation thresholds (CPython's default: 700, 10, 10). A worker
 # allocates tracked objects on every event, so the default collected very often, and its full
 # passes over every tracked object of Faust, aiokafka and the worker were the tail of the
-# event-to-decision latency. At a fixed 2,500 events/s (`bench/throughput_bench.py --quick
-# --repeat 0 --latency-rate 2500`): p99 571 / 608 / 715 / 602 ms with the default, 302 / 372 /
-# 257 / 282 ms with these; throughput unchanged (6,014 / 6,385 vs 5,924 / 6,882 events/s),
-# RSS unchanged.
+# event-to-decision latency; these about halve its p99 with throughput and RSS unchanged
+# (docs/shell.md).
 GC_THRESHOLDS = (50_000, 20, 10)
 
 
@@ -363,8 +361,8 @@ class _Worker(faust.Worker):
     """Faust's worker with a bounded stop: SIGTERM or SIGINT arms a watchdog.
 
     Leaving the group and flushing need the broker; when it went away first, Faust's stop waits
-    for it for ever (seen: a worker still there 90 s after SIGTERM). The crash guarantee makes
-    an exit at any point safe (decisions before state, state before offsets), so after
+    for it for ever. The crash guarantee makes an exit at any point safe (decisions before
+    state, state before offsets: ``streams/kafka/checkpoint.py``), so after
     ``shutdown_timeout`` the process exits 1, as a SIGKILL would end it.
     """
 

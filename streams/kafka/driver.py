@@ -545,7 +545,7 @@ class BatchDriver:
     def shrunk(self, topic: str, partition: int, done_to: int, end: int) -> None:
         """An input log now ends before an offset this worker applied from it: the topic was
         deleted and created again, or lost its data, while the worker ran. No rebalance need
-        follow (none did on the test broker), and the consumer waits past the new log's end
+        follow, and the consumer waits past the new log's end
         for ever; the check at assignment (``check_logs``) is what recognises a replaced log,
         so the worker stops and its restart makes that check (a supervisor restarts it)."""
         message = (

@@ -1,12 +1,11 @@
 """The worker's input, a fetch at a time: Faust's consumer with a batch hand-over.
 
 Faust hands every record to an agent through a task pair, the Conductor, a channel and the
-stream iterator; on this machine that machinery alone held an agent that only acks to about
-7,000 records/s, a tenth of what the raw consumer reads. Faust stays in charge of everything
-else here (group membership, rebalances, table recovery, standby tables, offset commits); only
-the hand-over of the worker's own topics changes: the records of each fetch go to one
-``BatchHandler`` call, as aiokafka returned them, per topic-partition in offset order. Records of
-every other topic (table changelogs in recovery) take Faust's usual path.
+stream iterator, which costs far more than reading the record (docs/shell.md). Faust stays in
+charge of everything else here (group membership, rebalances, table recovery, standby tables,
+offset commits); only the hand-over of the worker's own topics changes: the records of each
+fetch go to one ``BatchHandler`` call, as aiokafka returned them, per topic-partition in offset
+order. Records of every other topic (table changelogs in recovery) take Faust's usual path.
 
 Rebalances. The hand-over must neither apply a record twice in one assignment nor skip one:
 
@@ -15,23 +14,20 @@ Rebalances. The hand-over must neither apply a record twice in one assignment no
   worker's topics are dropped, and the consumer seeks to the committed offsets once more, so
   what it held is read again in order. Its changelog records (standby tables) take Faust's
   path as usual: the seek does not move the changelogs, so a dropped changelog record would
-  never come again, and a standby would skip it while its persisted offset moved past it (the
-  next worker to own that partition then restored old records: found by the rolling-restart
-  test as decisions made on state that had lost an event).
+  never come again, and a standby would skip it while its persisted offset moved past it.
 - A fetch taken while the flow is stopped (a revocation is under way) is dropped whole, as
   Faust does; the recovery that follows the assignment seeks the inputs and the changelogs.
 - Whatever is dropped while the flow runs is followed by a seek, also while Faust still counts
   the app as rebalancing: that lasts until after the recovery's own seek, so a fetch that
-  straddled that seek would otherwise never be read again (a worker then sat for minutes with
-  its inputs fetched and nothing applied). A seek does not move the changelogs (they have no
-  committed offsets), so an extra one during recovery only moves the inputs, which the
-  recovery's own seek moves again.
+  straddled that seek would otherwise never be read again. A seek does not move the
+  changelogs (they have no committed offsets), so an extra one during recovery only moves the
+  inputs, which the recovery's own seek moves again.
 - Every revocation and every assignment moves the consumer's ``epoch``. A fetch whose epoch
   moved before it reached the handler is dropped and read again: after the seek that ends the
   rebalance, or, when that seek came already, after one more (its read offsets were set after
-  that seek); a
-  batch in progress compares its epoch with the consumer's before it writes state and before
-  it acks (``streams/kafka/checkpoint.py``), so nothing is acked for a partition no longer ours.
+  that seek); a batch in progress compares its epoch with the consumer's before it writes
+  state and before it acks (``streams/kafka/checkpoint.py``), so nothing is acked for a
+  partition no longer ours.
 
 Overlap. A handler may return the rest of its batch (``BatchHandler``): that runs while the next
 fetch is handed over, so a batch's broker and Redis round trips overlap the next batch's work.
@@ -44,11 +40,11 @@ stops the fetch loop with its error, as a failing handler does.
 Seeks. Every seek to the committed offsets moves ``seeks``, when it starts and when it ends
 (Faust's recovery resumes the partitions just before it seeks, so a fetch can come in between):
 everything not acked is read again, so a handler drops what it holds of those records
-(``streams/kafka/driver.py`` does so when it sees the count move), or the re-read copies would queue
-behind the held ones, out of order.
+(``streams/kafka/driver.py`` does so when it sees the count move), or the re-read copies would
+queue behind the held ones, out of order.
 
-Acks go straight to Faust's offset bookkeeping (``ack``), the same as ``Consumer.ack`` does for
-a message, without building Faust message objects for our records.
+Acks go straight to Faust's offset bookkeeping (``ack_offset``), as ``Consumer.ack`` does for a
+message, without building Faust message objects for our records.
 """
 
 from __future__ import annotations
@@ -425,7 +421,7 @@ class BatchedChangelog:
     """A Faust table written to its store at once and to its changelog in record batches.
 
     A Faust table sends one changelog record per write, each with its own future, buffer entry
-    and callback; at a few thousand writes a second that was a fifth of the worker's CPU. Here
+    and callback, a large share of the worker's CPU at its write rates (docs/shell.md). Here
     a write names its partition, goes to the table's store (memory, or that partition's RocksDB
     database: ``streams/kafka/stores.py``) and is kept; ``send`` then produces each partition's
     writes to the same changelog partition as a few record batches, one future each. The offset
