@@ -433,7 +433,7 @@ class BatchedChangelog:
 
     def __init__(self, table: Any) -> None:
         self.table = table
-        self._store = TableStore(table.data)
+        self._table_store: TableStore | None = None  # table.data is made when first used
         self._views: dict[int, _AtPartition] = {}
         self._writes: dict[int, list[tuple[bytes, bytes | None]]] = {}
         self._failure: BaseException | None = None
@@ -442,6 +442,13 @@ class BatchedChangelog:
     def has_writes(self) -> bool:
         """Whether writes wait for ``send``."""
         return bool(self._writes)
+
+    @property
+    def _store(self) -> TableStore:
+        store = self._table_store
+        if store is None:
+            store = self._table_store = TableStore(self.table.data)
+        return store
 
     def get(self, key: bytes, partition: int | None = None) -> bytes | None:
         """The value of ``key`` as ``partition`` holds it (None: any partition's)."""
