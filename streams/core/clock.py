@@ -2,8 +2,9 @@
 
 Windows, due times and ``decided_at`` all read it. In ``event`` mode, now on a partition is the
 largest ``occurred_at`` seen on that partition number of either input topic; it never moves
-back. In ``wall`` mode now is the wall clock, and wall time reaches the agent as tick records
-(see ``streams/kafka/app.py``) because Faust writes tables only inside a stream event.
+back. In ``wall`` mode now is the wall clock, and it reaches each partition as tick records
+(see ``streams/kafka/driver.py``) so that time moves in every partition's fetches, in order
+with its records, even when no event comes.
 """
 
 from __future__ import annotations

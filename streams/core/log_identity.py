@@ -22,7 +22,7 @@ after a crash a record can carry a mark up to one batch above the partition's; t
 therefore leaves a gap (``RESET_GAP``) far larger than any batch above the highest mark.
 
 The pure part (``LogMarks``, ``ChangelogVerdict``) is here; the worker's shell reads end offsets
-and the cluster id from the broker (``streams/kafka/app.py``,
+and the cluster id from the broker (``streams/kafka/driver.py``,
 ``streams/kafka/changelog_repair.py``).
 """
 

@@ -17,7 +17,7 @@ Pure: knows only the ``Store`` protocol of ``streams/kafka/processor.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 
@@ -59,11 +59,13 @@ class PendingWrites:
     """A store's unwritten changes by key (``None``: a delete), each with its partition.
 
     Reads see the pending value first (the open layer, then sealed layers from the newest),
-    then the store.
+    then the store. ``at(partition)``, when given, is the store as one partition reads and
+    writes it (a Faust table keeps a store per partition); without it the store is one for all.
     """
 
-    def __init__(self, store: _Store) -> None:
+    def __init__(self, store: _Store, at: Callable[[int], _Store] | None = None) -> None:
         self.store = store
+        self._at = at
         self._open = Layer()
         self._sealed: list[Layer] = []
 
@@ -80,7 +82,9 @@ class PendingWrites:
             entries = layer.by_partition.get(partition)
             if entries is not None and key in entries:
                 return entries[key]
-        return self.store.get(key)
+        if partition is None or self._at is None:
+            return self.store.get(key)
+        return self._at(partition).get(key)
 
     def put(self, partition: int, key: bytes, value: bytes | None) -> None:
         """Hold ``value`` (None deletes) for ``key``; the last one before a flush wins."""
@@ -112,7 +116,7 @@ class PendingWrites:
         entries = layer.by_partition.pop(partition, None)
         if not entries:
             return 0
-        store = self.store
+        store = self.store if self._at is None else self._at(partition)
         partition_of = layer.partition_of
         for key, value in entries.items():
             if partition_of.get(key) == partition:

@@ -1,6 +1,6 @@
 """Poison records are contained: no record's content stops the worker or a partition.
 
-Two parts, both used by the batch handler in ``streams/kafka/app.py``:
+Two parts, both used by the batch driver in ``streams/kafka/driver.py``:
 
 ``DeadLetterOut`` publishes dead letters. Dead letters are bounded (``streams/core/ingest.py``), so
 the producer takes them; should the producer or the broker still refuse one for its content

@@ -1,12 +1,11 @@
 """The worker's input, a fetch at a time: Faust's consumer with a batch hand-over.
 
 Faust hands every record to an agent through a task pair, the Conductor, a channel and the
-stream iterator; on this machine that machinery alone held an agent that only acks to about
-7,000 records/s, a tenth of what the raw consumer reads. Faust stays in charge of everything
-else here (group membership, rebalances, table recovery, standby tables, offset commits); only
-the hand-over of the worker's own topics changes: the records of each fetch go to one
-``BatchHandler`` call, as aiokafka returned them, per topic-partition in offset order. Records of
-every other topic (table changelogs in recovery) take Faust's usual path.
+stream iterator, which costs far more than reading the record (docs/shell.md). Faust stays in
+charge of everything else here (group membership, rebalances, table recovery, standby tables,
+offset commits); only the hand-over of the worker's own topics changes: the records of each
+fetch go to one ``BatchHandler`` call, as aiokafka returned them, per topic-partition in offset
+order. Records of every other topic (table changelogs in recovery) take Faust's usual path.
 
 Rebalances. The hand-over must neither apply a record twice in one assignment nor skip one:
 
@@ -15,23 +14,20 @@ Rebalances. The hand-over must neither apply a record twice in one assignment no
   worker's topics are dropped, and the consumer seeks to the committed offsets once more, so
   what it held is read again in order. Its changelog records (standby tables) take Faust's
   path as usual: the seek does not move the changelogs, so a dropped changelog record would
-  never come again, and a standby would skip it while its persisted offset moved past it (the
-  next worker to own that partition then restored old records: found by the rolling-restart
-  test as decisions made on state that had lost an event).
+  never come again, and a standby would skip it while its persisted offset moved past it.
 - A fetch taken while the flow is stopped (a revocation is under way) is dropped whole, as
   Faust does; the recovery that follows the assignment seeks the inputs and the changelogs.
 - Whatever is dropped while the flow runs is followed by a seek, also while Faust still counts
   the app as rebalancing: that lasts until after the recovery's own seek, so a fetch that
-  straddled that seek would otherwise never be read again (a worker then sat for minutes with
-  its inputs fetched and nothing applied). A seek does not move the changelogs (they have no
-  committed offsets), so an extra one during recovery only moves the inputs, which the
-  recovery's own seek moves again.
+  straddled that seek would otherwise never be read again. A seek does not move the
+  changelogs (they have no committed offsets), so an extra one during recovery only moves the
+  inputs, which the recovery's own seek moves again.
 - Every revocation and every assignment moves the consumer's ``epoch``. A fetch whose epoch
   moved before it reached the handler is dropped and read again: after the seek that ends the
   rebalance, or, when that seek came already, after one more (its read offsets were set after
-  that seek); a
-  batch in progress compares its epoch with the consumer's before it writes state and before
-  it acks (``streams/kafka/app.py``), so nothing is acked for a partition no longer ours.
+  that seek); a batch in progress compares its epoch with the consumer's before it writes
+  state and before it acks (``streams/kafka/checkpoint.py``), so nothing is acked for a
+  partition no longer ours.
 
 Overlap. A handler may return the rest of its batch (``BatchHandler``): that runs while the next
 fetch is handed over, so a batch's broker and Redis round trips overlap the next batch's work.
@@ -44,11 +40,11 @@ stops the fetch loop with its error, as a failing handler does.
 Seeks. Every seek to the committed offsets moves ``seeks``, when it starts and when it ends
 (Faust's recovery resumes the partitions just before it seeks, so a fetch can come in between):
 everything not acked is read again, so a handler drops what it holds of those records
-(``streams/kafka/app.py`` does so when it sees the count move), or the re-read copies would queue
-behind the held ones, out of order.
+(``streams/kafka/driver.py`` does so when it sees the count move), or the re-read copies would
+queue behind the held ones, out of order.
 
-Acks go straight to Faust's offset bookkeeping (``ack``), the same as ``Consumer.ack`` does for
-a message, without building Faust message objects for our records.
+Acks go straight to Faust's offset bookkeeping (``ack_offset``), as ``Consumer.ack`` does for a
+message, without building Faust message objects for our records.
 """
 
 from __future__ import annotations
@@ -59,10 +55,13 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, cast
 
 from aiokafka import TopicPartition
-from faust.streams import current_event
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
+
+from streams.kafka.stores import TableStore
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +89,8 @@ class _Tail:
     def follows(self, epoch: int, seeks: int) -> bool:
         """Whether a batch fetched at ``epoch``/``seeks`` may start while the rest runs: only
         a batch of the same assignment and seek. A rest from before a seek or a rebalance
-        drops what it holds (``streams/kafka/app.py``); that must not reach a later batch's work."""
+        drops what it holds (``streams/kafka/driver.py``); that must not reach a later
+        batch's work."""
         return self.task is None or (self.epoch == epoch and self.seeks == seeks)
 
     async def then(self, rest: Awaitable[None] | None, epoch: int, seeks: int = 0) -> None:
@@ -155,6 +155,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self.batch_handler = handler
         self.held_back = held_back
 
+    # Faust's private fetch (test_faust_privates: test_consumer_methods_the_batch_loop_overrides)
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
         # Partitions left out stay buffered in aiokafka, which fetches no more of them until
         # their buffer is taken: back-pressure without a pause (a Faust pause drops what our
@@ -168,14 +169,17 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     active_partitions = wanted
         return await super()._getmany(active_partitions, timeout)
 
+    # test_faust_privates: test_consumer_methods_the_batch_loop_overrides
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         self.epoch += 1
         await super().on_partitions_revoked(revoked)
 
+    # test_faust_privates: test_consumer_methods_the_batch_loop_overrides
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
         self.epoch += 1
         await super().on_partitions_assigned(assigned, generation_id)
 
+    # test_faust_privates: test_consumer_methods_the_batch_loop_overrides
     async def perform_seek(self) -> None:
         # Moved before and after: a fetch handed out while the seek is under way (Faust's
         # recovery resumes the partitions just before it seeks) is from before it.
@@ -184,6 +188,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         # aiokafka's seek_to_committed leaves a partition without a committed offset (none, or
         # 0) where its fetcher is: what was read from it would not come again. Those of ours
         # go back to their beginning (the worker's offset reset is "earliest").
+        # test_faust_privates: test_consumer_offset_bookkeeping, test_consumer_thread_methods
         committed = self._committed_offset
         uncommitted = [
             tp
@@ -206,6 +211,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         partition without a committed offset (``perform_seek``)."""
         if not tps:
             return
+        # test_faust_privates: test_consumer_offset_bookkeeping, test_consumer_thread_methods
         for tp in tps:
             self._committed_offset[tp] = None
             self._read_offset[tp] = None
@@ -220,6 +226,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         when it came), or None: not started, or not assigned. Read across Faust's consumer
         thread: plain ints, no locking needed."""
         try:
+            # test_faust_privates: test_consumer_thread_methods, test_aiokafka_partition_state
             consumer = self._thread._ensure_consumer()
             assignment = consumer._subscription.subscription.assignment
             return assignment.state_value(TopicPartition(tp.topic, tp.partition))
@@ -250,6 +257,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 back[tp] = offset
         if back:
             logger.info("changelog records of paused partitions read again: %s", back)
+            # test_faust_privates: test_consumer_thread_methods
             await self._thread.seek_wait(back)
 
     @property
@@ -259,18 +267,32 @@ class BatchConsumer(faust_aiokafka.Consumer):
         state) must go."""
         return self._seeks
 
-    def ack_offset(self, tp: TP, offset: int) -> None:
-        """Mark ``offset`` of ``tp`` processed: Faust commits up to the first gap in these."""
-        committed = self._committed_offset[tp]
-        if committed is not None and offset < committed:
-            return
-        acked_index = self._acked_index[tp]
-        if offset in acked_index:
-            return
-        acked_index.add(offset)
-        self._acked[tp].append(offset)
-        self._n_acked += 1
+    def ack_offset(self, tp: TP, offset: int) -> bool:
+        """Mark ``offset`` of ``tp`` processed: Faust commits up to the first gap in these.
 
+        Faust's ``Consumer.ack`` for a message at ``offset``, without the message (our records
+        have no Faust message, so none waits in ``_unacked_messages``); True when newly acked.
+        """
+        # Consumer.ack's bookkeeping (test_faust_privates: test_ack_offset_is_faust_ack)
+        with ack_lock:
+            if not self.app.topics.acks_enabled_for(tp.topic):
+                return False
+            try:
+                committed = self._committed_offset[tp]
+                if committed is None or offset >= committed:
+                    acked_index = self._acked_index[tp]
+                    if offset not in acked_index:
+                        acked_index.add(offset)
+                        self._acked[tp].append(offset)
+                        self._n_acked += 1
+                        return True
+            finally:
+                notify(self._waiting_for_ack)
+            return False
+
+    # Replaces Faust's fetch loop; the privates it uses, by test in test_faust_privates:
+    # test_consumer_methods_the_batch_loop_overrides, test_consumer_methods_the_batch_loop_calls,
+    # test_consumer_offset_bookkeeping.
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - run by faust
         handler = self.batch_handler
         if handler is None:
@@ -376,21 +398,43 @@ class Transport(faust_aiokafka.Transport):
     Consumer = cast(Any, BatchConsumer)
 
 
+class _AtPartition:
+    """A changelog as one partition reads and writes it (``BatchedChangelog.at``)."""
+
+    __slots__ = ("changelog", "partition")
+
+    def __init__(self, changelog: BatchedChangelog, partition: int) -> None:
+        self.changelog = changelog
+        self.partition = partition
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.changelog.get(key, self.partition)
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.changelog.put(self.partition, key, value)
+
+    def __delitem__(self, key: bytes) -> None:
+        self.changelog.delete(self.partition, key)
+
+
 class BatchedChangelog:
     """A Faust table written to its store at once and to its changelog in record batches.
 
     A Faust table sends one changelog record per write, each with its own future, buffer entry
-    and callback; at a few thousand writes a second that was a fifth of the worker's CPU. Here
-    a write goes to the table's store (memory or RocksDB, the partition of the current event as
-    Faust would use) and is kept; ``send`` then produces each partition's writes as a few
-    record batches, one future each. The offset commit stays behind them: Faust flushes the
-    producer before it commits, and the worker acks input only after its writes were handed
-    over. RocksDB stores learn the changelog offset they hold once a batch is acknowledged,
-    like Faust's own ``_on_changelog_sent``, so a warm restart reads only what is newer.
+    and callback, a large share of the worker's CPU at its write rates (docs/shell.md). Here
+    a write names its partition, goes to the table's store (memory, or that partition's RocksDB
+    database: ``streams/kafka/stores.py``) and is kept; ``send`` then produces each partition's
+    writes to the same changelog partition as a few record batches, one future each. The offset
+    commit stays behind them: Faust flushes the producer before it commits, and the worker acks
+    input only after its writes were handed over. RocksDB stores learn the changelog offset
+    they hold once a batch is acknowledged, like Faust's own ``_on_changelog_sent``, so a warm
+    restart reads only what is newer.
     """
 
     def __init__(self, table: Any) -> None:
         self.table = table
+        self._table_store: TableStore | None = None  # table.data is made when first used
+        self._views: dict[int, _AtPartition] = {}
         self._writes: dict[int, list[tuple[bytes, bytes | None]]] = {}
         self._failure: BaseException | None = None
         self._in_flight: list[asyncio.Future[Any]] = []
@@ -399,25 +443,36 @@ class BatchedChangelog:
         """Whether writes wait for ``send``."""
         return bool(self._writes)
 
-    def get(self, key: bytes) -> bytes | None:
-        return cast(bytes | None, self.table.data.get(key))
+    @property
+    def _store(self) -> TableStore:
+        store = self._table_store
+        if store is None:
+            store = self._table_store = TableStore(self.table.data)
+        return store
+
+    def get(self, key: bytes, partition: int | None = None) -> bytes | None:
+        """The value of ``key`` as ``partition`` holds it (None: any partition's)."""
+        return self._store.get(key, partition)
 
     def items(self) -> Any:
         return self.table.items()
 
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.table.data[key] = value
-        self._write(key, value)
+    def at(self, partition: int) -> _AtPartition:
+        """This changelog as ``partition`` reads and writes it."""
+        view = self._views.get(partition)
+        if view is None:
+            view = self._views[partition] = _AtPartition(self, partition)
+        return view
 
-    def __delitem__(self, key: bytes) -> None:
-        del self.table.data[key]
-        self._write(key, None)
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
+        """Write ``key`` in ``partition``: to the store now, to the changelog at ``send``."""
+        self._store.set(partition, key, value)
+        self._writes.setdefault(partition, []).append((key, value))
 
-    def _write(self, key: bytes, value: bytes | None) -> None:
-        event = current_event()
-        if event is None:
-            raise RuntimeError(f"table {self.table.name}: written outside a partition's context")
-        self._writes.setdefault(event.message.partition, []).append((key, value))
+    def delete(self, partition: int, key: bytes) -> None:
+        """Delete ``key`` in ``partition``: from the store now, in the changelog at ``send``."""
+        self._store.delete(key)
+        self._writes.setdefault(partition, []).append((key, None))
 
     async def send(self, producer: Any) -> None:
         """Produce the writes so far to the changelog; raises an earlier batch's failure."""

@@ -1,7 +1,8 @@
 """The record-level pipeline between the Kafka shell and the pure core.
 
 ``Ingest.accept`` turns one raw input record into a typed event or a dead-letter record. It
-knows nothing of Faust: the agent in ``streams/kafka/app.py`` feeds it, and tests call it directly.
+knows nothing of Faust: the batch driver (``streams/kafka/driver.py``) feeds it, and tests call
+it directly.
 """
 
 from __future__ import annotations

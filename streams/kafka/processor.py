@@ -41,7 +41,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 
@@ -61,8 +61,8 @@ LEDGER_CALLS_IN_FLIGHT = 32
 RESTORE_YIELD_EVERY = 5_000
 
 
-class Store(Protocol):
-    """A key-value table (a Faust table in the worker, a dict in tests)."""
+class KeyValues(Protocol):
+    """What a partition's reads and writes need of a store."""
 
     def get(self, key: bytes) -> bytes | None: ...
 
@@ -70,7 +70,42 @@ class Store(Protocol):
 
     def __delitem__(self, key: bytes) -> None: ...
 
+
+class Store(KeyValues, Protocol):
+    """A key-value table, one for all partitions (a dict in tests and tools)."""
+
     def items(self) -> Iterable[tuple[bytes, bytes]]: ...
+
+
+class PartitionedStore(Protocol):
+    """A table that keeps each partition apart (a Faust table: ``streams/kafka/fastpath.py``,
+    ``BatchedChangelog``): every read and write of one partition's state goes through
+    ``at(partition)``; ``get`` and ``items`` read across partitions (restoring)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def items(self) -> Iterable[tuple[bytes, bytes]]: ...
+
+    def at(self, partition: int) -> KeyValues:
+        """The store as ``partition`` reads and writes it."""
+        ...
+
+
+AnyStore = Store | PartitionedStore
+
+
+def _partitions_of(store: AnyStore) -> Callable[[int], KeyValues] | None:
+    return cast(Callable[[int], KeyValues] | None, getattr(store, "at", None))
+
+
+def _at(store: AnyStore, partition: int) -> KeyValues:
+    at = _partitions_of(store)
+    return cast(Store, store) if at is None else at(partition)
+
+
+def _pending(store: AnyStore) -> PendingWrites:
+    # With ``at``, PendingWrites only reads ``store`` itself (a key of no given partition).
+    return PendingWrites(cast(Store, store), _partitions_of(store))
 
 
 class Gate(Protocol):
@@ -134,13 +169,12 @@ class ContactAll:
 Publish = Callable[[Decision], Awaitable[Awaitable[Any]]]
 """Send a decision; the outer await hands it to the producer, the inner one is its ack."""
 
-EnterPartition = Callable[[int], bool]
-"""Called before a partition's writes are flushed: makes the writes belong to that partition
-(Faust: the current event); False when the partition is no longer ours (its writes are
-dropped, its input is read again by the new owner)."""
+StillOurs = Callable[[int], bool]
+"""Asked before a partition's writes are made: False when the partition is no longer ours
+(its writes are dropped, its input is read again by the new owner)."""
 
 
-def _anywhere(partition: int) -> bool:
+def _always(partition: int) -> bool:
     return True
 
 
@@ -172,16 +206,15 @@ class SealedBatch:
 
 @dataclass
 class Stores:
-    customers: Store
-    due: Store
-    clock: Store
+    customers: AnyStore
+    due: AnyStore
+    clock: AnyStore
 
 
 class Processor:
     """Applies input events and clock movements to customer state, in decisions-before-state order.
 
-    Must be called from inside the stream event whose partition the writes belong to (Faust
-    sends a table's changelog record to the current event's partition).
+    Every read and write names the partition it belongs to (``Store``).
     """
 
     def __init__(
@@ -206,8 +239,8 @@ class Processor:
         self._state_records = metrics.children(metrics.state_records_created)
         self._triggers_fired = Children(metrics.triggers_fired)
         self.due_index = DueIndex()
-        self._customers = PendingWrites(stores.customers)
-        self._due = PendingWrites(stores.due)
+        self._customers = _pending(stores.customers)
+        self._due = _pending(stores.due)
         # Partitions whose stream time moved since it was last written.
         self._clock_dirty: set[int] = set()
         # Each owned input partition's log identity, and the partitions whose marks changed.
@@ -421,12 +454,10 @@ class Processor:
             # The durable entry is still the one just popped from the in-memory index.
             self._index(partition, key, state, due_ms)
 
-    async def flush(self, enter: EnterPartition = _anywhere) -> None:
-        """Wait for the acknowledgement of every decision so far, then write the held state.
-
-        ``enter(p)`` is called before partition ``p``'s writes (see ``EnterPartition``).
-        """
-        await self.finish(self.seal(), enter)
+    async def flush(self, still_ours: StillOurs = _always) -> None:
+        """Wait for the acknowledgement of every decision so far, then write the held state
+        of the partitions ``still_ours`` (see ``StillOurs``)."""
+        await self.finish(self.seal(), still_ours)
 
     def seal(self) -> SealedBatch:
         """End the batch: what was applied so far is settled and written by ``finish``, while
@@ -451,26 +482,27 @@ class Processor:
         self._sealed.append(sealed)
         return sealed
 
-    async def finish(self, sealed: SealedBatch, enter: EnterPartition = _anywhere) -> None:
-        """Wait for the acknowledgement of ``sealed``'s decisions, then write its state.
+    async def finish(self, sealed: SealedBatch, still_ours: StillOurs = _always) -> None:
+        """Wait for the acknowledgement of ``sealed``'s decisions, then write its state of the
+        partitions ``still_ours`` (see ``StillOurs``).
 
-        Batches finish in the order they were sealed. ``enter(p)`` is called before partition
-        ``p``'s writes (see ``EnterPartition``).
+        Batches finish in the order they were sealed.
         """
         try:
             await self._settle(sealed)
             for p in sorted(sealed.partitions()):
-                if not enter(p):
+                if not still_ours(p):
                     self.drop_partitions({p})
                     continue
                 self._customers.write(sealed.customers, p)
                 self._due.write(sealed.due, p)
+                clock = _at(self._stores.clock, p)
                 stream_time = sealed.stream_times.get(p)
                 if stream_time is not None:
-                    self._stores.clock[str(p).encode()] = str(stream_time).encode()
+                    clock[str(p).encode()] = str(stream_time).encode()
                 raw_marks = sealed.marks.get(p)
                 if raw_marks is not None:
-                    self._stores.clock[marks_key(p)] = raw_marks
+                    clock[marks_key(p)] = raw_marks
         finally:
             self._customers.release(sealed.customers)
             self._due.release(sealed.due)

@@ -10,18 +10,12 @@ can batch normally.
 Tansu also holds a fetch that finds no data for the whole of the consumer's
 ``fetch_max_wait_ms`` (Apache Kafka answers as soon as ``fetch_min_bytes`` arrive), and Faust
 hard-codes that wait to 1,500 ms, which is most of the worker's event-to-decision latency on
-Tansu. A short wait is not safe there, though: Tansu (0.6, memory storage) needs longer to
-answer a fetch the more record batches the partition holds, and answers empty when the wait
-runs out first. Measured on a changelog partition of 125,000 single-record batches: with 20 or
-50 ms a consumer read 0-4 records in 8 s, from the start or from the last 1,253 records; with
-200, 500 or 1,500 ms it read the whole partition at once. A worker with a 20 ms wait never
-finished a cold recovery of 1,000,000 customers. Tansu also seems to hold a fetch for most of
-the wait when data is there but little of it: with 1,500 ms, records reached the worker about a
-second after they were produced at 2,000 events/s. The worker waits 200 ms
-(``FETCH_MAX_WAIT_MS``): the shortest wait that read the large partition above whole, and with
-it a cold recovery of 1,000,000 customers (1.3 million changelog records) finished in 287 s
-(``bench/state_bench.py``); latency at 2,000 events/s went from p50 1,111 / p99 1,947 ms to
-562 / 1,147 ms. Never used against Apache Kafka (``BROKER_KIND=kafka``).
+Tansu. A short wait is not safe there, though: Tansu needs longer to answer a fetch the more
+record batches the partition holds, and answers empty when the wait runs out first, so a
+consumer with a very short wait can starve on a large partition (a cold recovery never ends).
+The worker waits ``FETCH_MAX_WAIT_MS``: the shortest wait that still read a large partition
+whole (the measurements: docs/shell.md). Never used against Apache Kafka
+(``BROKER_KIND=kafka``).
 """
 
 from __future__ import annotations
@@ -68,12 +62,16 @@ async def fetch_highwaters(consumer: Any, ends: Mapping[TP, int], timeout: float
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """The consumer thread with exact end offsets on Tansu."""
 
+    # test_faust_privates: test_consumer_thread_methods
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        # aiokafka takes it from here when the consumer starts (no public setter).
+        # aiokafka takes it from here when the consumer starts (no public setter;
+        # test_faust_privates: test_aiokafka_fetch_settings_are_read_at_start).
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
 
+    # test_faust_privates: test_consumer_thread_methods (_highwaters, _create_client_consumer),
+    # test_aiokafka_fetch_settings_are_read_at_start (_fetch_max_wait_ms, _enable_auto_commit)
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
         ends = dict(await super()._highwaters(partitions))
         wanted = {tp: end for tp, end in ends.items() if end is not None and end > 0}
@@ -97,6 +95,7 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class Consumer(BatchConsumer):
     """The batch consumer (``streams/kafka/fastpath.py``) with the Tansu consumer thread."""
 
+    # test_faust_privates: test_consumer_methods_the_batch_loop_calls
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 

@@ -12,26 +12,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import types
-import weakref
 from typing import Any
 
 import pytest
-from faust.streams import _current_event
 from faust.types import TP
 
 from streams.kafka.fastpath import BatchConsumer, BatchedChangelog, _Tail, send_in_order
 
 pytestmark = pytest.mark.asyncio
-
-
-class _Where:
-    def __init__(self, partition: int) -> None:
-        self.partition = partition
-
-
-class _Event:
-    def __init__(self, partition: int) -> None:
-        self.message = _Where(partition)
 
 
 class _Topic:
@@ -99,12 +87,7 @@ class _Producer:
 
 
 def _write(changelog: BatchedChangelog, partition: int, key: bytes, value: bytes) -> None:
-    where = _Event(partition)
-    _current_event.set(weakref.ref(where))  # type: ignore[arg-type]
-    try:
-        changelog[key] = value
-    finally:
-        _current_event.set(None)
+    changelog.at(partition)[key] = value
 
 
 async def _turns(n: int = 5) -> None:
