@@ -97,6 +97,9 @@ class Contract(AccountEvent):
     status: str
     expires_at_ms: int
     auto_renew: bool
+    # The contract's price in cents (optional: price_increase_at_risk compares it with the
+    # contract's previous price).
+    price_cents: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
