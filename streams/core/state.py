@@ -205,6 +205,12 @@ class CustomerState:
     timezone: tuple[int, str] | None = None
     # Decisions waiting for the end of the customer's quiet hours: (until, deferred at, what).
     deferred: list[tuple[int, int, Candidate]] = field(default_factory=list)
+    # The state slices of the families that are not built in (``streams.core.triggers.api``):
+    # ``ext`` as stored (family name -> [version, payload] or, once the family is found not
+    # installed, [version, payload, orphaned since]); ``slices`` those decoded in this call,
+    # family name -> (family, slice).
+    ext: dict[str, list[Any]] = field(default_factory=dict)
+    slices: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
     # --- queries the shell and the policy use ---------------------------------------
 
@@ -306,6 +312,14 @@ def _encode(s: CustomerState) -> dict[str, Any]:
              c.priority, list(c.evidence), c.triggered_at_ms - b]
             for u, at, c in s.deferred
         ]  # fmt: skip
+    if s.slices or s.ext:
+        ext = dict(s.ext)
+        for name, (family, data) in s.slices.items():
+            payload = family.encode_slice(data)
+            if payload:
+                ext[name] = [family.state_version, payload]
+        if ext:
+            o["t"] = ext
     return o
 
 
@@ -406,12 +420,13 @@ def _decode(o: dict[str, Any]) -> CustomerState:
         if "df" in o
         else []
     )
+    ext = dict(o["t"]) if "t" in o else {}
     # Positional, in CustomerState's field order: a dataclass's __init__ costs about twice as
     # much with keywords, and this runs for every event.
     return CustomerState(
         customer_id, b, due_ms, applied_offsets, seen, fired, savings, follow_ups, contracts,
         usage, complaints, visits, cards, categories, consent, segment, business_unit, timezone,
-        deferred,
+        deferred, ext,
     )  # fmt: skip
 
 

@@ -28,8 +28,10 @@ How this module reads it:
 from __future__ import annotations
 
 import bisect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 from streams.core.events import Balance, Event, Transaction
 from streams.core.state import (
@@ -50,6 +52,7 @@ from streams.core.state import (
     SavingsAccount,
 )
 from streams.core.triggers import DueItem, Emitter, TriggerParams
+from streams.core.triggers.api import MARKETING, TriggerFamily, spec
 
 TRIGGERS = ("savings_drop_to_checking", "savings_drop_to_wire", "savings_drop_unexplained")
 # The event types ``apply`` folds in: for any other, it returns False and changes nothing.
@@ -397,3 +400,49 @@ def _merge_old(account: SavingsAccount, exact_from: int, keep_from: int) -> None
             days[t // DAY_MS] = (total + cents, count + 1)
     account.obs = exact
     account.days = [(d, c, n) for d, (c, n) in sorted(days.items())][-MAX_OBSERVATIONS:]
+
+
+_DROP = {
+    "baseline_days": 90,
+    "min_average_balance": 10_000,
+    "drop_fraction": 0.5,
+    "drop_window_days": 3,
+    "follow_up_days": 7,
+    "match_fraction": 0.8,
+}
+# Where the money went: the drop is the one the three above define (their shared parameters);
+# these two only say which follow-up explains it.
+_FOLLOW = {"follow_up_days": 7, "match_fraction": 0.8}
+
+
+class SavingsFamily(TriggerFamily):
+    """The savings drop and where the money went (one drop computation for all five)."""
+
+    name = "savings"
+    triggers = (
+        spec("savings_drop_to_checking", "savings", "loan_offer", "email", MARKETING, 85,
+             **_DROP),
+        spec("savings_drop_to_wire", "savings", "investment_advisor_call", "phone", MARKETING, 90,
+             **_DROP),
+        spec("savings_drop_unexplained", "savings", "retention_check_in", "email", MARKETING, 60,
+             **_DROP),
+        spec("savings_drop_to_own_investment", "savings", "investment_welcome", "email",
+             MARKETING, 75, **_FOLLOW),
+        spec("savings_drop_to_loan_payoff", "savings", "credit_review", "email", MARKETING, 70,
+             **_FOLLOW),
+    )  # fmt: skip
+    events = EVENTS
+    # One drop means one thing for every trigger built on it.
+    shared_parameters = ("baseline_days", "min_average_balance", "drop_fraction",
+                         "drop_window_days")  # fmt: skip
+    apply = staticmethod(apply)
+    on_event = staticmethod(on_event)
+    due_items = staticmethod(due_items)
+    holds_data = staticmethod(holds_data)
+    prune = staticmethod(prune)
+
+    def configure(self, sections: Mapping[str, Mapping[str, Any]], lateness_ms: int) -> None:
+        return None  # TriggerParams.savings
+
+
+FAMILY = SavingsFamily()
