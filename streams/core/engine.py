@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from streams.core.decisions import Candidate
-from streams.core.events import Consent, Engagement, Event, Profile
+from streams.core.events import Event, Profile
 from streams.core.state import DAY_MS, CustomerState, id_hash
 from streams.core.triggers import DueItem, Emitter, TriggerParams
 from streams.core.triggers.api import ORPHAN_KEEP_MS
@@ -174,16 +174,10 @@ def _orphans(state: CustomerState, params: TriggerParams) -> None:
 
 
 def _apply_profile(state: CustomerState, event: Event) -> None:
-    """Consent, unsubscribes and profile fields: the latest by event time wins."""
-    t = event.occurred_at_ms
-    if isinstance(event, Consent | Engagement):
-        if isinstance(event, Engagement) and event.action != "unsubscribed":
-            return
-        out = 1 if isinstance(event, Engagement) or event.status == "opted_out" else 0
-        current = state.consent.get(event.channel)
-        if current is None or t >= current[0]:
-            state.consent[event.channel] = (t, out)
-    elif isinstance(event, Profile):
+    """Profile fields: the latest by event time wins. (Consent and unsubscribes are the contact
+    ledger's: the policy reads them there.)"""
+    if isinstance(event, Profile):
+        t = event.occurred_at_ms
         for attr in ("segment", "business_unit", "timezone"):
             value = getattr(event, attr)
             current = getattr(state, attr)

@@ -42,7 +42,6 @@ MAX_STATEMENTS = 12
 MAX_CATEGORIES = 8
 MAX_PURCHASES = 8
 PURCHASE_IDS_KEPT = 2  # event ids kept (for evidence) on the newest purchases only
-MAX_CONSENT = 6
 
 Obs = tuple[int, int]  # (time, balance in cents)
 DayObs = tuple[int, int, int]  # (UTC day number, sum of cents, count): older observations
@@ -199,7 +198,6 @@ class CustomerState:
     visits: list[VisitState] = field(default_factory=list)
     cards: dict[str, CardState] = field(default_factory=dict)
     categories: dict[str, CategoryState] = field(default_factory=dict)
-    consent: dict[str, tuple[int, int]] = field(default_factory=dict)  # channel -> (t, out)
     segment: tuple[int, str] | None = None
     business_unit: tuple[int, str] | None = None
     timezone: tuple[int, str] | None = None
@@ -212,16 +210,11 @@ class CustomerState:
     ext: dict[str, list[Any]] = field(default_factory=dict)
     slices: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
-    # --- queries the shell and the policy use ---------------------------------------
+    # --- queries --------------------------------------------------------------------------
 
     @property
     def last_complaint_ms(self) -> int | None:
         return self.complaints[-1] if self.complaints else None
-
-    def opted_out(self, channel: str) -> bool:
-        """The latest consent word (by event time) for the channel or for ``all``."""
-        entries = [self.consent[c] for c in (channel, "all") if c in self.consent]
-        return bool(max(entries)[1]) if entries else False
 
     # --- de-duplication ---------------------------------------------------------------
 
@@ -298,8 +291,6 @@ def _encode(s: CustomerState) -> dict[str, Any]:
         o["cc"] = {k: _encode_card(c, b) for k, c in s.cards.items()}
     if s.categories:
         o["pc"] = {k: _encode_category(c, b) for k, c in s.categories.items()}
-    if s.consent:
-        o["cs"] = {k: [t - b, out] for k, (t, out) in s.consent.items()}
     if s.segment is not None:
         o["sg"] = [s.segment[0] - b, s.segment[1]]
     if s.business_unit is not None:
@@ -408,7 +399,8 @@ def _decode(o: dict[str, Any]) -> CustomerState:
     visits = [VisitState(i, t + b, cid, list(f)) for i, t, cid, f in o["v"]] if "v" in o else []
     cards = {k: _decode_card(c, b) for k, c in o["cc"].items()} if "cc" in o else {}
     categories = {k: _decode_category(c, b) for k, c in o["pc"].items()} if "pc" in o else {}
-    consent = {k: (t + b, out) for k, (t, out) in o["cs"].items()} if "cs" in o else {}
+    # "cs" (consent words by channel), written by earlier versions, is not read: opt-outs live
+    # in the contact ledger. The next write leaves it out.
     segment = (o["sg"][0] + b, o["sg"][1]) if "sg" in o else None
     business_unit = (o["bu"][0] + b, o["bu"][1]) if "bu" in o else None
     timezone = (o["tz"][0] + b, o["tz"][1]) if "tz" in o else None
@@ -425,7 +417,7 @@ def _decode(o: dict[str, Any]) -> CustomerState:
     # much with keywords, and this runs for every event.
     return CustomerState(
         customer_id, b, due_ms, applied_offsets, seen, fired, savings, follow_ups, contracts,
-        usage, complaints, visits, cards, categories, consent, segment, business_unit, timezone,
+        usage, complaints, visits, cards, categories, segment, business_unit, timezone,
         deferred, ext,
     )  # fmt: skip
 
