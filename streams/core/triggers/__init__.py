@@ -119,17 +119,29 @@ class TriggerParams:
     families: Mapping[str, Any]
     specs: Mapping[str, TriggerSpec] = field(init=False)
     fired_retention_ms: int = field(init=False)
+    retention: Mapping[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "specs", self.registry.specs)
         # An occurrence's hash is kept for as long as late data could make it fire again.
         s = self.savings
         retention = max(
-            30 * DAY_MS,
-            2 * self.lateness_ms + 2 * s.max_follow_ms + s.window_ms + DAY_MS,
-            *(f.retention_ms(self) for f in self.registry.families),
+            30 * DAY_MS, 2 * self.lateness_ms + 2 * s.max_follow_ms + s.window_ms + DAY_MS
         )
         object.__setattr__(self, "fired_retention_ms", retention)
+        # A family may need its occurrences remembered for longer (its own lateness horizon):
+        # per trigger, so that installing a plugin changes nothing for the others.
+        object.__setattr__(
+            self,
+            "retention",
+            MappingProxyType(
+                {
+                    t.name: max(retention, f.retention_ms(self))
+                    for f in self.registry.families
+                    for t in f.triggers
+                }
+            ),
+        )
 
     @classmethod
     def from_config(
@@ -235,7 +247,7 @@ class Emitter:
         if self.state.was_fired(key):
             return True
         fired = self.state.fired
-        fired.append((key, max(at_ms, self.now_ms) + self.params.fired_retention_ms))
+        fired.append((key, max(at_ms, self.now_ms) + self.params.retention[trigger]))
         if len(fired) > MAX_FIRED:
             fired.sort(key=lambda f: f[1])
             del fired[: len(fired) - MAX_FIRED]
