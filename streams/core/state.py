@@ -46,7 +46,9 @@ PURCHASE_IDS_KEPT = 2  # event ids kept (for evidence) on the newest purchases o
 Obs = tuple[int, int]  # (time, balance in cents)
 DayObs = tuple[int, int, int]  # (UTC day number, sum of cents, count): older observations
 Debit = tuple[int, int, str]  # (time, cents, event id)
-FollowUp = tuple[int, int, str, str]  # (time, cents, kind "c" checking credit | "w" wire, id)
+# (time, cents, kind, id); kind: "c" internal credit to checking, "w" wire debit, "i" internal
+# credit to an investment account, "l" internal credit to a loan account
+FollowUp = tuple[int, int, str, str]
 # (time, status, expires_at, auto_renew 1/0 or -1 "as before" for auto_renew_charged, event id)
 Version = tuple[int, str, int, int, str]
 Point = tuple[int, str]  # (time, event id)
@@ -114,6 +116,8 @@ CHECKING_FIRED = 1
 WIRE_FIRED = 2
 UNEXPLAINED_FIRED = 4
 UNEXPLAINED_DECIDED = 8
+INVESTMENT_FIRED = 16
+LOAN_FIRED = 32
 
 
 @dataclass(slots=True)
