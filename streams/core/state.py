@@ -211,8 +211,9 @@ class CustomerState:
     # ``ext`` as stored (family name -> [version, payload] or, once the family is found not
     # installed, [version, payload, orphaned since]); ``slices`` those decoded in this call,
     # family name -> (family, slice).
-    ext: dict[str, list[Any]] = field(default_factory=dict)
-    slices: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    # (Not compared: a slice decoded in a call equals its stored form; compare ``to_bytes``.)
+    ext: dict[str, list[Any]] = field(default_factory=dict, compare=False)
+    slices: dict[str, tuple[Any, Any]] = field(default_factory=dict, compare=False)
 
     # --- queries --------------------------------------------------------------------------
 
@@ -314,7 +315,8 @@ def _encode(s: CustomerState) -> dict[str, Any]:
             if payload:
                 ext[name] = [family.state_version, payload]
         if ext:
-            o["t"] = ext
+            # By name: the same slices give the same bytes, whichever were decoded in this call.
+            o["t"] = {k: ext[k] for k in sorted(ext)}
     return o
 
 

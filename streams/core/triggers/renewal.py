@@ -159,6 +159,32 @@ def _is_open(version: tuple[str, int, bool, str] | None, at_ms: int) -> bool:
     return version is not None and version[0] in OPEN_STATUSES and version[1] > at_ms
 
 
+is_open = _is_open  # for the usage lapse family, which reads contracts as of its due times
+
+
+def unused_check_in_on_day(
+    state: CustomerState, contract_id: str, record: ContractState, at_ms: int, params: TriggerParams
+) -> bool:
+    """Whether ``auto_renew_unused`` is (or was) due for the contract on the UTC day of
+    ``at_ms``: the same conditions as ``due_items`` applies, as of that due time."""
+    if "auto_renew_unused" not in params.enabled:
+        return False
+    r = params.renewal
+    day = at_ms // DAY_MS
+    for expires in {v[2] for v in record.versions}:
+        due = expires - r.unused_days_before * DAY_MS
+        if due // DAY_MS != day:
+            continue
+        version = version_at(record, due)
+        if version is None or not _is_open(version, due) or version[1] != expires:
+            continue
+        if version[2] and not _used(
+            state, contract_id, record.product, due - r.usage_lookback_ms, due
+        ):
+            return True
+    return False
+
+
 def _used(state: CustomerState, contract_id: str, product: str | None, lo: int, hi: int) -> bool:
     keys = [f"c:{contract_id}"] + ([f"p:{product}"] if product else [])
     return any(any_between(state.usage.get(k, []), lo, hi) for k in keys)
