@@ -327,8 +327,9 @@ def usage_lapsed(h: _History, near_miss: bool) -> dict[str, int]:
 
 
 def price_increase_at_risk(h: _History, near_miss: bool) -> dict[str, int]:
-    # A complaint on day 10, then the price goes from 100.00 to 110.00 (near miss: 109.99) on
-    # day 20; the contract is cancelled on day 30 (no reminders, nothing more).
+    # A complaint on day 1, then the price goes from 100.00 to 110.00 (near miss: 109.99) on
+    # day 20, after the policy's 14 quiet days that follow a complaint; the contract is
+    # cancelled on day 30 (no reminders, nothing more).
     def contract(day: float, status: str, price: float) -> None:
         h.add(
             day,
@@ -342,7 +343,7 @@ def price_increase_at_risk(h: _History, near_miss: bool) -> dict[str, int]:
         )
 
     contract(0, "active", 100.0)
-    h.add(10, "complaint", category="billing")
+    h.add(1, "complaint", category="billing")
     contract(20, "active", 109.99 if near_miss else 110.0)
     contract(30, "cancelled", 110.0)
     return {} if near_miss else {"price_increase_at_risk": 1}
