@@ -235,11 +235,14 @@ def registry_for(config: Mapping[str, Any]) -> Registry:
     return load_registry(tuple(config["triggers"].get("plugins", ())))
 
 
-def registry_of(families: Sequence[TriggerFamily], *, entry_points: bool = False) -> Registry:
-    """The built-in families and these (the testing kit's); the installed entry points' too
-    when asked."""
+def registry_of(
+    families: Sequence[TriggerFamily], *, entry_points: bool = False, plugins: Sequence[str] = ()
+) -> Registry:
+    """The built-in families and these (the testing kit's); the installed entry points' and
+    those of the ``plugins`` modules too when asked."""
     found = [(f, "built in") for f in BUILTIN_FAMILIES]
     if entry_points:
         found += _entry_point_families()
+    found += _module_families(plugins)
     given = [(f, "given") for f in families if all(f is not g for g, _ in found)]
-    return _build(found + given, ())
+    return _build(found + given, tuple(plugins))

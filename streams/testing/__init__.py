@@ -59,9 +59,11 @@ def params_for(
 
     An unknown trigger name or a bad parameter raises ``ConfigError`` naming it, as at a
     worker's start."""
-    registry = registry_of(families, entry_points=True)
     document: dict[str, Any] = {k: dict(v) for k, v in (config or {}).items()}
-    sections = {k: dict(v) for k, v in document.get("triggers", {}).items() if k != "plugins"}
+    given = document.get("triggers", {})
+    plugins = list(given.get("plugins", []))
+    registry = registry_of(families, entry_points=True, plugins=plugins)
+    sections: dict[str, Any] = {k: dict(v) for k, v in given.items() if k != "plugins"}
     if triggers is not None:
         wanted = set(triggers)
         unknown = wanted - set(registry.names)
@@ -71,7 +73,7 @@ def params_for(
             )
         for name in registry.names:
             sections.setdefault(name, {})["enabled"] = name in wanted
-    document["triggers"] = sections
+    document["triggers"] = {**sections, "plugins": plugins}
     return TriggerParams.from_config(build_config(document, registry=registry), registry)
 
 

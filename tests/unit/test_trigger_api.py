@@ -150,3 +150,28 @@ def test_the_slice_of_an_uninstalled_plugin_is_kept_unread_then_dropped() -> Non
 def test_the_installed_entry_points_are_registered() -> None:
     # The example plugin (examples/complaint_triggers) is installed by the test setup.
     assert {"complaint_streak", "complaint_check_in"} <= set(load_registry().names)
+
+
+def test_an_entry_point_that_does_not_load_is_refused_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given an installed distribution whose entry point names a module that is not there
+    import importlib.metadata
+
+    from streams.core import catalogue
+
+    broken = importlib.metadata.EntryPoint(
+        name="broken", value="no_such_plugin_module:FAMILY", group=catalogue.ENTRY_POINT_GROUP
+    )
+    monkeypatch.setattr(catalogue.importlib.metadata, "entry_points", lambda group: [broken])
+    # Then the registry refuses to start, naming the entry point and why
+    with pytest.raises(
+        ConfigError, match=r"entry point broken = no_such_plugin_module:FAMILY .* cannot be loaded"
+    ):
+        catalogue.registry_of([], entry_points=True)
+
+
+def test_the_kit_takes_plugin_modules_from_the_configuration() -> None:
+    story = Story(triggers=["big_purchase"], config={"triggers": {"plugins": [PLUGIN]}})
+    _purchase(story, 0)
+    assert story.names() == ["big_purchase"]
