@@ -32,6 +32,7 @@ from typing import Any
 
 from streams.core.errors import ConfigError
 from streams.core.events import CHANNELS, Event
+from streams.core.state import CustomerState
 from streams.core.triggers import price, reactivation, recurrence, renewal, savings, usage
 from streams.core.triggers.api import (
     CATEGORIES,
@@ -79,6 +80,9 @@ class Registry:
     specs: Mapping[str, TriggerSpec] = field(init=False)
     names: tuple[str, ...] = field(init=False)
     family_names: frozenset[str] = field(init=False)
+    # The families with data in the record's own fields, and those with a slice.
+    legacy: tuple[TriggerFamily, ...] = field(init=False)
+    sliced: tuple[TriggerFamily, ...] = field(init=False)
     # Event type -> the families whose ``apply`` can fold it in; filled on first sight.
     _for: dict[type, tuple[TriggerFamily, ...]] = field(init=False, default_factory=dict)
 
@@ -87,6 +91,15 @@ class Registry:
         object.__setattr__(self, "specs", MappingProxyType(specs))
         object.__setattr__(self, "names", tuple(specs))
         object.__setattr__(self, "family_names", frozenset(f.name for f in self.families))
+        object.__setattr__(self, "legacy", tuple(f for f in self.families if not f.uses_slice))
+        object.__setattr__(self, "sliced", tuple(f for f in self.families if f.uses_slice))
+
+    def busy(self, state: CustomerState) -> list[TriggerFamily]:
+        """The families with data in ``state`` (the others have nothing due or to prune)."""
+        busy = [f for f in self.legacy if f.holds_data(state)]
+        if state.slices or state.ext:
+            busy += [f for f in self.sliced if f.holds_data(state)]
+        return busy
 
     def families_for(self, kind: type) -> tuple[TriggerFamily, ...]:
         families = self._for.get(kind)

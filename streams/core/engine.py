@@ -129,9 +129,8 @@ def take_deferred(state: CustomerState, now_ms: int) -> list[tuple[Candidate, in
 def due_items(state: CustomerState, params: TriggerParams) -> list[DueItem]:
     """Every time-based occurrence valid as of its due time and not fired yet."""
     items: list[DueItem] = []
-    for family in params.registry.families:
-        if family.holds_data(state):
-            items.extend(family.due_items(state, params))
+    for family in params.registry.busy(state):
+        items.extend(family.due_items(state, params))
     return items
 
 
@@ -143,7 +142,7 @@ def _settle(state: CustomerState, params: TriggerParams, now_ms: int) -> None:
     event within the lateness could still need.
     """
     # A family without data has no due items and nothing to prune: it is skipped.
-    busy = [f for f in params.registry.families if f.holds_data(state)]
+    busy = params.registry.busy(state)
     due = None
     for family in busy:
         for item in family.due_items(state, params, named=False):

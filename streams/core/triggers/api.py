@@ -26,8 +26,9 @@ triggers share one drop). The built-in families and a plugin's are the same kind
   ``family.slice(state)`` gives the slice (decoded on first use in a call), ``drop_slice`` removes
   it. The slice must stay bounded (a cap per collection, pruned by time in ``prune``).
 
-The built-in families keep their data in the record's own fields (their format predates this
-API, and records written by earlier versions must still load); every other family uses a slice.
+The first four built-in families (savings, renewal, reactivation, recurrence) keep their data in
+the record's own fields (their format predates this API, and records written by earlier versions
+must still load, byte for byte); every other family, built in or not, uses a slice.
 A slice whose family is not installed is kept unread for ``ORPHAN_KEEP_MS`` of stream time, so a
 plugin reinstalled soon finds it again, then dropped.
 
@@ -105,6 +106,9 @@ class TriggerFamily:
     events: tuple[type, ...] = ()
     shared_parameters: tuple[str, ...] = ()
     state_version: int = 1
+    # False only for the built-in families whose data lives in the record's own fields: the
+    # core skips the others at once for a record without any slice.
+    uses_slice: bool = True
 
     # --- configuration ----------------------------------------------------------------
 

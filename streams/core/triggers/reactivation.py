@@ -231,6 +231,7 @@ class ReactivationFamily(TriggerFamily):
              days=90),
     )  # fmt: skip
     events = EVENTS
+    uses_slice = False
     shared_parameters = tuple(_LAPSE)
     apply = staticmethod(apply)
     on_event = staticmethod(on_event)

@@ -176,6 +176,7 @@ class RecurrenceFamily(TriggerFamily):
              min_gap_days=335, max_gap_days=395, usual_gap_days=365, grace_days=14),
     )  # fmt: skip
     events = EVENTS
+    uses_slice = False
     apply = staticmethod(apply)
     on_event = staticmethod(on_event)
     due_items = staticmethod(due_items)

@@ -337,6 +337,7 @@ class RenewalFamily(TriggerFamily):
              days_before=30, usage_lookback_days=90),
     )  # fmt: skip
     events = EVENTS
+    uses_slice = False
     apply = staticmethod(apply)
     on_event = staticmethod(on_event)
     due_items = staticmethod(due_items)

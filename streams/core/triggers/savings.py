@@ -446,6 +446,7 @@ class SavingsFamily(TriggerFamily):
              **_FOLLOW),
     )  # fmt: skip
     events = EVENTS
+    uses_slice = False
     # One drop means one thing for every trigger built on it.
     shared_parameters = ("baseline_days", "min_average_balance", "drop_fraction",
                          "drop_window_days")  # fmt: skip

@@ -123,8 +123,8 @@ class UsageLapseFamily(TriggerFamily):
     def due_items(
         self, state: CustomerState, params: TriggerParams, *, named: bool = True
     ) -> list[DueItem]:
-        if TRIGGER not in params.enabled:
-            return []
+        if TRIGGER not in params.enabled or not state.contracts:
+            return []  # no contract, no lapse (the usage is kept for one that comes later)
         p: UsageLapseParams = self.parameters(params)
         data: UsageSlice = self.slice(state)
         marks = set(data.marks)
