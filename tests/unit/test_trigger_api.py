@@ -175,3 +175,35 @@ def test_the_kit_takes_plugin_modules_from_the_configuration() -> None:
     story = Story(triggers=["big_purchase"], config={"triggers": {"plugins": [PLUGIN]}})
     _purchase(story, 0)
     assert story.names() == ["big_purchase"]
+
+
+def test_the_kit_writes_events_as_the_contract_s_json_and_reads_them_back() -> None:
+    # Given typed events with money, times and optional fields
+    from streams.core.ingest import validate_payload
+    from streams.testing import to_wire
+
+    story = Story()
+    events = [
+        story.event(ev.Contract, 1, contract_id="k", product="gym", status="active",
+                    expires_at_ms=story.at(90), auto_renew=True, price_cents=1_999),
+        story.event(ev.Transaction, 2, account_id="a", account_type="savings",
+                    direction="debit", amount_cents=150_000, rail="wire"),
+        story.event(ev.Visit, 3, venue="zoo", sentiment="positive"),
+    ]  # fmt: skip
+    for event in events:
+        # When written in the wire format and decoded by the worker's validator
+        wire = to_wire(event)
+        again = validate_payload(event.topic_kind, orjson.loads(orjson.dumps(wire)))
+        # Then it is the same event
+        assert again == event, wire
+    assert to_wire(events[0])["price"] == 19.99 and to_wire(events[1])["amount"] == 1500
+
+
+def test_the_metrics_know_every_registered_trigger() -> None:
+    from streams.ops.metrics import Metrics
+
+    metrics = Metrics()
+    names = load_registry().names
+    metrics.preset(("a", "u"), names)
+    fired = {s.labels["trigger"] for m in metrics.triggers_fired.collect() for s in m.samples}
+    assert set(names) <= fired and "complaint_streak" in fired
