@@ -26,9 +26,14 @@ system-deps: ## install Debian's redis-server, prometheus (promtool) and curl if
 	    --no-install-recommends $$missing >/dev/null; \
 	fi
 
-$(STAMP): pyproject.toml requirements/constraints.txt
+# The example trigger plugin (examples/complaint_triggers) is installed too: the tests exercise
+# it through its entry point, as a deployment would.
+EXAMPLE_PLUGIN := examples/complaint_triggers
+
+$(STAMP): pyproject.toml requirements/constraints.txt $(EXAMPLE_PLUGIN)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) -e '.[dev,local]'
+	$(PIP_INSTALL) --no-deps -e $(EXAMPLE_PLUGIN)
 	@touch $(STAMP)
 
 install: system-deps $(STAMP) ## create .venv with the project, dev tools and the Tansu broker

@@ -18,14 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from streams.core.catalogue import (
-    CATALOGUE,
-    MARKETING,
-    SHARED_PARAMETERS,
-    TRIGGER_NAMES,
-    default_parameters,
-    default_priorities,
-)
+from streams.core.catalogue import Registry, builtin_registry, load_registry
 from streams.core.errors import ConfigError
 from streams.core.events import CHANNELS
 from streams.core.ingest import DEAD_LETTER_MAX_VALUE_BYTES_LIMIT
@@ -34,7 +27,7 @@ from streams.core.policy import Policy, check_business_unit, check_global_contro
 from streams.core.triggers import TriggerParams
 from streams.kafka.copartition import PARTITIONERS, REPARTITION_MODES
 
-DEFAULTS: dict[str, Any] = {
+_DEFAULTS: dict[str, Any] = {
     "topics": {
         "account_events": "account-events",
         "usage_events": "usage-events",
@@ -77,8 +70,9 @@ DEFAULTS: dict[str, Any] = {
         # repartition topic (misrouted), every record forwarded (all), or only counted (off).
         "repartition": "misrouted",
     },
-    # The trigger parameters and their defaults: streams/core/catalogue.py.
-    "triggers": default_parameters(),
+    # The trigger parameters and their defaults: the catalogue (streams/core/catalogue.py), and
+    # ``plugins``, modules of trigger families to register besides the installed entry points.
+    "triggers": {},
     "policy": {
         "holdout_rate": 0.05,
         # The global control group: this share of customers (stable by a hash of the customer
@@ -108,7 +102,7 @@ DEFAULTS: dict[str, Any] = {
         "capacity_timezone": "UTC",
         "complaint_quiet_days": 14,
         # Per trigger, channels to try in order when its own channel is capped or opted out.
-        "channel_fallbacks": {name: [] for name in TRIGGER_NAMES},
+        "channel_fallbacks": {},
         # The business unit our decisions are recorded under in the shared ledger; per trigger
         # another one; and caps per business unit ({per_7_days, per_30_days}, either or both).
         "business_unit": "lifecycle",
@@ -123,28 +117,51 @@ DEFAULTS: dict[str, Any] = {
             "channels": ["sms", "phone", "push"],
             "timezone": "UTC",
         },
-        "priorities": default_priorities(),
+        "priorities": {},
     },
 }
 
-# The actions of marketing triggers: what policy.capacity may limit (service is never stopped).
-MARKETING_ACTIONS = tuple(sorted({s.action for s in CATALOGUE.values() if s.category == MARKETING}))
+
+def defaults_for(registry: Registry) -> dict[str, Any]:
+    """The defaults of a configuration with this trigger catalogue."""
+    out = copy.deepcopy(_DEFAULTS)
+    out["triggers"] = registry.default_parameters()
+    out["policy"]["channel_fallbacks"] = {name: [] for name in registry.names}
+    out["policy"]["priorities"] = registry.default_priorities()
+    return out
+
+
+def open_maps_for(registry: Registry) -> dict[str, tuple[str, ...] | None]:
+    """``OPEN_MAPS`` with this trigger catalogue's names."""
+    out = dict(OPEN_MAPS)
+    out["policy.priorities"] = ("service", *registry.names)
+    out["policy.trigger_business_units"] = registry.names
+    # policy.capacity limits marketing actions (service is never stopped).
+    out["policy.capacity"] = tuple(sorted({registry.specs[n].action for n in registry.marketing()}))
+    return out
+
 
 # Maps whose keys are the user's to choose; values must look like the default's values.
 # The value is the dotted path of the key set it must stay within (None: free keys).
+# (The trigger names of "policy.priorities" and "policy.trigger_business_units", and the marketing
+# actions of "policy.capacity": open_maps_for.)
 OPEN_MAPS: dict[str, tuple[str, ...] | None] = {
     "triggers.replacement_due.cycle_days": None,
+    "triggers.renewal_reminder.days_before_by_product": None,
+    "triggers.usage_lapsed.inactive_days_by_product": None,
     "policy.segment_cap_multipliers": None,
     "policy.channel_caps": CHANNELS,
-    "policy.priorities": ("service", *TRIGGER_NAMES),
-    "policy.trigger_business_units": TRIGGER_NAMES,
+    "policy.priorities": (),
+    "policy.trigger_business_units": (),
     "policy.business_unit_caps": None,
-    "policy.capacity": MARKETING_ACTIONS,
+    "policy.capacity": (),
     "stream.topic_partitioners": ("account_events", "usage_events"),
 }
 # Open maps that are empty by default: what each value must look like. A mapping template lists
 # the keys a value may have; only the keys given are kept (a missing one means "no limit").
 OPEN_MAP_TEMPLATES: dict[str, Any] = {
+    "triggers.renewal_reminder.days_before_by_product": [30, 7],
+    "triggers.usage_lapsed.inactive_days_by_product": 60,
     "policy.trigger_business_units": "lifecycle",
     "policy.business_unit_caps": {"per_7_days": 1, "per_30_days": 1},
     "policy.capacity": {"per_day": 1},
@@ -161,6 +178,7 @@ PRODUCER_MAX_REQUEST_BYTES = 1_000_000
 MAX_MESSAGE_BYTES_LIMIT = 512 * 1024
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")  # a legal Kafka topic name
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _HH_MM = re.compile(r"(?:[01][0-9]|2[0-3]):[0-5][0-9]")
 
 
@@ -207,6 +225,13 @@ def _time_zone(path: str, v: Any) -> None:
 
 def _business_unit(path: str, v: Any) -> None:
     check_business_unit(path, v)
+
+
+def _module_list(path: str, v: Any) -> None:
+    if any(not isinstance(m, str) or _MODULE.fullmatch(m) is None for m in v):
+        raise ConfigError(
+            f"{path}: must be a list of module paths like my_triggers.family, got {v!r}"
+        )
 
 
 def _days_list(path: str, v: Any) -> None:
@@ -299,18 +324,25 @@ def _check_type(path: str, default: Any, value: Any) -> Any:
             raise ConfigError(f"{path}: must be a list, got {value!r}")
         if ".channel_fallbacks." in path or path == "policy.quiet_hours.channels":
             _channel_list(path, value)
+        elif path == "triggers.plugins":
+            _module_list(path, value)
         else:
             _days_list(path, value)
         return value
     raise AssertionError(f"no type rule for {path}")  # pragma: no cover - defaults are ours
 
 
-def _merge(path: str, default: dict[str, Any], override: Any) -> dict[str, Any]:
+def _merge(
+    path: str,
+    default: dict[str, Any],
+    override: Any,
+    open_maps: Mapping[str, tuple[str, ...] | None] = OPEN_MAPS,
+) -> dict[str, Any]:
     if not isinstance(override, dict):
         raise ConfigError(f"{path or 'the configuration'}: must be a mapping, got {override!r}")
     merged = copy.deepcopy(default)
-    open_keys = OPEN_MAPS.get(path, ())
-    is_open = path in OPEN_MAPS
+    open_keys = open_maps.get(path, ())
+    is_open = path in open_maps
     sample = next(iter(default.values()), OPEN_MAP_TEMPLATES.get(path)) if is_open else None
     for key, value in override.items():
         here = f"{path}.{key}" if path else str(key)
@@ -324,10 +356,10 @@ def _merge(path: str, default: dict[str, Any], override: Any) -> dict[str, Any]:
             known = ", ".join(open_keys or default) if is_open else ", ".join(default)
             raise ConfigError(f"{here}: unknown key (known keys here: {known})")
         if isinstance(template, dict) and key not in default and path in OPEN_MAP_TEMPLATES:
-            given = _merge(here, template, value)
+            given = _merge(here, template, value, open_maps)
             merged[key] = {k: v for k, v in given.items() if k in value}
         elif isinstance(template, dict):
-            merged[key] = _merge(here, template, value)
+            merged[key] = _merge(here, template, value, open_maps)
         else:
             merged[key] = _check_type(here, template, value)
     return merged
@@ -350,26 +382,45 @@ def thaw(value: Any) -> Any:
     return value
 
 
-def build_config(override: Any = None) -> Mapping[str, Any]:
-    """Defaults merged with ``override`` (the parsed YAML document), validated and frozen."""
-    merged = _merge("", DEFAULTS, {} if override is None else override)
-    for group, names in SHARED_PARAMETERS.items():
-        first = merged["triggers"][group[0]]
-        for other in group[1:]:
-            for name in names:
-                if merged["triggers"][other][name] != first[name]:
+def _plugins(override: Any) -> tuple[str, ...]:
+    """``triggers.plugins`` of a user's document, checked before the catalogue is known."""
+    triggers = override.get("triggers") if isinstance(override, dict) else None
+    plugins = triggers.get("plugins", []) if isinstance(triggers, dict) else []
+    if not isinstance(plugins, list):
+        raise ConfigError(f"triggers.plugins: must be a list, got {plugins!r}")
+    _module_list("triggers.plugins", plugins)
+    return tuple(plugins)
+
+
+def build_config(override: Any = None, *, registry: Registry | None = None) -> Mapping[str, Any]:
+    """Defaults merged with ``override`` (the parsed YAML document), validated and frozen.
+
+    The trigger catalogue is ``registry`` when given (the testing kit's), else the built-in
+    families, the installed entry points and the modules of ``triggers.plugins``.
+    """
+    if registry is None:
+        registry = load_registry(_plugins(override))
+    merged = _merge(
+        "", defaults_for(registry), {} if override is None else override, open_maps_for(registry)
+    )
+    triggers = merged["triggers"]
+    for family in registry.families:
+        names = [t.name for t in family.triggers]
+        for parameter in family.shared_parameters:
+            having = [n for n in names if parameter in triggers[n]]
+            for other in having[1:]:
+                if triggers[other][parameter] != triggers[having[0]][parameter]:
                     raise ConfigError(
-                        f"triggers.{other}.{name}: must equal triggers.{group[0]}.{name} "
-                        f"({first[name]!r}); {', '.join(group)} share one computation"
+                        f"triggers.{other}.{parameter}: must equal triggers.{having[0]}."
+                        f"{parameter} ({triggers[having[0]][parameter]!r}); "
+                        f"{', '.join(having)} share one computation"
                     )
+        problems = family.validate({n: triggers[n] for n in names})
+        if problems:
+            raise ConfigError("; ".join(problems))
     topics = merged["topics"]
     if len(set(topics.values())) != len(topics):
         raise ConfigError(f"topics: every topic needs its own name, got {topics!r}")
-    usual = merged["triggers"]["usual_booking_missed"]
-    if not usual["min_gap_days"] <= usual["usual_gap_days"] <= usual["max_gap_days"]:
-        raise ConfigError(
-            "triggers.usual_booking_missed: need min_gap_days <= usual_gap_days <= max_gap_days"
-        )
     for unit, caps in merged["policy"]["business_unit_caps"].items():
         if not caps:
             raise ConfigError(
@@ -419,3 +470,7 @@ def default_policy() -> Policy:
 def default_trigger_params() -> TriggerParams:
     """The trigger parameters of the built-in defaults."""
     return TriggerParams.from_config(build_config())
+
+
+# The defaults with the built-in catalogue only (no plugins).
+DEFAULTS: dict[str, Any] = defaults_for(builtin_registry())

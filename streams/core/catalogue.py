@@ -1,123 +1,127 @@
-"""The trigger catalogue: every built-in trigger, once.
+"""The trigger catalogue: the registry of trigger families, and its view of every trigger.
 
-One entry per trigger: its family (the module of ``streams.core.triggers`` that computes it),
-the action, channel and category its decisions carry, its default priority, and its
-parameters with their defaults. The configuration's defaults and validation
-(``streams.config``), the trigger parameters (``TriggerParams``), the metrics, the demo and
-the contract's table (``docs/contract.md``, checked by ``tests/unit/test_catalogue.py``) all
-read it from here.
+A family (``streams.core.triggers.api.TriggerFamily``) declares its triggers (name, action,
+channel, category, default priority, parameters with defaults), its state and its hooks. The
+registry holds the built-in families (``streams.core.triggers``: savings, renewal, reactivation,
+recurrence, usage lapse, price rise) and the plugins:
+
+- every entry point of the group ``lifecycle_triggers.triggers`` (``importlib.metadata``) of the
+  installed distributions, and
+- the modules named in the configuration's ``triggers.plugins``.
+
+An entry point or module gives a family, a family class (instantiated without arguments), a
+sequence of those, or a module with ``TRIGGER_FAMILIES``. Two families or two triggers with one
+name, a trigger name that is not ``[a-z][a-z0-9_]*``, an unknown channel or category, or a
+plugin that cannot be imported stop the start with a ``ConfigError`` naming it.
+
+The configuration's defaults and validation (``streams.config``), the trigger parameters
+(``TriggerParams``), the metrics, the demo and the contract's table (``docs/contract.md``) all read
+the catalogue from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from types import MappingProxyType
+import functools
+import importlib
+import importlib.metadata
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType, ModuleType
 from typing import Any
 
-MARKETING = "marketing"
-SERVICE = "service"
-# The priority of every service trigger: service messages go first.
-SERVICE_PRIORITY = 100
+from streams.core.errors import ConfigError
+from streams.core.events import CHANNELS, Event
+from streams.core.state import CustomerState
+from streams.core.triggers import price, reactivation, recurrence, renewal, savings, usage
+from streams.core.triggers.api import (
+    CATEGORIES,
+    MARKETING,
+    SERVICE,
+    SERVICE_PRIORITY,
+    TriggerFamily,
+    TriggerSpec,
+)
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "MARKETING",
+    "SERVICE",
+    "SERVICE_PRIORITY",
+    "Registry",
+    "TriggerFamily",
+    "TriggerSpec",
+    "builtin_registry",
+    "load_registry",
+    "registry_for",
+]
+
+ENTRY_POINT_GROUP = "lifecycle_triggers.triggers"
+# Keys of the configuration's ``triggers`` section that are not triggers.
+RESERVED = frozenset({"plugins"})
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+BUILTIN_FAMILIES: tuple[TriggerFamily, ...] = (
+    savings.FAMILY,
+    renewal.FAMILY,
+    reactivation.FAMILY,
+    recurrence.FAMILY,
+    usage.FAMILY,
+    price.FAMILY,
+)
 
 
-@dataclass(frozen=True, slots=True)
-class TriggerSpec:
-    """One trigger of the catalogue."""
+@dataclass(frozen=True, eq=False)
+class Registry:
+    """The installed trigger families and their triggers, in registration order."""
 
-    name: str
-    family: str
-    action: str
-    channel: str
-    category: str
-    # None for service triggers: they all share the configuration's ``priorities.service``.
-    priority: int | None
-    parameters: Mapping[str, Any]
+    families: tuple[TriggerFamily, ...]
+    plugins: tuple[str, ...] = ()
+    specs: Mapping[str, TriggerSpec] = field(init=False)
+    names: tuple[str, ...] = field(init=False)
+    family_names: frozenset[str] = field(init=False)
+    # The families with data in the record's own fields, and those with a slice.
+    legacy: tuple[TriggerFamily, ...] = field(init=False)
+    sliced: tuple[TriggerFamily, ...] = field(init=False)
+    # Event type -> the families whose ``apply`` can fold it in; filled on first sight.
+    _for: dict[type, tuple[TriggerFamily, ...]] = field(init=False, default_factory=dict)
 
+    def __post_init__(self) -> None:
+        specs = {t.name: t for f in self.families for t in f.triggers}
+        object.__setattr__(self, "specs", MappingProxyType(specs))
+        object.__setattr__(self, "names", tuple(specs))
+        object.__setattr__(self, "family_names", frozenset(f.name for f in self.families))
+        object.__setattr__(self, "legacy", tuple(f for f in self.families if not f.uses_slice))
+        object.__setattr__(self, "sliced", tuple(f for f in self.families if f.uses_slice))
 
-_SAVINGS_DROP = {
-    "enabled": True,
-    "baseline_days": 90,
-    "min_average_balance": 10_000,
-    "drop_fraction": 0.5,
-    "drop_window_days": 3,
-    "follow_up_days": 7,
-    "match_fraction": 0.8,
-}
-_LAPSE = {
-    "enabled": True,
-    "inactive_days": 180,
-    "statements": 6,
-    "min_statements": 2,
-    "paid_in_full_share": 0.5,
-}
+    def busy(self, state: CustomerState) -> list[TriggerFamily]:
+        """The families with data in ``state`` (the others have nothing due or to prune)."""
+        busy = [f for f in self.legacy if f.holds_data(state)]
+        if state.slices or state.ext:
+            busy += [f for f in self.sliced if f.holds_data(state)]
+        return busy
 
+    def families_for(self, kind: type) -> tuple[TriggerFamily, ...]:
+        families = self._for.get(kind)
+        if families is None:
+            families = tuple(f for f in self.families if issubclass(kind, f.events))
+            self._for[kind] = families
+        return families
 
-def _spec(
-    name: str,
-    family: str,
-    action: str,
-    channel: str,
-    category: str,
-    priority: int | None,
-    **parameters: Any,
-) -> TriggerSpec:
-    return TriggerSpec(
-        name, family, action, channel, category, priority, MappingProxyType(parameters)
-    )
+    def default_parameters(self) -> dict[str, Any]:
+        """Every trigger's parameters with their defaults (and ``plugins``), fresh and mutable."""
+        out: dict[str, Any] = {n: _thaw(s.parameters) for n, s in self.specs.items()}
+        out["plugins"] = list(self.plugins)
+        return out
 
+    def default_priorities(self) -> dict[str, int]:
+        """The ``policy.priorities`` default: ``service`` and every marketing trigger."""
+        out = {"service": SERVICE_PRIORITY}
+        out.update({n: s.priority for n, s in self.specs.items() if s.priority is not None})
+        return out
 
-_ALL = (
-    _spec("savings_drop_to_checking", "savings", "loan_offer", "email", MARKETING, 85,
-          **_SAVINGS_DROP),
-    _spec("savings_drop_to_wire", "savings", "investment_advisor_call", "phone", MARKETING, 90,
-          **_SAVINGS_DROP),
-    _spec("savings_drop_unexplained", "savings", "retention_check_in", "email", MARKETING, 60,
-          **_SAVINGS_DROP),
-    _spec("renewal_after_positive_visit", "renewal", "renewal_offer", "email", MARKETING, 80,
-          enabled=True, expires_within_days=60, complaint_lookback_days=30),
-    _spec("renewal_reminder", "renewal", "renewal_reminder", "email", MARKETING, 50,
-          enabled=True, days_before=[30, 7]),
-    _spec("auto_renew_confirmation", "renewal", "payment_confirmation", "email", SERVICE, None,
-          enabled=True),
-    _spec("auto_renew_unused", "renewal", "usage_check_in", "email", SERVICE, None,
-          enabled=True, days_before=30, usage_lookback_days=90),
-    _spec("lapsed_transactor", "reactivation", "reactivation_cashback", "email", MARKETING, 40,
-          **_LAPSE),
-    _spec("lapsed_revolver", "reactivation", "reactivation_balance_transfer", "email",
-          MARKETING, 40, **_LAPSE),
-    _spec("never_activated", "reactivation", "activation_nudge", "email", MARKETING, 30,
-          enabled=True, days=90),
-    _spec("replacement_due", "recurrence", "replacement_reminder", "email", MARKETING, 20,
-          enabled=True, min_purchases=3,
-          cycle_days={"air_filter": 90, "car_service": 180, "phone": 730}),
-    _spec("usual_booking_missed", "recurrence", "rebooking_offer", "email", MARKETING, 25,
-          enabled=True, min_gap_days=335, max_gap_days=395, usual_gap_days=365, grace_days=14),
-)  # fmt: skip
-
-CATALOGUE: Mapping[str, TriggerSpec] = MappingProxyType({s.name: s for s in _ALL})
-TRIGGER_NAMES: tuple[str, ...] = tuple(CATALOGUE)
-
-SAVINGS_TRIGGERS = tuple(n for n, s in CATALOGUE.items() if s.family == "savings")
-LAPSE_TRIGGERS = ("lapsed_transactor", "lapsed_revolver")
-# Parameters that define one shared computation (the savings drop, the card lapse): the
-# triggers built on it must agree on them, or one drop would mean three different things.
-SHARED_PARAMETERS = {
-    SAVINGS_TRIGGERS: ("baseline_days", "min_average_balance", "drop_fraction", "drop_window_days"),
-    LAPSE_TRIGGERS: ("inactive_days", "statements", "min_statements", "paid_in_full_share"),
-}
-
-
-def default_parameters() -> dict[str, dict[str, Any]]:
-    """Every trigger's parameters with their defaults, as a fresh mutable mapping."""
-    return {n: _thaw(s.parameters) for n, s in CATALOGUE.items()}
-
-
-def default_priorities() -> dict[str, int]:
-    """The ``policy.priorities`` default: ``service`` and every marketing trigger."""
-    out = {"service": SERVICE_PRIORITY}
-    out.update({n: s.priority for n, s in CATALOGUE.items() if s.priority is not None})
-    return out
+    def marketing(self) -> tuple[str, ...]:
+        return tuple(n for n, s in self.specs.items() if s.category == MARKETING)
 
 
 def _thaw(value: Any) -> Any:
@@ -126,3 +130,132 @@ def _thaw(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_thaw(v) for v in value]
     return value
+
+
+def _families_of(obj: Any, where: str) -> list[TriggerFamily]:
+    if isinstance(obj, ModuleType):
+        if not hasattr(obj, "TRIGGER_FAMILIES"):
+            raise ConfigError(f"{where}: module {obj.__name__} has no TRIGGER_FAMILIES")
+        obj = obj.TRIGGER_FAMILIES
+    if isinstance(obj, type) and issubclass(obj, TriggerFamily):
+        obj = obj()
+    if isinstance(obj, TriggerFamily):
+        return [obj]
+    if isinstance(obj, list | tuple):
+        return [f for item in obj for f in _families_of(item, where)]
+    raise ConfigError(
+        f"{where}: gives {type(obj).__name__}, not a TriggerFamily (or a sequence of them)"
+    )
+
+
+def _check(family: TriggerFamily, where: str) -> None:
+    if not isinstance(family.name, str) or _NAME.fullmatch(family.name) is None:
+        raise ConfigError(f"{where}: family name {family.name!r} must match [a-z][a-z0-9_]*")
+    if not family.triggers:
+        raise ConfigError(f"{where}: family {family.name!r} declares no triggers")
+    if not all(isinstance(k, type) and issubclass(k, Event) for k in family.events):
+        raise ConfigError(f"{where}: family {family.name!r}: events must be event classes")
+    for t in family.triggers:
+        here = f"{where}: trigger {t.name!r}"
+        if not isinstance(t, TriggerSpec):
+            raise ConfigError(f"{where}: family {family.name!r}: triggers must be TriggerSpecs")
+        if not isinstance(t.name, str) or _NAME.fullmatch(t.name) is None or t.name in RESERVED:
+            raise ConfigError(f"{here}: a trigger name must match [a-z][a-z0-9_]* (not plugins)")
+        if t.family != family.name:
+            raise ConfigError(f"{here}: declared by family {family.name!r} but names {t.family!r}")
+        if t.channel not in CHANNELS:
+            raise ConfigError(f"{here}: channel {t.channel!r} is not one of {', '.join(CHANNELS)}")
+        if t.category not in CATEGORIES:
+            raise ConfigError(f"{here}: category must be marketing or service, got {t.category!r}")
+        if not t.action or not isinstance(t.action, str):
+            raise ConfigError(f"{here}: needs an action")
+        if t.category == SERVICE and t.priority is not None:
+            raise ConfigError(f"{here}: a service trigger takes policy.priorities.service")
+        if t.category == MARKETING and (
+            isinstance(t.priority, bool) or not isinstance(t.priority, int) or t.priority < 0
+        ):
+            raise ConfigError(f"{here}: a marketing trigger needs a priority (a whole number >= 0)")
+        if not isinstance(t.parameters.get("enabled"), bool):
+            raise ConfigError(f"{here}: parameter 'enabled' must default to true or false")
+
+
+def _build(families: Iterable[tuple[TriggerFamily, str]], plugins: tuple[str, ...]) -> Registry:
+    kept: list[TriggerFamily] = []
+    family_from: dict[str, str] = {}
+    trigger_from: dict[str, str] = {}
+    for family, where in families:
+        _check(family, where)
+        if family.name in family_from:
+            raise ConfigError(
+                f"{where}: trigger family {family.name!r} is registered twice "
+                f"(also by {family_from[family.name]})"
+            )
+        family_from[family.name] = where
+        for t in family.triggers:
+            if t.name in trigger_from:
+                raise ConfigError(
+                    f"{where}: trigger {t.name!r} is registered twice "
+                    f"(also by {trigger_from[t.name]})"
+                )
+            trigger_from[t.name] = where
+        kept.append(family)
+    return Registry(tuple(kept), plugins)
+
+
+def _entry_point_families() -> list[tuple[TriggerFamily, str]]:
+    out = []
+    for ep in sorted(
+        importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name
+    ):
+        where = f"entry point {ep.name} = {ep.value} ({ENTRY_POINT_GROUP})"
+        try:
+            obj = ep.load()
+        except Exception as exc:  # noqa: BLE001 - any failure of a plugin stops the start
+            raise ConfigError(f"{where}: cannot be loaded: {type(exc).__name__}: {exc}") from None
+        out += [(f, where) for f in _families_of(obj, where)]
+    return out
+
+
+def _module_families(plugins: Sequence[str]) -> list[tuple[TriggerFamily, str]]:
+    out = []
+    for i, path in enumerate(plugins):
+        where = f"triggers.plugins[{i}] ({path})"
+        try:
+            module = importlib.import_module(path)
+        except Exception as exc:  # noqa: BLE001 - any failure of a plugin stops the start
+            raise ConfigError(f"{where}: cannot be imported: {type(exc).__name__}: {exc}") from None
+        out += [(f, where) for f in _families_of(module, where)]
+    return out
+
+
+@functools.cache
+def load_registry(plugins: tuple[str, ...] = (), *, entry_points: bool = True) -> Registry:
+    """The built-in families, the installed entry points' and those of ``plugins`` (modules)."""
+    found = [(f, "built in") for f in BUILTIN_FAMILIES]
+    if entry_points:
+        found += _entry_point_families()
+    found += _module_families(plugins)
+    return _build(found, tuple(plugins))
+
+
+def builtin_registry() -> Registry:
+    """Only the built-in families (what the contract's catalogue documents)."""
+    return load_registry((), entry_points=False)
+
+
+def registry_for(config: Mapping[str, Any]) -> Registry:
+    """The registry of a validated configuration (its ``triggers.plugins``)."""
+    return load_registry(tuple(config["triggers"].get("plugins", ())))
+
+
+def registry_of(
+    families: Sequence[TriggerFamily], *, entry_points: bool = False, plugins: Sequence[str] = ()
+) -> Registry:
+    """The built-in families and these (the testing kit's); the installed entry points' and
+    those of the ``plugins`` modules too when asked."""
+    found = [(f, "built in") for f in BUILTIN_FAMILIES]
+    if entry_points:
+        found += _entry_point_families()
+    found += _module_families(plugins)
+    given = [(f, "given") for f in families if all(f is not g for g, _ in found)]
+    return _build(found + given, tuple(plugins))

@@ -20,36 +20,13 @@ Contract for the shell:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import ModuleType
 
 from streams.core.decisions import Candidate
-from streams.core.events import Consent, Engagement, Event, Profile
+from streams.core.events import Event, Profile
 from streams.core.state import DAY_MS, CustomerState, id_hash
-from streams.core.triggers import (
-    DueItem,
-    Emitter,
-    TriggerParams,
-    reactivation,
-    recurrence,
-    renewal,
-    savings,
-)
-
-FAMILIES: Sequence[ModuleType] = (savings, renewal, reactivation, recurrence)
-
-# Event type -> the families (in FAMILIES order) whose ``apply`` can fold it in. For the others
-# ``apply`` returns False and changes nothing, so they are not asked. Filled on first sight.
-_FAMILIES_FOR: dict[type, tuple[ModuleType, ...]] = {}
-
-
-def _families_for(kind: type) -> tuple[ModuleType, ...]:
-    families = _FAMILIES_FOR.get(kind)
-    if families is None:
-        families = tuple(f for f in FAMILIES if issubclass(kind, f.EVENTS))
-        _FAMILIES_FOR[kind] = families
-    return families
+from streams.core.triggers import DueItem, Emitter, TriggerParams
+from streams.core.triggers.api import ORPHAN_KEEP_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +75,7 @@ def step_parts(
     new.remember(event_hash, event.occurred_at_ms)
     _apply_profile(new, event)
     emitter = Emitter(new, params, now_ms)
-    for family in _families_for(type(event)):
+    for family in params.registry.families_for(type(event)):
         if family.apply(new, event, params):
             family.on_event(new, event, emitter)
     _settle(new, params, now_ms)
@@ -152,9 +129,8 @@ def take_deferred(state: CustomerState, now_ms: int) -> list[tuple[Candidate, in
 def due_items(state: CustomerState, params: TriggerParams) -> list[DueItem]:
     """Every time-based occurrence valid as of its due time and not fired yet."""
     items: list[DueItem] = []
-    for family in FAMILIES:
-        if family.holds_data(state):
-            items.extend(family.due_items(state, params))
+    for family in params.registry.busy(state):
+        items.extend(family.due_items(state, params))
     return items
 
 
@@ -166,7 +142,7 @@ def _settle(state: CustomerState, params: TriggerParams, now_ms: int) -> None:
     event within the lateness could still need.
     """
     # A family without data has no due items and nothing to prune: it is skipped.
-    busy = [f for f in FAMILIES if f.holds_data(state)]
+    busy = params.registry.busy(state)
     due = None
     for family in busy:
         for item in family.due_items(state, params, named=False):
@@ -180,19 +156,27 @@ def _settle(state: CustomerState, params: TriggerParams, now_ms: int) -> None:
     state.seen = [s for s in state.seen if s[1] + DAY_MS > floor]  # stamped with their day
     state.fired = [f for f in state.fired if f[1] >= floor]
     state.due_ms = due
+    if state.ext:
+        _orphans(state, params)
+
+
+def _orphans(state: CustomerState, params: TriggerParams) -> None:
+    """Slices of families that are not installed: kept unread for a while, then dropped."""
+    installed = params.registry.family_names
+    for name, entry in list(state.ext.items()):
+        if name in installed:
+            continue
+        if len(entry) < 3:
+            state.ext[name] = [entry[0], entry[1], state.floor_ms]
+        elif entry[2] + ORPHAN_KEEP_MS < state.floor_ms:
+            del state.ext[name]
 
 
 def _apply_profile(state: CustomerState, event: Event) -> None:
-    """Consent, unsubscribes and profile fields: the latest by event time wins."""
-    t = event.occurred_at_ms
-    if isinstance(event, Consent | Engagement):
-        if isinstance(event, Engagement) and event.action != "unsubscribed":
-            return
-        out = 1 if isinstance(event, Engagement) or event.status == "opted_out" else 0
-        current = state.consent.get(event.channel)
-        if current is None or t >= current[0]:
-            state.consent[event.channel] = (t, out)
-    elif isinstance(event, Profile):
+    """Profile fields: the latest by event time wins. (Consent and unsubscribes are the contact
+    ledger's: the policy reads them there.)"""
+    if isinstance(event, Profile):
+        t = event.occurred_at_ms
         for attr in ("segment", "business_unit", "timezone"):
             value = getattr(event, attr)
             current = getattr(state, attr)

@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     Money: TypeAlias = int
     NonNegativeMoney: TypeAlias = int
     OptMoney: TypeAlias = int | None
+    OptAmount: TypeAlias = int | None
 else:
     # An optional field is its wire type alone, with None as the default when it is absent:
     # the schemas reject null for every field.
@@ -96,7 +97,7 @@ else:
     ConsentStatus = Literal[CONSENT_STATUSES]
     # The text is checked and converted by timeutil.parse_rfc3339_ms after the decode.
     Timestamp = str
-    Amount = _money(Meta(gt=0, le=MONEY_LIMIT))
+    Amount = OptAmount = _money(Meta(gt=0, le=MONEY_LIMIT))
     Money = OptMoney = _money(Meta(ge=-MONEY_LIMIT, le=MONEY_LIMIT))
     NonNegativeMoney = _money(Meta(ge=0, le=MONEY_LIMIT))
 
@@ -110,6 +111,7 @@ WIRE_NAMES = {
     "statement_balance_cents": "statement_balance",
     "amount_paid_cents": "amount_paid",
     "minimum_due_cents": "minimum_due",
+    "price_cents": "price",
 }
 
 
@@ -194,6 +196,9 @@ class Contract(AccountEvent, frozen=True, tag="contract"):
     status: ContractStatus
     expires_at_ms: Timestamp
     auto_renew: bool
+    # The contract's price in cents (optional: price_increase_at_risk compares it with the
+    # contract's previous price).
+    price_cents: OptAmount = None
 
 
 class AutoRenewCharged(AccountEvent, frozen=True, tag="auto_renew_charged"):

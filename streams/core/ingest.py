@@ -222,6 +222,7 @@ FIELDS: Mapping[str, tuple[Field, ...]] = {
         _f("status", _enum(ev.CONTRACT_STATUSES)),
         _f("expires_at", _timestamp, unit="ms"),
         _f("auto_renew", _boolean),
+        _f("price", _amount, required=False, unit="cents"),
     ),
     "auto_renew_charged": (
         _f("contract_id", _ID),

@@ -42,12 +42,13 @@ MAX_STATEMENTS = 12
 MAX_CATEGORIES = 8
 MAX_PURCHASES = 8
 PURCHASE_IDS_KEPT = 2  # event ids kept (for evidence) on the newest purchases only
-MAX_CONSENT = 6
 
 Obs = tuple[int, int]  # (time, balance in cents)
 DayObs = tuple[int, int, int]  # (UTC day number, sum of cents, count): older observations
 Debit = tuple[int, int, str]  # (time, cents, event id)
-FollowUp = tuple[int, int, str, str]  # (time, cents, kind "c" checking credit | "w" wire, id)
+# (time, cents, kind, id); kind: "c" internal credit to checking, "w" wire debit, "i" internal
+# credit to an investment account, "l" internal credit to a loan account
+FollowUp = tuple[int, int, str, str]
 # (time, status, expires_at, auto_renew 1/0 or -1 "as before" for auto_renew_charged, event id)
 Version = tuple[int, str, int, int, str]
 Point = tuple[int, str]  # (time, event id)
@@ -115,6 +116,8 @@ CHECKING_FIRED = 1
 WIRE_FIRED = 2
 UNEXPLAINED_FIRED = 4
 UNEXPLAINED_DECIDED = 8
+INVESTMENT_FIRED = 16
+LOAN_FIRED = 32
 
 
 @dataclass(slots=True)
@@ -199,23 +202,24 @@ class CustomerState:
     visits: list[VisitState] = field(default_factory=list)
     cards: dict[str, CardState] = field(default_factory=dict)
     categories: dict[str, CategoryState] = field(default_factory=dict)
-    consent: dict[str, tuple[int, int]] = field(default_factory=dict)  # channel -> (t, out)
     segment: tuple[int, str] | None = None
     business_unit: tuple[int, str] | None = None
     timezone: tuple[int, str] | None = None
     # Decisions waiting for the end of the customer's quiet hours: (until, deferred at, what).
     deferred: list[tuple[int, int, Candidate]] = field(default_factory=list)
+    # The state slices of the families that are not built in (``streams.core.triggers.api``):
+    # ``ext`` as stored (family name -> [version, payload] or, once the family is found not
+    # installed, [version, payload, orphaned since]); ``slices`` those decoded in this call,
+    # family name -> (family, slice).
+    # (Not compared: a slice decoded in a call equals its stored form; compare ``to_bytes``.)
+    ext: dict[str, list[Any]] = field(default_factory=dict, compare=False)
+    slices: dict[str, tuple[Any, Any]] = field(default_factory=dict, compare=False)
 
-    # --- queries the shell and the policy use ---------------------------------------
+    # --- queries --------------------------------------------------------------------------
 
     @property
     def last_complaint_ms(self) -> int | None:
         return self.complaints[-1] if self.complaints else None
-
-    def opted_out(self, channel: str) -> bool:
-        """The latest consent word (by event time) for the channel or for ``all``."""
-        entries = [self.consent[c] for c in (channel, "all") if c in self.consent]
-        return bool(max(entries)[1]) if entries else False
 
     # --- de-duplication ---------------------------------------------------------------
 
@@ -292,8 +296,6 @@ def _encode(s: CustomerState) -> dict[str, Any]:
         o["cc"] = {k: _encode_card(c, b) for k, c in s.cards.items()}
     if s.categories:
         o["pc"] = {k: _encode_category(c, b) for k, c in s.categories.items()}
-    if s.consent:
-        o["cs"] = {k: [t - b, out] for k, (t, out) in s.consent.items()}
     if s.segment is not None:
         o["sg"] = [s.segment[0] - b, s.segment[1]]
     if s.business_unit is not None:
@@ -306,6 +308,15 @@ def _encode(s: CustomerState) -> dict[str, Any]:
              c.priority, list(c.evidence), c.triggered_at_ms - b]
             for u, at, c in s.deferred
         ]  # fmt: skip
+    if s.slices or s.ext:
+        ext = dict(s.ext)
+        for name, (family, data) in s.slices.items():
+            payload = family.encode_slice(data)
+            if payload:
+                ext[name] = [family.state_version, payload]
+        if ext:
+            # By name: the same slices give the same bytes, whichever were decoded in this call.
+            o["t"] = {k: ext[k] for k in sorted(ext)}
     return o
 
 
@@ -394,7 +405,8 @@ def _decode(o: dict[str, Any]) -> CustomerState:
     visits = [VisitState(i, t + b, cid, list(f)) for i, t, cid, f in o["v"]] if "v" in o else []
     cards = {k: _decode_card(c, b) for k, c in o["cc"].items()} if "cc" in o else {}
     categories = {k: _decode_category(c, b) for k, c in o["pc"].items()} if "pc" in o else {}
-    consent = {k: (t + b, out) for k, (t, out) in o["cs"].items()} if "cs" in o else {}
+    # "cs" (consent words by channel), written by earlier versions, is not read: opt-outs live
+    # in the contact ledger. The next write leaves it out.
     segment = (o["sg"][0] + b, o["sg"][1]) if "sg" in o else None
     business_unit = (o["bu"][0] + b, o["bu"][1]) if "bu" in o else None
     timezone = (o["tz"][0] + b, o["tz"][1]) if "tz" in o else None
@@ -406,12 +418,13 @@ def _decode(o: dict[str, Any]) -> CustomerState:
         if "df" in o
         else []
     )
+    ext = dict(o["t"]) if "t" in o else {}
     # Positional, in CustomerState's field order: a dataclass's __init__ costs about twice as
     # much with keywords, and this runs for every event.
     return CustomerState(
         customer_id, b, due_ms, applied_offsets, seen, fired, savings, follow_ups, contracts,
-        usage, complaints, visits, cards, categories, consent, segment, business_unit, timezone,
-        deferred,
+        usage, complaints, visits, cards, categories, segment, business_unit, timezone,
+        deferred, ext,
     )  # fmt: skip
 
 

@@ -25,6 +25,7 @@ import orjson
 
 from streams.config import PRODUCER_MAX_REQUEST_BYTES
 from streams.core.adapter import build_core
+from streams.core.catalogue import registry_for
 from streams.core.clock import Clock
 from streams.core.decisions import Decision
 from streams.core.errors import BrokerUnavailable, ConfigError, ReplacedLogError
@@ -294,7 +295,7 @@ def build_worker(
     app = app_class(settings.app_id, **_faust_settings(settings))
     metrics = Metrics()
     topics = TopicNames.from_config(settings.topics)
-    metrics.preset(topics.inputs)
+    metrics.preset(topics.inputs, registry_for(settings.config).names)
     stream_conf = settings.config["stream"]
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     ticks, repartition = ticks_topic_name(settings), repartition_topic_name(settings)

@@ -23,7 +23,7 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
-from streams.core.catalogue import TRIGGER_NAMES
+from streams.core.catalogue import builtin_registry
 from streams.core.decisions import OUTCOMES, REASON_CODES
 from streams.core.events import ACCOUNT_EVENT_TYPES, USAGE_EVENT_TYPES
 
@@ -251,8 +251,9 @@ class Metrics:
         self._children.append(made)
         return made
 
-    def preset(self, input_topics: tuple[str, str]) -> None:
-        """Create every known label combination of the counters and histograms at 0."""
+    def preset(self, input_topics: tuple[str, str], triggers: Iterable[str] | None = None) -> None:
+        """Create every known label combination of the counters and histograms at 0
+        (``triggers``: the registry's names; default the built-in ones)."""
         account, usage = input_topics
         for topic, types in ((account, ACCOUNT_EVENT_TYPES), (usage, USAGE_EVENT_TYPES)):
             for event_type in types:
@@ -262,7 +263,7 @@ class Metrics:
         for kind in INPUT_KINDS:
             self.events_replayed.labels(kind)
             self.events_duplicate.labels(kind)
-        for trigger in TRIGGER_NAMES:
+        for trigger in builtin_registry().names if triggers is None else triggers:
             self.triggers_fired.labels(trigger)
             self.decisions_deferred.labels(trigger)
             self.decisions_global_control.labels(trigger)

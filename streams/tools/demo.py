@@ -37,7 +37,7 @@ from typing import Any, TextIO
 import orjson
 import yaml
 
-from streams.core.catalogue import TRIGGER_NAMES
+from streams.core.catalogue import builtin_registry
 from streams.core.errors import DevStackError
 from streams.kafka.topics import TopicNames
 from streams.tools.devstack import DevStack, dev_environment, free_port, stop_process
@@ -248,11 +248,11 @@ def judge(expectations: Iterable[Expectation], decisions: Iterable[dict[str, Any
     Planted scenarios count as found up to their expected number; a near-miss's own trigger
     fires never; anything beyond expectations, for any customer, is unexpected.
     """
-    rows = {t: TriggerRow() for t in TRIGGER_NAMES}
+    rows = {t: TriggerRow() for t in builtin_registry().names}
     got: collections.Counter[tuple[str, str]] = collections.Counter()
     for d in decisions:
         got[(d["customer_id"], d["trigger"])] += 1
-        row = rows[d["trigger"]]
+        row = rows.setdefault(d["trigger"], TriggerRow())
         outcome = d["outcome"]
         setattr(row, outcome, getattr(row, outcome) + 1)
         row.reasons.update(d["reasons"])

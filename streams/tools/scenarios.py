@@ -145,7 +145,8 @@ def renewal_after_positive_visit(h: _History, near_miss: bool) -> dict[str, int]
         expires_at=format_ms(h.at(100)),
         auto_renew=True,
     )
-    h.add(20, "product_usage", product="annual_pass", activity="login", contract_id="pass")
+    # Used on day 25: the visit on day 81 comes within 60 days, so the use never lapses.
+    h.add(25, "product_usage", product="annual_pass", activity="login", contract_id="pass")
     if near_miss:
         h.add(52, "complaint", category="queue")  # 29 days before the visit: excluded
     h.add(81, "visit", venue="north gate", sentiment="positive", contract_id="pass")
@@ -193,7 +194,10 @@ def auto_renew_confirmation(h: _History, near_miss: bool) -> dict[str, int]:
     if near_miss:  # never charged: the licence simply runs out on day 100
         return {}
     h.add(95, "auto_renew_charged", contract_id="lic", amount=99.0, expires_at=format_ms(h.at(200)))
+    # Used at least every 60 days while the licence runs: no usage lapse either.
+    h.add(105, "product_usage", product="software_license", activity="login")
     h.add(120, "product_usage", product="software_license", activity="login")
+    h.add(160, "product_usage", product="software_license", activity="login")
     return {"auto_renew_confirmation": 1}
 
 
@@ -209,7 +213,8 @@ def auto_renew_unused(h: _History, near_miss: bool) -> dict[str, int]:
     )
     # The check is due at day 120 and looks back 90 days, to day 30: usage on day 31 counts.
     h.add(31 if near_miss else 29, "visit", venue="gym", sentiment="neutral", contract_id="gym")
-    return {} if near_miss else {"auto_renew_unused": 1}
+    # That single use also lapses 60 days later (days 89 and 91), while the contract is open.
+    return {"usage_lapsed": 1} if near_miss else {"auto_renew_unused": 1, "usage_lapsed": 1}
 
 
 def _card(h: _History, statements: list[tuple[float, float]]) -> None:
@@ -265,6 +270,85 @@ def usual_booking_missed(h: _History, near_miss: bool) -> dict[str, int]:
     return {} if near_miss else {"usual_booking_missed": 1}
 
 
+def _internal_credit(h: _History, day: float, amount: float, account_type: str) -> None:
+    h.add(
+        day,
+        "transaction",
+        account_id=account_type[:3],
+        account_type=account_type,
+        direction="credit",
+        amount=amount,
+        rail="internal",
+    )
+
+
+def savings_drop_to_own_investment(h: _History, near_miss: bool) -> dict[str, int]:
+    _savings(h)
+    _drop(h)
+    # 80 % of 11,000 goes to the customer's own investment account (8,799: unexplained).
+    _internal_credit(h, 94, 8_799 if near_miss else 8_800, "investment")
+    return {"savings_drop_unexplained": 1} if near_miss else {"savings_drop_to_own_investment": 1}
+
+
+def savings_drop_to_loan_payoff(h: _History, near_miss: bool) -> dict[str, int]:
+    _savings(h)
+    _drop(h)
+    # The loan account is credited 7 days after the drop (8 days: too late, unexplained).
+    _internal_credit(h, 100 if near_miss else 99, 11_000, "loan")
+    return {"savings_drop_unexplained": 1} if near_miss else {"savings_drop_to_loan_payoff": 1}
+
+
+def usage_lapsed(h: _History, near_miss: bool) -> dict[str, int]:
+    # An auto-renewing streaming contract used on day 10, then not for 60 days: a lapse on day
+    # 70 (its unused check-in of day 70 sees the use, so it stays quiet). Near miss: the
+    # contract is cancelled on day 69, before the lapse.
+    h.add(
+        0,
+        "contract",
+        contract_id="tv",
+        product="streaming",
+        status="active",
+        expires_at=format_ms(h.at(100)),
+        auto_renew=True,
+    )
+    h.add(10, "product_usage", product="streaming", activity="watch", contract_id="tv")
+    if near_miss:
+        h.add(
+            69,
+            "contract",
+            contract_id="tv",
+            product="streaming",
+            status="cancelled",
+            expires_at=format_ms(h.at(100)),
+            auto_renew=True,
+        )
+        return {}
+    return {"usage_lapsed": 1}
+
+
+def price_increase_at_risk(h: _History, near_miss: bool) -> dict[str, int]:
+    # A complaint on day 1, then the price goes from 100.00 to 110.00 (near miss: 109.99) on
+    # day 20, after the policy's 14 quiet days that follow a complaint; the contract is
+    # cancelled on day 30 (no reminders, nothing more).
+    def contract(day: float, status: str, price: float) -> None:
+        h.add(
+            day,
+            "contract",
+            contract_id="plan",
+            product="mobile_plan",
+            status=status,
+            expires_at=format_ms(h.at(365)),
+            auto_renew=True,
+            price=price,
+        )
+
+    contract(0, "active", 100.0)
+    h.add(1, "complaint", category="billing")
+    contract(20, "active", 109.99 if near_miss else 110.0)
+    contract(30, "cancelled", 110.0)
+    return {} if near_miss else {"price_increase_at_risk": 1}
+
+
 Builder = Callable[[_History, bool], dict[str, int]]
 
 BUILDERS: dict[str, Builder] = {
@@ -280,6 +364,10 @@ BUILDERS: dict[str, Builder] = {
     "never_activated": never_activated,
     "replacement_due": replacement_due,
     "usual_booking_missed": usual_booking_missed,
+    "savings_drop_to_own_investment": savings_drop_to_own_investment,
+    "savings_drop_to_loan_payoff": savings_drop_to_loan_payoff,
+    "usage_lapsed": usage_lapsed,
+    "price_increase_at_risk": price_increase_at_risk,
 }
 
 # Per trigger, the day (from the scenario's start) by which its planted decisions and its
@@ -299,6 +387,10 @@ SPAN_DAYS: dict[str, int] = {
     "never_activated": 90,
     "replacement_due": 90,
     "usual_booking_missed": 365 + 365 + 14,
+    "savings_drop_to_own_investment": 92 + 7 + LATENESS_DAYS,
+    "savings_drop_to_loan_payoff": 92 + 8 + 7 + LATENESS_DAYS,
+    "usage_lapsed": 100,  # the lapse on day 70; the contract ends on day 100
+    "price_increase_at_risk": 30,  # the rise on day 20; cancelled on day 30
 }
 
 # Every expected decision is due by start + SETTLE_DAYS (absence triggers wait for the

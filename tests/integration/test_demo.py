@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streams.core.catalogue import TRIGGER_NAMES
+from streams.core.catalogue import builtin_registry
 from streams.tools.simulator import load_truth
 
 
@@ -51,8 +51,8 @@ def test_demo_finds_every_planted_scenario_and_no_near_miss(tmp_path: Path) -> N
     # stdout is not a terminal here: plain progress lines, no cursor movement.
     assert "\x1b[" not in out
     rows = {m.group(1): m.group(2) for m in re.finditer(r"^(\w+)\s+(\d.*)$", out, re.M)}
-    assert set(TRIGGER_NAMES) <= set(rows)
-    for trigger in TRIGGER_NAMES:
+    assert set(builtin_registry().names) <= set(rows)
+    for trigger in builtin_registry().names:
         planted, found, missed, near, near_fired, *_ = (int(x) for x in rows[trigger].split())
         assert planted >= 1 and found == planted and missed == 0, (trigger, rows[trigger])
         assert near >= 1 and near_fired == 0, (trigger, rows[trigger])

@@ -29,7 +29,7 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
 from streams.config import build_config, default_policy
-from streams.core.catalogue import CATALOGUE
+from streams.core.catalogue import builtin_registry
 from streams.core.decisions import Candidate, Decision
 from streams.core.events import ACCOUNT_EVENT_TYPES
 from streams.core.policy import MARKETING, Policy
@@ -59,7 +59,7 @@ def decision_validator() -> Draft7Validator:
 def every_trigger(customer: str, instance: str, at: int) -> list[Candidate]:
     return [
         Candidate(customer, t, instance, spec.action, spec.channel, spec.category, 50, ("e",), at)
-        for t, spec in CATALOGUE.items()
+        for t, spec in builtin_registry().specs.items()
     ]
 
 
@@ -95,7 +95,9 @@ def test_control_customers_get_holdouts_that_take_nothing_and_stay_on_replay(
                     assert record["outcome"] == "contact"
                     assert "global_control" not in record
             marketing = [d for d in first if d.candidate.category == MARKETING]
-            assert len(marketing) == sum(s.category == MARKETING for s in CATALOGUE.values())
+            assert len(marketing) == sum(
+                s.category == MARKETING for s in builtin_registry().specs.values()
+            )
 
             # Nothing counted against the caps: no marketing contact in the history.
             shown = await ledger.show(inside, T0 + 1)

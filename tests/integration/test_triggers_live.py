@@ -1,6 +1,6 @@
 """The whole trigger catalogue on live streams, on the real broker, with the event clock.
 
-Given planted scenarios for all twelve triggers and a near-miss for each
+Given planted scenarios for every built-in trigger and a near-miss for each
 (streams/tools/scenarios.py),
 produced in event-time order to a worker with ``--clock event``, when stream time moves past
 the point where every planted occurrence is due, then the published decisions are exactly the
@@ -60,6 +60,10 @@ CATALOGUE = {
     "never_activated": ("activation_nudge", "email", "marketing"),
     "replacement_due": ("replacement_reminder", "email", "marketing"),
     "usual_booking_missed": ("rebooking_offer", "email", "marketing"),
+    "savings_drop_to_own_investment": ("investment_welcome", "email", "marketing"),
+    "savings_drop_to_loan_payoff": ("credit_review", "email", "marketing"),
+    "usage_lapsed": ("usage_win_back", "email", "marketing"),
+    "price_increase_at_risk": ("retention_call", "phone", "marketing"),
 }
 ACCOUNT_TYPES = set(ACCOUNT_EVENT_TYPES)
 # No holdouts, so that every planted decision is a contact and outcomes are comparable.

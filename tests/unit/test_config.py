@@ -8,14 +8,15 @@ import pytest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from streams.config import (
-    DEFAULTS,
     MAX_MESSAGE_BYTES_LIMIT,
     PRODUCER_MAX_REQUEST_BYTES,
     build_config,
+    defaults_for,
     dump_config,
     load_config,
     thaw,
 )
+from streams.core.catalogue import load_registry
 from streams.core.errors import ConfigError, InvalidEvent
 from streams.core.ingest import dead_letter
 from streams.kafka.app import _faust_settings
@@ -28,7 +29,7 @@ def test_defaults_are_the_contracts() -> None:
     assert config["policy"]["holdout_rate"] == 0.05
     assert config["triggers"]["renewal_reminder"]["days_before"] == (30, 7)
     assert config["topics"]["dead_letters"] == "dead-letters"
-    assert thaw(config) == DEFAULTS
+    assert thaw(config) == defaults_for(load_registry())
 
 
 def test_override_merges_with_defaults_and_is_frozen() -> None:
@@ -90,7 +91,7 @@ def test_load_config_names_the_file(tmp_path: Path) -> None:
 def test_empty_file_means_defaults_and_dump_round_trips(tmp_path: Path) -> None:
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
-    assert thaw(load_config(empty)) == DEFAULTS
+    assert thaw(load_config(empty)) == defaults_for(load_registry())
     dumped = tmp_path / "dumped.yaml"
     dumped.write_text(dump_config(build_config({"policy": {"holdout_rate": 0}})))
     assert load_config(dumped)["policy"]["holdout_rate"] == 0

@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 from streams.config import default_trigger_params
 from streams.core import events as ev
 from streams.core.decisions import Candidate
-from streams.core.engine import FAMILIES, _families_for, advance, next_due_ms, step
+from streams.core.engine import advance, next_due_ms, step
 from streams.core.state import CustomerState
 from streams.core.timeutil import parse_rfc3339_ms
 
@@ -545,15 +545,15 @@ def test_the_families_the_core_skips_would_have_changed_nothing(events: list[ev.
         if state is not None:
             before = state.to_bytes()
             # Then a family not asked about an event type would not have folded it in
-            asked = _families_for(type(event))
-            for family in FAMILIES:
+            asked = PARAMS.registry.families_for(type(event))
+            for family in PARAMS.registry.families:
                 if family not in asked:
                     probe = state.copy()
                     assert not family.apply(probe, event, PARAMS)
                     assert probe.to_bytes() == before
             # and a family without data has nothing due and nothing to prune, however far the
             # floor has moved
-            for family in FAMILIES:
+            for family in PARAMS.registry.families:
                 if not family.holds_data(state):
                     assert family.due_items(state, PARAMS) == []
                     for floor in (state.floor_ms, end_of(events)):

@@ -22,7 +22,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from streams.config import build_config, default_policy
-from streams.core.catalogue import CATALOGUE
+from streams.core.catalogue import builtin_registry
 from streams.core.decisions import Candidate, Decision
 from streams.core.errors import ConfigError
 from streams.core.policy import (
@@ -175,7 +175,7 @@ def decide_all(
 def every_trigger(customer: str) -> list[Candidate]:
     return [
         Candidate(customer, t, "1", spec.action, spec.channel, spec.category, 50, ("e",), T0)
-        for t, spec in CATALOGUE.items()
+        for t, spec in builtin_registry().specs.items()
     ]
 
 
@@ -184,7 +184,7 @@ def test_a_control_customer_is_held_out_of_every_marketing_trigger_never_service
     inside = [c for c in IDS[:200] if policy.in_global_control(c)][:5]
     outside = [c for c in IDS[:200] if not policy.in_global_control(c)][:5]
     assert len(inside) == len(outside) == 5
-    categories = {spec.category for spec in CATALOGUE.values()}
+    categories = {spec.category for spec in builtin_registry().specs.values()}
     assert categories == {MARKETING, SERVICE}
     for customer in inside:
         ledger, decided = decide_all(policy, every_trigger(customer))

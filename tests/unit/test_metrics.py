@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from streams.core.catalogue import TRIGGER_NAMES
+from streams.core.catalogue import builtin_registry
 from streams.ops.metrics import DEAD_LETTER_REASONS, Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +48,7 @@ def test_every_labelled_counter_has_its_known_series_at_zero_before_any_incremen
         assert set(series.values()) == {0.0}, name
     assert got['lifecycle_ledger_errors_total{kind="unavailable"}'] == 0
     assert got['lifecycle_dead_letters_total{reason="invalid_json",topic="acct"}'] == 0
-    for trigger in TRIGGER_NAMES:
+    for trigger in builtin_registry().names:
         key = f'lifecycle_decisions_total{{outcome="contact",trigger="{trigger}"}}'
         assert got[key] == 0
 

@@ -27,9 +27,9 @@ from jsonschema import Draft7Validator, ValidationError
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
-from streams import config
 from streams.core import decisions, ingest
 from streams.core import events as ev
+from streams.core.catalogue import builtin_registry
 from streams.core.errors import InvalidEvent
 from streams.core.timeutil import RFC3339_PATTERN
 
@@ -182,10 +182,10 @@ def test_enums_equal_the_decoders() -> None:
 
 def test_decision_enums_equal_the_code() -> None:
     properties = DOCS["contact_decision"]["properties"]
-    assert properties["trigger"]["enum"] == list(config.TRIGGER_NAMES)
+    assert properties["trigger"]["enum"] == list(builtin_registry().names)
     assert properties["reasons"]["items"]["enum"] == list(decisions.REASON_CODES)
     outcome = DOCS["decision_outcome"]["properties"]
-    assert outcome["trigger"]["enum"] == list(config.TRIGGER_NAMES)
+    assert outcome["trigger"]["enum"] == list(builtin_registry().names)
     assert outcome["channel"] == properties["channel"]
     assert properties["outcome"]["enum"] == list(decisions.OUTCOMES)
     assert decisions.SCHEMA_VERSION >= properties["schema_version"]["minimum"]
@@ -746,7 +746,7 @@ def decisions_made(draw: st.DrawFn) -> decisions.Decision:
     outcome = draw(st.sampled_from(decisions.OUTCOMES))
     candidate = decisions.Candidate(
         customer_id=draw(IDS),
-        trigger=draw(st.sampled_from(config.TRIGGER_NAMES)),
+        trigger=draw(st.sampled_from(builtin_registry().names)),
         instance=draw(st.text(max_size=40)),
         action=draw(IDS),
         channel=draw(st.sampled_from(ev.CHANNELS)),

@@ -121,8 +121,8 @@ def test_ground_truth_file(sim: Simulation, tmp_path: Path) -> None:
         if e.role == "planted":
             assert e.expected == scenarios.build(e.trigger, "x", 0).expected[e.trigger]
     roles = collections.Counter(run["roles"])
-    assert roles["planted"] == roles["near_miss"] == 12
-    assert roles["background"] == 80 - 24
+    assert roles["planted"] == roles["near_miss"] == len(scenarios.BUILDERS)
+    assert roles["background"] == 80 - 2 * len(scenarios.BUILDERS)
 
 
 def test_scenarios_fit_their_span_and_too_short_runs_skip_them() -> None:

@@ -9,6 +9,7 @@ import random
 import uuid
 from collections.abc import Iterator
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -221,7 +222,7 @@ def test_encoding_is_the_table_format() -> None:
         b'"k-2":{}},"u":{"c:k-1":[-1,1],"p:none":[]},"cp":[-2],"v":[["e-v",3,"k-1",["k-1"]],'
         b'["e-v2",4,null,[]]],"cc":{"cc-1":{"o":[-10,"e-o"],"x":[11],"a":[[1,"e-a"],2],'
         b'"s":[[-5,1]],"e":"10","m":[-4],"n":1,"l":12},"cc-2":{}},"pc":{"coffee":{"p":[[-7,'
-        b'"e-p"],-6],"n":3,"m":[[1,-6]]},"tea":{}},"cs":{"email":[-1,1]},"sg":[-20,"mass"],'
+        b'"e-p"],-6],"n":3,"m":[[1,-6]]},"tea":{}},"sg":[-20,"mass"],'
         b'"bu":[-21,"retail"],"tz":[-22,"Europe/Berlin"],"df":[[86400000,0,"renewal_reminder",'
         b'"k-1|T-30","renewal_reminder","email","marketing",40,["e-k"],-3]]}'
     )
@@ -271,7 +272,6 @@ def _every_field() -> CustomerState:
             "coffee": CategoryState([(f - 7, "e-p"), (f - 6, "")], 3, [(1, f - 6)]),
             "tea": CategoryState(),
         },
-        consent={"email": (f - 1, 1)},
         segment=(f - 20, "mass"),
         business_unit=(f - 21, "retail"),
         timezone=(f - 22, "Europe/Berlin"),
@@ -291,18 +291,20 @@ def _every_field() -> CustomerState:
 # --- size ---------------------------------------------------------------------------------
 
 
-def test_typical_record_stays_under_2_kb_over_three_years() -> None:
+def test_typical_record_stays_under_2_25_kb_over_three_years() -> None:
     # Given three years of a typical customer (about 1,400 events, UUID event ids)
     sizes: list[int] = []
     events = realistic_history(3)
     feed(events, sizes)
-    # Then after the first year the typical (median) record is at most 2 KB and none exceeds
-    # 2.5 KB, however long the history: every collection is pruned by time and capped by count
+    # Then after the first year the typical (median) record is at most 2.25 KB and none exceeds
+    # 2.75 KB, however long the history: every collection is pruned by time and capped by count.
+    # (2 KB and 2.5 KB before the usage-lapse and price-rise slices: they add about 200 bytes
+    # here, the usage times of two products and a complaint.)
     steady = sorted(sizes[len(sizes) // 3 :])
     assert len(events) > 1_200
     median = steady[len(steady) // 2]
-    assert median <= 2_048, (median, steady[-1])
-    assert steady[-1] <= 2_560, (median, steady[-1])
+    assert median <= 2_304, (median, steady[-1])
+    assert steady[-1] <= 2_816, (median, steady[-1])
 
 
 def test_heavy_record_is_bounded() -> None:
@@ -324,22 +326,87 @@ def test_old_data_is_pruned_as_the_clock_moves() -> None:
     assert len(later.to_bytes()) < len(state.to_bytes()) // 2
 
 
-def test_consent_latest_by_event_time_and_unsubscribe() -> None:
-    # Given an opt-out of all channels, then an opt-in of email stamped later
-    state: CustomerState | None = None
+# A record as the code before the trigger API wrote it (savings, contract, usage, complaint,
+# visit, card, category, consent words and profile), byte for byte: what a table and its
+# changelog hold when the new code first starts on them.
+OLD_RECORD = (
+    b'{"c":"cust-1","f":1767830400000,"n":8035200000,"s":[[255687422014056,0],'
+    b"[96982591275512,1],[189203455214537,2],[215147098673104,3],[197207075731737,4],"
+    b'[37184759476753,5],[227225824928584,6],[218488239719966,7]],"sv":{"sav-1":{"o":'
+    b'[[-259200000,2000000]],"d":[[-172800000,50000,"e2"]],"l":-172800000}},"ct":{"ct-1":{"p":'
+    b'"annual_pass","v":[[-86400000,"active",17020800000,1,"e3"]]}},"u":{"c:ct-1":[0],'
+    b'"p:zoo":[172800000]},"cp":[86400000],"v":[["e6",172800000,null,[]]],"cc":{"cc-1":{"o":'
+    b'[259200000,"e7"],"l":259200000}},"pc":{"air_filter":{"p":[[345600000,"e8"]],"n":1}},'
+    b'"cs":{"sms":[432000000,1],"email":[518400000,1]},"sg":[604800000,"high_affinity"],'
+    b'"tz":[604800000,"Europe/Berlin"]}'
+)
+
+
+def test_a_record_written_before_the_trigger_api_still_loads() -> None:
+    # Given a record written by the code before the trigger API (with the consent words the
+    # record no longer keeps)
+    # When it is read
+    state = CustomerState.from_bytes(OLD_RECORD)
+    # Then every field the triggers use is there
+    f = 1767830400000
+    assert state.customer_id == "cust-1" and state.floor_ms == f
+    assert state.due_ms == f + 8035200000
+    assert len(state.seen) == 8
+    assert state.savings["sav-1"].obs == [(f - 259200000, 2000000)]
+    assert state.savings["sav-1"].debits == [(f - 172800000, 50000, "e2")]
+    assert state.contracts["ct-1"].product == "annual_pass"
+    assert state.contracts["ct-1"].versions == [(f - 86400000, "active", f + 17020800000, 1, "e3")]
+    assert state.usage == {"c:ct-1": [f], "p:zoo": [f + 172800000]}
+    assert state.complaints == [f + 86400000]
+    assert state.visits[0].event_id == "e6"
+    assert state.cards["cc-1"].opened == (f + 259200000, "e7")
+    assert state.categories["air_filter"].count == 1
+    assert state.segment == (f + 604800000, "high_affinity")
+    assert state.timezone == (f + 604800000, "Europe/Berlin")
+    # and the next write leaves the consent words out and changes nothing else
+    again = orjson.loads(state.to_bytes())
+    old = orjson.loads(OLD_RECORD)
+    del old["cs"]
+    assert again == old
+    # and the core goes on from it
+    event = ev.Transaction(
+        event_id="e99",
+        customer_id="cust-1",
+        occurred_at_ms=f + 10 * DAY,
+        account_id="sav-1",
+        account_type="savings",
+        direction="debit",
+        amount_cents=1_500_000,
+        rail="wire",
+    )
+    fired = step(state, event, f + 10 * DAY, PARAMS).candidates
+    assert [c.trigger for c in fired] == ["savings_drop_to_wire"]
+
+
+def test_consent_and_unsubscribes_leave_the_record_alone() -> None:
+    # Given a customer record
+    state = step(None, _profile("k0", 0), T0, PARAMS).state
+    before = state.to_bytes()
+    # When consent words and an unsubscribe arrive (the contact ledger's business)
     for i, (cls, fields) in enumerate(
         [
             (ev.Consent, {"channel": "all", "status": "opted_out"}),
-            (ev.Consent, {"channel": "email", "status": "opted_in"}),
             (ev.Engagement, {"channel": "push", "action": "unsubscribed"}),
-        ]
+        ],
+        start=1,
     ):
-        event = cls(event_id=f"k{i}", customer_id="c", occurred_at_ms=T0 + i * DAY, **fields)
-        state = step(state, event, T0 + i * DAY, PARAMS).state
-    assert state is not None
-    # Then email is open again, sms stays out (all), push was unsubscribed
-    assert not state.opted_out("email")
-    assert state.opted_out("sms") and state.opted_out("push")
+        event = cls(event_id=f"k{i}", customer_id="c", occurred_at_ms=T0, **fields)
+        state = step(state, event, T0, PARAMS).state
+    # Then only their ids were remembered (for de-duplication)
+    assert len(state.seen) == 3
+    state.seen = CustomerState.from_bytes(before).seen
+    assert state.to_bytes() == before
+
+
+def _profile(event_id: str, day: int) -> ev.Event:
+    return ev.Profile(
+        event_id=event_id, customer_id="c", occurred_at_ms=T0 + day * DAY, segment="mass"
+    )
 
 
 # --- thinned time lists -------------------------------------------------------------------

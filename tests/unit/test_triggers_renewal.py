@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from streams.core import events as ev
 from streams.core.decisions import Candidate
 from streams.core.engine import step
+from streams.core.errors import ConfigError
+from streams.testing import params_for
 from tests.unit.story import DAY, PARAMS, Story, at
+
+WITHOUT_LAPSE = params_for(config={"triggers": {"usage_lapsed": {"enabled": False}}})
 
 # --- scenario helpers -----------------------------------------------------------------------
 
@@ -266,8 +272,9 @@ def test_auto_renew_charged_confirms_once_as_a_service_message() -> None:
 
 def test_unused_fires_when_no_usage_in_90_days_before_the_check() -> None:
     for usage_day, expected in ((170 - 89, []), (170 - 91, ["auto_renew_unused"])):
-        # Given an auto-renewing contract expiring on day 200 (check due on day 170)
-        story = Story()
+        # Given an auto-renewing contract expiring on day 200 (check due on day 170), and
+        # usage_lapsed off (the single usage lapses 60 days later: another trigger's business)
+        story = Story(WITHOUT_LAPSE)
         contract(story, 0, 200, auto_renew=True, event_id="ct-v1")
         # When the product was last used 89 or 91 days before the check
         story.send(ev.ProductUsage, usage_day, product="annual_pass", activity="login")
@@ -332,3 +339,24 @@ def test_a_contract_event_seen_again_after_its_id_was_pruned_adds_no_version() -
     record = ContractState("annual_pass", [(100, "active", 900, 0, "")])
     renewal._add_version(record, (100, "active", 900, 0, "e4"))
     assert record.versions == [(100, "active", 900, 0, "")]
+
+
+def test_reminder_days_per_product_with_the_global_default() -> None:
+    params = params_for(
+        config={"triggers": {"renewal_reminder": {"days_before_by_product": {"gym": [14]}}}}
+    )
+    for product, expected in (
+        ("gym", [(100 - 14, "renewal_reminder")]),  # its own: 14 days before only
+        ("annual_pass", [(100 - 30, "renewal_reminder"), (100 - 7, "renewal_reminder")]),
+    ):
+        # Given a contract of the product, without auto-renew, expiring on day 100
+        story = Story(params)
+        contract(story, 0, 100, product=product)
+        story.run_until(120)
+        # Then its reminders come on its product's days, else on the global days_before
+        assert story.fired_at() == expected, product
+    # A product's days are checked like the global ones
+    with pytest.raises(ConfigError, match="days_before_by_product.gym: must be a non-empty list"):
+        params_for(
+            config={"triggers": {"renewal_reminder": {"days_before_by_product": {"gym": []}}}}
+        )

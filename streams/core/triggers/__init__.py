@@ -1,16 +1,18 @@
 """The triggers of the catalogue (``streams.core.catalogue``) as pure functions.
 
-One module per family.
+One module per trigger family; every family is a ``TriggerFamily`` (``streams.core.triggers.api``:
+the trigger API, which plugins use too).
 
-Each family module has the same entry points, all pure apart from mutating the state copy
-the core hands them: ``apply(state, event, params)`` folds an event into the state,
+The built-in families' modules have the same entry points, all pure apart from mutating the
+state copy the core hands them: ``apply(state, event, params)`` folds an event into the state,
 ``on_event(state, event, emitter)`` emits the event-driven occurrences the event completes,
 ``due_items(state, params)`` lists the time-based occurrences that are valid as of their due
 time and not fired yet (``named=False``: the same items with an empty ``instance``, for a
 caller that only wants the due times), ``holds_data(state)`` says whether there is anything
 for ``due_items`` and ``prune`` to look at, ``EVENTS`` are the event types ``apply`` folds in,
 and ``prune(state, params)`` drops what no trigger can look at any more
-(relative to ``state.floor_ms``). No Faust, Redis or aiokafka here, ever.
+(relative to ``state.floor_ms``); ``FAMILY`` registers them. No Faust, Redis or aiokafka here,
+ever.
 
 ``TriggerParams.from_config`` turns the validated configuration mapping into typed parameters
 once; every number of the catalogue comes from it.
@@ -18,15 +20,20 @@ once; every number of the catalogue comes from it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from streams.core.catalogue import CATALOGUE, TRIGGER_NAMES
 from streams.core.decisions import Candidate
 from streams.core.state import DAY_MS, MAX_FIRED, CustomerState, id_hash
+from streams.core.triggers.api import DueItem, TriggerFamily, TriggerSpec
+
+if TYPE_CHECKING:
+    from streams.core.catalogue import Registry
+
+__all__ = ["DueItem", "Emitter", "TriggerFamily", "TriggerParams", "TriggerSpec"]
 
 
 def _fraction(value: float) -> Fraction:
@@ -48,11 +55,15 @@ class SavingsParams:
     checking: tuple[int, Fraction]
     wire: tuple[int, Fraction]
     unexplained: tuple[int, Fraction]
-    # The widest follow-up window of the three: derived once, read several times per event.
+    investment: tuple[int, Fraction]
+    loan: tuple[int, Fraction]
+    # The widest follow-up window of them all: derived once, read several times per event.
     max_follow_ms: int = field(init=False)
 
     def __post_init__(self) -> None:
-        follow = max(self.checking[0], self.wire[0], self.unexplained[0])
+        follow = max(
+            self.checking[0], self.wire[0], self.unexplained[0], self.investment[0], self.loan[0]
+        )
         object.__setattr__(self, "max_follow_ms", follow)
 
 
@@ -61,6 +72,8 @@ class RenewalParams:
     expires_within_ms: int
     complaint_lookback_ms: int
     reminder_days: tuple[int, ...]
+    # per product: its own reminder days instead of ``reminder_days``
+    reminder_days_by_product: Mapping[str, tuple[int, ...]]
     unused_days_before: int
     usage_lookback_ms: int
 
@@ -100,25 +113,58 @@ class TriggerParams:
     renewal: RenewalParams
     cards: CardParams
     recurrence: RecurrenceParams
+    # The registry the parameters were made for, its triggers, and every family's own
+    # parameters (``TriggerFamily.configure``; None for the built-in ones, which are above).
+    registry: Registry
+    families: Mapping[str, Any]
+    specs: Mapping[str, TriggerSpec] = field(init=False)
     fired_retention_ms: int = field(init=False)
+    retention: Mapping[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "specs", self.registry.specs)
         # An occurrence's hash is kept for as long as late data could make it fire again.
         s = self.savings
         retention = max(
             30 * DAY_MS, 2 * self.lateness_ms + 2 * s.max_follow_ms + s.window_ms + DAY_MS
         )
         object.__setattr__(self, "fired_retention_ms", retention)
+        # A family may need its occurrences remembered for longer (its own lateness horizon):
+        # per trigger, so that installing a plugin changes nothing for the others.
+        object.__setattr__(
+            self,
+            "retention",
+            MappingProxyType(
+                {
+                    t.name: max(retention, f.retention_ms(self))
+                    for f in self.registry.families
+                    for t in f.triggers
+                }
+            ),
+        )
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> TriggerParams:
-        """From a validated configuration (``streams.config.build_config`` or ``load_config``)."""
+    def from_config(
+        cls, config: Mapping[str, Any], registry: Registry | None = None
+    ) -> TriggerParams:
+        """From a validated configuration (``streams.config.build_config`` or ``load_config``)
+        built for ``registry`` (default: the one its ``triggers.plugins`` name)."""
+        if registry is None:
+            from streams.core.catalogue import registry_for  # the catalogue imports this module
+
+            registry = registry_for(config)
         t = config["triggers"]
         pri = config["policy"]["priorities"]
         service = pri["service"]
+        names = registry.names
         priorities = {
-            name: service if CATALOGUE[name].category == "service" else pri[name]
-            for name in TRIGGER_NAMES
+            name: service if registry.specs[name].category == "service" else pri[name]
+            for name in names
+        }
+        lateness_ms = _days(config["stream"]["allowed_lateness_days"])
+        families = {
+            f.name: f.configure({n.name: t[n.name] for n in f.triggers}, lateness_ms)
+            for f in registry.families
         }
         sd = t["savings_drop_to_checking"]  # shared parameters are equal across the three
 
@@ -128,8 +174,8 @@ class TriggerParams:
         lapse = t["lapsed_transactor"]
         usual = t["usual_booking_missed"]
         return cls(
-            lateness_ms=_days(config["stream"]["allowed_lateness_days"]),
-            enabled=frozenset(n for n in TRIGGER_NAMES if t[n]["enabled"]),
+            lateness_ms=lateness_ms,
+            enabled=frozenset(n for n in names if t[n]["enabled"]),
             priorities=MappingProxyType(priorities),
             savings=SavingsParams(
                 baseline_ms=_days(sd["baseline_days"]),
@@ -139,6 +185,8 @@ class TriggerParams:
                 checking=follow("savings_drop_to_checking"),
                 wire=follow("savings_drop_to_wire"),
                 unexplained=follow("savings_drop_unexplained"),
+                investment=follow("savings_drop_to_own_investment"),
+                loan=follow("savings_drop_to_loan_payoff"),
             ),
             renewal=RenewalParams(
                 expires_within_ms=_days(t["renewal_after_positive_visit"]["expires_within_days"]),
@@ -146,6 +194,12 @@ class TriggerParams:
                     t["renewal_after_positive_visit"]["complaint_lookback_days"]
                 ),
                 reminder_days=tuple(sorted(set(t["renewal_reminder"]["days_before"]))),
+                reminder_days_by_product=MappingProxyType(
+                    {
+                        product: tuple(sorted(set(days)))
+                        for product, days in t["renewal_reminder"]["days_before_by_product"].items()
+                    }
+                ),
                 unused_days_before=int(t["auto_renew_unused"]["days_before"]),
                 usage_lookback_ms=_days(t["auto_renew_unused"]["usage_lookback_days"]),
             ),
@@ -166,18 +220,9 @@ class TriggerParams:
                 usual_gap_ms=_days(usual["usual_gap_days"]),
                 grace_ms=_days(usual["grace_days"]),
             ),
+            registry=registry,
+            families=MappingProxyType(families),
         )
-
-
-@dataclass(frozen=True, slots=True)
-class DueItem:
-    """A time-based occurrence, valid as of its due time; ``mark`` records it as fired."""
-
-    due_ms: int
-    trigger: str
-    instance: str
-    evidence: tuple[str, ...]
-    mark: Callable[[], None]
 
 
 class Emitter:
@@ -202,11 +247,11 @@ class Emitter:
         if self.state.was_fired(key):
             return True
         fired = self.state.fired
-        fired.append((key, max(at_ms, self.now_ms) + self.params.fired_retention_ms))
+        fired.append((key, max(at_ms, self.now_ms) + self.params.retention[trigger]))
         if len(fired) > MAX_FIRED:
             fired.sort(key=lambda f: f[1])
             del fired[: len(fired) - MAX_FIRED]
-        spec = CATALOGUE[trigger]
+        spec = self.params.specs[trigger]
         self.candidates.append(
             Candidate(
                 customer_id=self.state.customer_id,

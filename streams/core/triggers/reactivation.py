@@ -20,6 +20,9 @@ How this module reads it:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from streams.core.events import AccountClosed, AccountOpened, Event, Statement, Transaction
 from streams.core.state import (
     MAX_CARDS,
@@ -33,6 +36,7 @@ from streams.core.state import (
 )
 from streams.core.timeutil import format_ms
 from streams.core.triggers import DueItem, Emitter, TriggerParams
+from streams.core.triggers.api import MARKETING, TriggerFamily, spec
 
 TRIGGERS = ("lapsed_transactor", "lapsed_revolver", "never_activated")
 # The event types ``apply`` folds in: for any other, it returns False and changes nothing.
@@ -204,3 +208,39 @@ def prune(state: CustomerState, params: TriggerParams) -> None:
             and (card.never_done or card.opened[0] + c.never_ms < floor)
         ):
             card.opened = (card.opened[0], "")  # its only use, never_activated's evidence, is past
+
+
+_LAPSE = {
+    "inactive_days": 180,
+    "statements": 6,
+    "min_statements": 2,
+    "paid_in_full_share": 0.5,
+}
+
+
+class ReactivationFamily(TriggerFamily):
+    """Credit cards: the two lapses (one lapse computation) and the card never used."""
+
+    name = "reactivation"
+    triggers = (
+        spec("lapsed_transactor", "reactivation", "reactivation_cashback", "email", MARKETING,
+             40, **_LAPSE),
+        spec("lapsed_revolver", "reactivation", "reactivation_balance_transfer", "email",
+             MARKETING, 40, **_LAPSE),
+        spec("never_activated", "reactivation", "activation_nudge", "email", MARKETING, 30,
+             days=90),
+    )  # fmt: skip
+    events = EVENTS
+    uses_slice = False
+    shared_parameters = tuple(_LAPSE)
+    apply = staticmethod(apply)
+    on_event = staticmethod(on_event)
+    due_items = staticmethod(due_items)
+    holds_data = staticmethod(holds_data)
+    prune = staticmethod(prune)
+
+    def configure(self, sections: Mapping[str, Mapping[str, Any]], lateness_ms: int) -> None:
+        return None  # TriggerParams.cards
+
+
+FAMILY = ReactivationFamily()

@@ -20,6 +20,9 @@ How this module reads it:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from streams.core.events import Event, Purchase
 from streams.core.state import (
     MAX_CATEGORIES,
@@ -30,6 +33,7 @@ from streams.core.state import (
 )
 from streams.core.timeutil import format_ms
 from streams.core.triggers import DueItem, Emitter, TriggerParams
+from streams.core.triggers.api import MARKETING, TriggerFamily, spec
 
 TRIGGERS = ("replacement_due", "usual_booking_missed")
 # The event types ``apply`` folds in: for any other, it returns False and changes nothing.
@@ -159,3 +163,36 @@ def prune(state: CustomerState, params: TriggerParams) -> None:
             if due is not None and due >= state.floor_ms:
                 kept.append((code, p))  # still within reach of a re-evaluation
         record.marks = kept
+
+
+class RecurrenceFamily(TriggerFamily):
+    """Purchase habits: the replacement cycle and the yearly booking."""
+
+    name = "recurrence"
+    triggers = (
+        spec("replacement_due", "recurrence", "replacement_reminder", "email", MARKETING, 20,
+             min_purchases=3, cycle_days={"air_filter": 90, "car_service": 180, "phone": 730}),
+        spec("usual_booking_missed", "recurrence", "rebooking_offer", "email", MARKETING, 25,
+             min_gap_days=335, max_gap_days=395, usual_gap_days=365, grace_days=14),
+    )  # fmt: skip
+    events = EVENTS
+    uses_slice = False
+    apply = staticmethod(apply)
+    on_event = staticmethod(on_event)
+    due_items = staticmethod(due_items)
+    holds_data = staticmethod(holds_data)
+    prune = staticmethod(prune)
+
+    def validate(self, sections: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        usual = sections["usual_booking_missed"]
+        if not usual["min_gap_days"] <= usual["usual_gap_days"] <= usual["max_gap_days"]:
+            return [
+                "triggers.usual_booking_missed: need min_gap_days <= usual_gap_days <= max_gap_days"
+            ]
+        return []
+
+    def configure(self, sections: Mapping[str, Mapping[str, Any]], lateness_ms: int) -> None:
+        return None  # TriggerParams.recurrence
+
+
+FAMILY = RecurrenceFamily()

@@ -25,6 +25,9 @@ How this module reads it:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from streams.core.events import AutoRenewCharged, Complaint, Contract, Event, ProductUsage, Visit
 from streams.core.state import (
     DAY_MS,
@@ -43,6 +46,7 @@ from streams.core.state import (
 )
 from streams.core.timeutil import format_ms
 from streams.core.triggers import DueItem, Emitter, TriggerParams
+from streams.core.triggers.api import MARKETING, SERVICE, TriggerFamily, spec
 
 # The event types ``apply`` folds in: for any other, it returns False and changes nothing.
 EVENTS = (Contract, AutoRenewCharged, Visit, ProductUsage, Complaint)
@@ -155,6 +159,32 @@ def _is_open(version: tuple[str, int, bool, str] | None, at_ms: int) -> bool:
     return version is not None and version[0] in OPEN_STATUSES and version[1] > at_ms
 
 
+is_open = _is_open  # for the usage lapse family, which reads contracts as of its due times
+
+
+def unused_check_in_on_day(
+    state: CustomerState, contract_id: str, record: ContractState, at_ms: int, params: TriggerParams
+) -> bool:
+    """Whether ``auto_renew_unused`` is (or was) due for the contract on the UTC day of
+    ``at_ms``: the same conditions as ``due_items`` applies, as of that due time."""
+    if "auto_renew_unused" not in params.enabled:
+        return False
+    r = params.renewal
+    day = at_ms // DAY_MS
+    for expires in {v[2] for v in record.versions}:
+        due = expires - r.unused_days_before * DAY_MS
+        if due // DAY_MS != day:
+            continue
+        version = version_at(record, due)
+        if version is None or not _is_open(version, due) or version[1] != expires:
+            continue
+        if version[2] and not _used(
+            state, contract_id, record.product, due - r.usage_lookback_ms, due
+        ):
+            return True
+    return False
+
+
 def _used(state: CustomerState, contract_id: str, product: str | None, lo: int, hi: int) -> bool:
     keys = [f"c:{contract_id}"] + ([f"p:{product}"] if product else [])
     return any(any_between(state.usage.get(k, []), lo, hi) for k in keys)
@@ -214,7 +244,8 @@ def due_items(state: CustomerState, params: TriggerParams, *, named: bool = True
         for expires in sorted({v[2] for v in record.versions}):
             checks: list[tuple[int, str, bool]] = []
             if reminders:
-                checks += [(days, "renewal_reminder", False) for days in r.reminder_days]
+                days_before = r.reminder_days_by_product.get(record.product or "", r.reminder_days)
+                checks += [(days, "renewal_reminder", False) for days in days_before]
             if unused:
                 checks.append((r.unused_days_before, "auto_renew_unused", True))
             for days, trigger, wants_auto_renew in checks:
@@ -289,3 +320,32 @@ def prune(state: CustomerState, params: TriggerParams) -> None:
             del state.usage[key]
     state.complaints = keep_since(state.complaints, _ident, floor - r.complaint_lookback_ms)
     state.visits = [v for v in state.visits if v.at_ms >= floor]
+
+
+class RenewalFamily(TriggerFamily):
+    """Contracts: the renewal offer, reminders, and the two auto-renewal service messages."""
+
+    name = "renewal"
+    triggers = (
+        spec("renewal_after_positive_visit", "renewal", "renewal_offer", "email", MARKETING, 80,
+             expires_within_days=60, complaint_lookback_days=30),
+        spec("renewal_reminder", "renewal", "renewal_reminder", "email", MARKETING, 50,
+             days_before=[30, 7], days_before_by_product={}),
+        spec("auto_renew_confirmation", "renewal", "payment_confirmation", "email", SERVICE,
+             None),
+        spec("auto_renew_unused", "renewal", "usage_check_in", "email", SERVICE, None,
+             days_before=30, usage_lookback_days=90),
+    )  # fmt: skip
+    events = EVENTS
+    uses_slice = False
+    apply = staticmethod(apply)
+    on_event = staticmethod(on_event)
+    due_items = staticmethod(due_items)
+    holds_data = staticmethod(holds_data)
+    prune = staticmethod(prune)
+
+    def configure(self, sections: Mapping[str, Mapping[str, Any]], lateness_ms: int) -> None:
+        return None  # TriggerParams.renewal
+
+
+FAMILY = RenewalFamily()

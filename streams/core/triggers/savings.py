@@ -1,12 +1,14 @@
-"""Savings drop: ``savings_drop_to_checking``, ``..._to_wire`` and ``..._unexplained``.
+"""Savings drop: ``savings_drop_to_checking``, ``..._to_wire``, ``..._to_own_investment``,
+``..._to_loan_payoff`` and ``..._unexplained``.
 
 Contract (docs/contract.md, "Savings drop"): the baseline is the mean of the savings account's
 balance observations in the 90 days before the drop's first debit; the drop is the account's debits
 summed over a 3-day window that starts at a debit, happening when the sum reaches 50 % of a baseline
 of at least 10,000, once per window. Follow-ups (an internal credit to checking, an outbound wire
-from any account, the savings account's own wire included) of >= 80 % of the dropped amount match
-within 7 days before or after the drop. ``unexplained`` fires when neither matched by the drop + 7
-days + the allowed lateness.
+from any account, the savings account's own wire included; an internal credit to the customer's
+investment account, or to their loan account) of >= 80 % of the dropped amount match within 7
+days before or after the drop. ``unexplained`` fires when no follow-up of any kind matched by the
+drop + 7 days + the allowed lateness.
 
 How this module reads it:
 
@@ -28,13 +30,17 @@ How this module reads it:
 from __future__ import annotations
 
 import bisect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 from streams.core.events import Balance, Event, Transaction
 from streams.core.state import (
     CHECKING_FIRED,
     DAY_MS,
+    INVESTMENT_FIRED,
+    LOAN_FIRED,
     MAX_DEBITS,
     MAX_DROPS,
     MAX_FOLLOW_UPS,
@@ -50,8 +56,18 @@ from streams.core.state import (
     SavingsAccount,
 )
 from streams.core.triggers import DueItem, Emitter, TriggerParams
+from streams.core.triggers.api import MARKETING, TriggerFamily, spec
 
-TRIGGERS = ("savings_drop_to_checking", "savings_drop_to_wire", "savings_drop_unexplained")
+TRIGGERS = (
+    "savings_drop_to_checking",
+    "savings_drop_to_wire",
+    "savings_drop_unexplained",
+    "savings_drop_to_own_investment",
+    "savings_drop_to_loan_payoff",
+)
+# Internal credits that say where the money went: account type -> follow-up kind.
+_INTERNAL_CREDIT_KINDS = {"checking": "c", "investment": "i", "loan": "l"}
+FOLLOW_UP_KINDS = ("c", "w", "i", "l")
 # The event types ``apply`` folds in: for any other, it returns False and changes nothing.
 EVENTS = (Balance, Transaction)
 
@@ -145,12 +161,8 @@ def apply(state: CustomerState, event: Event, params: TriggerParams) -> bool:
         kind = None
         if event.direction == "debit" and event.rail == "wire":
             kind = "w"
-        elif (
-            event.direction == "credit"
-            and event.rail == "internal"
-            and event.account_type == "checking"
-        ):
-            kind = "c"
+        elif event.direction == "credit" and event.rail == "internal":
+            kind = _INTERNAL_CREDIT_KINDS.get(event.account_type)
         if kind is not None and t >= _follow_up_horizon(state, params):
             entry: FollowUp = (t, event.amount_cents, kind, event.event_id)
             if all(f[3] != event.event_id for f in state.follow_ups):
@@ -271,8 +283,9 @@ def _pin(account: SavingsAccount, drop: Drop) -> PinnedDrop:
 
 
 def _unexplained(state: CustomerState, drop: Drop, params: TriggerParams) -> bool:
+    """No follow-up of any kind matched the drop (by the unexplained trigger's own rule)."""
     rule = params.savings.unexplained
-    return match(state, drop, "c", rule) is None and match(state, drop, "w", rule) is None
+    return all(match(state, drop, kind, rule) is None for kind in FOLLOW_UP_KINDS)
 
 
 # --- event-driven: the follow-up pair -------------------------------------------------------
@@ -291,6 +304,8 @@ def on_event(state: CustomerState, event: Event, emitter: Emitter) -> None:
             for trigger, kind, rule, flag in (
                 ("savings_drop_to_wire", "w", s.wire, WIRE_FIRED),
                 ("savings_drop_to_checking", "c", s.checking, CHECKING_FIRED),
+                ("savings_drop_to_own_investment", "i", s.investment, INVESTMENT_FIRED),
+                ("savings_drop_to_loan_payoff", "l", s.loan, LOAN_FIRED),
             ):
                 if drop.flags & flag:
                     continue
@@ -331,7 +346,9 @@ def due_items(state: CustomerState, params: TriggerParams, *, named: bool = True
     items: list[DueItem] = []
     for account_id, account in state.savings.items():
         for drop in _all_drops(account, params):
-            if drop.flags & (CHECKING_FIRED | WIRE_FIRED | UNEXPLAINED_DECIDED):
+            if drop.flags & (
+                CHECKING_FIRED | WIRE_FIRED | INVESTMENT_FIRED | LOAN_FIRED | UNEXPLAINED_DECIDED
+            ):
                 continue  # a follow-up was published, or this was decided already
             if not _unexplained(state, drop, params):
                 continue
@@ -397,3 +414,50 @@ def _merge_old(account: SavingsAccount, exact_from: int, keep_from: int) -> None
             days[t // DAY_MS] = (total + cents, count + 1)
     account.obs = exact
     account.days = [(d, c, n) for d, (c, n) in sorted(days.items())][-MAX_OBSERVATIONS:]
+
+
+_DROP = {
+    "baseline_days": 90,
+    "min_average_balance": 10_000,
+    "drop_fraction": 0.5,
+    "drop_window_days": 3,
+    "follow_up_days": 7,
+    "match_fraction": 0.8,
+}
+# Where the money went: the drop is the one the three above define (their shared parameters);
+# these two only say which follow-up explains it.
+_FOLLOW = {"follow_up_days": 7, "match_fraction": 0.8}
+
+
+class SavingsFamily(TriggerFamily):
+    """The savings drop and where the money went (one drop computation for all five)."""
+
+    name = "savings"
+    triggers = (
+        spec("savings_drop_to_checking", "savings", "loan_offer", "email", MARKETING, 85,
+             **_DROP),
+        spec("savings_drop_to_wire", "savings", "investment_advisor_call", "phone", MARKETING, 90,
+             **_DROP),
+        spec("savings_drop_unexplained", "savings", "retention_check_in", "email", MARKETING, 60,
+             **_DROP),
+        spec("savings_drop_to_own_investment", "savings", "investment_welcome", "email",
+             MARKETING, 75, **_FOLLOW),
+        spec("savings_drop_to_loan_payoff", "savings", "credit_review", "email", MARKETING, 70,
+             **_FOLLOW),
+    )  # fmt: skip
+    events = EVENTS
+    uses_slice = False
+    # One drop means one thing for every trigger built on it.
+    shared_parameters = ("baseline_days", "min_average_balance", "drop_fraction",
+                         "drop_window_days")  # fmt: skip
+    apply = staticmethod(apply)
+    on_event = staticmethod(on_event)
+    due_items = staticmethod(due_items)
+    holds_data = staticmethod(holds_data)
+    prune = staticmethod(prune)
+
+    def configure(self, sections: Mapping[str, Mapping[str, Any]], lateness_ms: int) -> None:
+        return None  # TriggerParams.savings
+
+
+FAMILY = SavingsFamily()
