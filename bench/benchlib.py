@@ -277,6 +277,7 @@ class Worker:
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     log_path: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)  # more environment, e.g. STATE_RESTORE
 
     def start(self) -> Worker:
         self.metrics_port = free_port()
@@ -306,6 +307,7 @@ class Worker:
                 "LOG_LEVEL": "warning",
             }
         )
+        env.update(self.env)
         argv = [sys.executable, "-m", "streams", "worker"]
         if self.profile is not None:
             argv = [

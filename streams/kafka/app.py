@@ -38,7 +38,7 @@ from streams.core.log_identity import LANE_PREFIX, REPARTITION
 from streams.core.ordering import EventTimeMerger
 from streams.core.policy import Policy
 from streams.core.timeutil import wall_ms
-from streams.kafka import fastpath, tansu
+from streams.kafka import bulk_restore, fastpath, tansu
 from streams.kafka.changelog_repair import repair_changelogs
 from streams.kafka.containment import Contained, DeadLetterOut, Position
 from streams.kafka.copartition import (
@@ -134,10 +134,17 @@ class Worker:
     changelogs: list[Any]  # the Faust tables, customers first
 
 
+def _store_url(settings: Settings) -> str:
+    if settings.store != "rocksdb":
+        return "memory://"
+    # Faust's RocksDB store that restores assigned partitions in bulk (kafka/bulk_restore.py).
+    return f"{bulk_restore.SCHEME}://" if settings.state_restore == "bulk" else "rocksdb://"
+
+
 def _faust_settings(settings: Settings) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "broker": [f"kafka://{h.strip()}" for h in settings.bootstrap_servers.split(",")],
-        "store": "rocksdb://" if settings.store == "rocksdb" else "memory://",
+        "store": _store_url(settings),
         "datadir": str(settings.state_dir),
         "processing_guarantee": "at_least_once",
         "autodiscover": False,
@@ -816,7 +823,8 @@ def build_worker(
 
     async def on_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
         metrics.rebalances.inc()
-        owned["assigned_at"] = time.monotonic()
+        # A bulk restore runs before Faust announces the assignment: the gauge counts it.
+        owned["assigned_at"] = bulk_restore.restore_began(app) or time.monotonic()
         owned["assigned_wall"] = wall_ms()
         alignment.assigned(owned["assigned_wall"])
         assigned = kwargs.get("assigned", args[0] if args else set())
