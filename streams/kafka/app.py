@@ -134,17 +134,10 @@ class Worker:
     changelogs: list[Any]  # the Faust tables, customers first
 
 
-def _store_url(settings: Settings) -> str:
-    if settings.store != "rocksdb":
-        return "memory://"
-    # Faust's RocksDB store that restores assigned partitions in bulk (kafka/bulk_restore.py).
-    return f"{bulk_restore.SCHEME}://" if settings.state_restore == "bulk" else "rocksdb://"
-
-
 def _faust_settings(settings: Settings) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "broker": [f"kafka://{h.strip()}" for h in settings.bootstrap_servers.split(",")],
-        "store": _store_url(settings),
+        "store": "rocksdb://" if settings.store == "rocksdb" else "memory://",
         "datadir": str(settings.state_dir),
         "processing_guarantee": "at_least_once",
         "autodiscover": False,
@@ -168,6 +161,9 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
         "producer_max_request_size": PRODUCER_MAX_REQUEST_BYTES,
         "broker_max_poll_records": MAX_BATCH,
     }
+    if settings.store == "rocksdb" and settings.state_restore == "bulk":
+        # Faust's recovery with a bulk restore of assigned partitions (kafka/bulk_restore.py).
+        conf["TableManager"] = bulk_restore.TableManager
     credentials = faust_credentials(settings.kafka_security)
     if credentials is not None:
         conf["broker_credentials"] = credentials
@@ -823,8 +819,7 @@ def build_worker(
 
     async def on_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
         metrics.rebalances.inc()
-        # A bulk restore runs before Faust announces the assignment: the gauge counts it.
-        owned["assigned_at"] = bulk_restore.restore_began(app) or time.monotonic()
+        owned["assigned_at"] = time.monotonic()
         owned["assigned_wall"] = wall_ms()
         alignment.assigned(owned["assigned_wall"])
         assigned = kwargs.get("assigned", args[0] if args else set())
