@@ -25,9 +25,13 @@ have to guess its partitions; one inside the assignment callback (the store's
 ``assign_partitions``) runs while aiokafka sends no heartbeats, so a restore longer than the
 session timeout would cost the member its place in the group. Here the heartbeats go on.
 
-Bounds: the step runs under Faust's ``broker_request_timeout`` (a timeout there stops Faust's
-recovery), so the bulk restore stops after ``BUDGET_SHARE`` of it and leaves the rest to Faust's
-own reading, from the consistent offset reached. Standby partitions, memory stores and
+Bounds: Faust runs that step under its ``broker_request_timeout`` (90 s), and a timeout there
+stops its recovery. ``Recovery._wait`` lifts that timeout for the active step (a large state
+takes longer than that to restore even in bulk), and the restore bounds itself instead: it
+stops when ``STALL_SECONDS`` pass without a record, and leaves the rest to Faust's own reading,
+from the consistent offset reached. Should the step not be recognised (a tracer wraps it), the
+timeout stays and the restore stops after ``BUDGET_SHARE`` of it. Standby partitions, memory
+stores and
 partitions whose database holds the high watermark already are left to Faust; a partition
 whose database claims more than the changelog holds is not touched (Faust's consistency check
 judges it, after ``streams/kafka/changelog_repair.py`` repaired what it found before the start).
@@ -59,12 +63,31 @@ log = logging.getLogger(__name__)
 FETCH_MAX_BYTES = 64 * 1024 * 1024
 PARTITION_FETCH_BYTES = 8 * 1024 * 1024
 MAX_RECORDS = 50_000
-# The share of Faust's broker_request_timeout the bulk restore may take (see the docstring).
+# The share of Faust's broker_request_timeout the bulk restore may take when that timeout
+# applies, and how long it waits for records before it leaves the rest to Faust (docstring).
 BUDGET_SHARE = 0.5
+STALL_SECONDS = 60.0
 
 
 class Recovery(faust_recovery.Recovery):
     """Faust's table recovery with a bulk restore of the active RocksDB partitions first."""
+
+    _unbounded = False  # the active offsets step runs without Faust's timeout
+
+    async def _wait(self, coro: Any, timeout: Any = None) -> None:
+        code, frame = getattr(coro, "cr_code", None), getattr(coro, "cr_frame", None)
+        if (
+            code is Recovery._build_offsets.__code__
+            and frame is not None
+            and frame.f_locals.get("title") == "active"
+        ):
+            # Not yet started: its arguments are its frame's locals.
+            self._unbounded = True
+            try:
+                return await super()._wait(coro, None)
+            finally:
+                self._unbounded = False
+        return await super()._wait(coro, timeout)
 
     async def _build_offsets(self, consumer: Any, tps: Any, destination: Any, title: str) -> None:
         if title == "active" and tps:
@@ -88,8 +111,9 @@ class Recovery(faust_recovery.Recovery):
                 todo[TopicPartition(tp.topic, tp.partition)] = (store, start, end)
         if not todo:
             return 0
-        conf = self.app.conf
-        deadline = time.monotonic() + float(conf.broker_request_timeout) * BUDGET_SHARE
+        deadline = None
+        if not self._unbounded:
+            deadline = time.monotonic() + float(self.app.conf.broker_request_timeout) * BUDGET_SHARE
         applied = await restore(self.app, todo, deadline)
         for tp in todo:
             store = todo[tp][0]
@@ -110,10 +134,11 @@ class TableManager(FaustTableManager):
 
 
 async def restore(
-    app: Any, todo: dict[TopicPartition, tuple[Any, int, int]], deadline: float
+    app: Any, todo: dict[TopicPartition, tuple[Any, int, int]], deadline: float | None
 ) -> int:
     """Apply each partition's changelog records in [start, end) to its RocksDB store
-    (``todo``: store, start, end), stopping at ``deadline``; returns the records applied."""
+    (``todo``: store, start, end), stopping at ``deadline`` or after ``STALL_SECONDS`` without
+    a record; returns the records applied."""
     conf = app.conf
     consumer = AIOKafkaConsumer(
         bootstrap_servers=server_list(conf.broker, 9092),
@@ -134,8 +159,14 @@ async def restore(
         for tp, (_, start, _) in todo.items():
             consumer.seek(tp, start)
         left = dict(todo)
-        while left and time.monotonic() < deadline:
+        last_records = time.monotonic()
+        while left:
+            now = time.monotonic()
+            if (deadline is not None and now >= deadline) or now - last_records > STALL_SECONDS:
+                break
             fetched = await consumer.getmany(*left, timeout_ms=1000, max_records=MAX_RECORDS)
+            if fetched:
+                last_records = time.monotonic()
             for tp, records in fetched.items():
                 store, _, end = todo[tp]
                 batch, last = rocksdict.WriteBatch(raw_mode=True), None
@@ -166,10 +197,11 @@ async def restore(
     total = sum(applied.values())
     seconds = time.monotonic() - started
     log.info(
-        "bulk restore: %d changelog records of %d partitions in %.2f s (%.0f records/s)",
+        "bulk restore: %d changelog records of %d partitions in %.2f s (%.0f records/s, %s)",
         total,
         len(applied),
         seconds,
         total / seconds if seconds else 0.0,
+        "Faust's timeout applied" if deadline is not None else "without Faust's timeout",
     )
     return total
