@@ -6,7 +6,9 @@ from, then its new events are applied and decided (the customer state is kept, t
 applied-offset marks are reset) and the reset is counted and logged at ERROR; before, every new
 event at or below an old applied offset was taken for a replay and skipped without a word. A
 local store ahead of its changelog is written back to an empty changelog, or dropped and
-restored from one that is merely behind, instead of stopping the worker in recovery.
+restored from one that is merely behind, instead of stopping the worker in recovery. A state
+directory deleted outright comes back whole from the changelogs (in bulk:
+``streams/kafka/bulk_restore.py``), byte for byte, and the worker decides on it as before.
 """
 
 from __future__ import annotations
