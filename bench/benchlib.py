@@ -277,6 +277,7 @@ class Worker:
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     log_path: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)  # more environment, e.g. STATE_RESTORE
 
     def start(self) -> Worker:
         self.metrics_port = free_port()
@@ -306,6 +307,7 @@ class Worker:
                 "LOG_LEVEL": "warning",
             }
         )
+        env.update(self.env)
         argv = [sys.executable, "-m", "streams", "worker"]
         if self.profile is not None:
             argv = [
@@ -441,7 +443,12 @@ def measure_consumption(
     while time.monotonic() < deadline:
         if not worker.alive():
             raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
-        m = worker.metrics()
+        try:
+            m = worker.metrics()
+        except (TimeoutError, OSError):
+            # A worker busy with a large batch on a loaded machine can leave a poll
+            # unanswered for its 2 s; the next poll counts.
+            continue
         now, cpu = time.monotonic(), cpu_seconds(pid)
         done = m.get("lifecycle_input_records_done_total", 0)
         begun = m.get("lifecycle_events_consumed_total", 0) + m.get(

@@ -12,7 +12,10 @@ customer (in event-time order, keyed by customer id, 8 partitions) and has a rea
           changelog topics; records/s = changelog records / (cold - warm seconds to /ready:
           start-up and group join cancel out), and as a ratio to a raw aiokafka read of the
           same changelog topics in the same run. The worker's own ``lifecycle_recovery_seconds``
-          (assignment to its first event, so up to a tick late) is printed beside it.
+          (assignment to its first event, so up to a tick late) is printed beside it. Measured
+          twice: with the bulk restore (``STATE_RESTORE=bulk``, the default,
+          ``streams/kafka/bulk_restore.py``) and, as the baseline of the same run, with Faust's
+          recovery alone (``STATE_RESTORE=faust``; ``--no-faust-restore`` leaves it out).
 
 Several sizes in one run (``--customers 100000,200000``) give a slope to extrapolate from; the
 printed extrapolation to 1,000,000 is linear in the customers and says so.
@@ -74,6 +77,9 @@ class StateFigures:
     cold_recovery_s: float
     cold_peak_rss_mb: float
     raw_read_rate: float
+    # The same cold start with Faust's recovery alone (STATE_RESTORE=faust); 0: not measured.
+    faust_ready_s: float = 0.0
+    faust_recovery_s: float = 0.0
 
     @property
     def cold_extra_s(self) -> float:
@@ -83,6 +89,34 @@ class StateFigures:
     @property
     def cold_rate(self) -> float:
         return self.changelog_records / self.cold_extra_s if self.cold_extra_s else 0.0
+
+    @property
+    def faust_rate(self) -> float:
+        extra = max(self.faust_ready_s - self.warm_ready_s, 0.0)
+        return self.changelog_records / extra if self.faust_ready_s and extra else 0.0
+
+    @property
+    def faust_gauge_rate(self) -> float:
+        s = self.faust_recovery_s
+        return self.changelog_records / s if s else 0.0
+
+    @property
+    def net_gauge_rate(self) -> float:
+        """Changelog records / (cold - warm gauge): what both starts spend after the
+        assignment anyway (the seek, the first tick, up to a second) cancelled out."""
+        extra = self.cold_recovery_s - self.warm_recovery_s
+        return self.changelog_records / extra if extra > 0 else 0.0
+
+    @property
+    def net_faust_gauge_rate(self) -> float:
+        extra = self.faust_recovery_s - self.warm_recovery_s
+        return self.changelog_records / extra if self.faust_recovery_s and extra > 0 else 0.0
+
+    @property
+    def gauge_rate(self) -> float:
+        """Changelog records / the cold worker's own recovery seconds (assignment, bulk restore
+        included, to its first event: up to a tick late)."""
+        return self.changelog_records / self.cold_recovery_s if self.cold_recovery_s else 0.0
 
 
 async def read_all(bootstrap: str, topics: Sequence[str]) -> tuple[int, float]:
@@ -130,7 +164,12 @@ async def read_all(bootstrap: str, topics: Sequence[str]) -> tuple[int, float]:
 
 
 def _start(
-    stack: DevStack, topics: TopicNames, app_id: str, workdir: Path, state_dir: Path
+    stack: DevStack,
+    topics: TopicNames,
+    app_id: str,
+    workdir: Path,
+    state_dir: Path,
+    restore: str = "bulk",
 ) -> Worker:
     return Worker(
         stack,
@@ -140,14 +179,20 @@ def _start(
         clock="event",
         store="rocksdb",
         state_dir=state_dir,
+        env={"STATE_RESTORE": restore},
     ).start()
 
 
 def restart(
-    stack: DevStack, topics: TopicNames, app_id: str, workdir: Path, state_dir: Path
+    stack: DevStack,
+    topics: TopicNames,
+    app_id: str,
+    workdir: Path,
+    state_dir: Path,
+    restore: str = "bulk",
 ) -> tuple[float, float, float]:
     """(seconds to /ready, the worker's recovery seconds, peak RSS MiB) of one start."""
-    worker = _start(stack, topics, app_id, workdir, state_dir)
+    worker = _start(stack, topics, app_id, workdir, state_dir, restore)
     try:
         ready = worker.wait_ready(timeout=1800)
         # The worker sets the gauge at its first event after the assignment (a clock tick
@@ -162,7 +207,9 @@ def restart(
     return ready, recovery, rss
 
 
-def measure(stack: DevStack, customers: int, partitions: int, workdir: Path) -> StateFigures:
+def measure(
+    stack: DevStack, customers: int, partitions: int, workdir: Path, faust_restore: bool = True
+) -> StateFigures:
     tag = uuid.uuid4().hex[:8]
     topics = bench_topics(f"state-{tag}")
     stack.create_topics(topics.all, partitions)
@@ -185,6 +232,11 @@ def measure(stack: DevStack, customers: int, partitions: int, workdir: Path) -> 
     changelog_records, raw_seconds = asyncio.run(read_all(stack.bootstrap_servers, changelogs))
     warm = restart(stack, topics, app_id, workdir, warm_dir)
     cold = restart(stack, topics, app_id, workdir, cold_dir)
+    faust = (0.0, 0.0, 0.0)
+    if faust_restore:
+        faust_dir = workdir / f"{tag}-cold-faust"
+        faust = restart(stack, topics, app_id, workdir, faust_dir, restore="faust")
+        shutil.rmtree(faust_dir, ignore_errors=True)
     shutil.rmtree(warm_dir, ignore_errors=True)
     shutil.rmtree(cold_dir, ignore_errors=True)
     return StateFigures(
@@ -200,6 +252,8 @@ def measure(stack: DevStack, customers: int, partitions: int, workdir: Path) -> 
         cold_recovery_s=cold[1],
         cold_peak_rss_mb=cold[2],
         raw_read_rate=changelog_records / raw_seconds if raw_seconds else 0.0,
+        faust_ready_s=faust[0],
+        faust_recovery_s=faust[1],
     )
 
 
@@ -220,21 +274,44 @@ def report(rows: list[StateFigures]) -> str:
     out = [
         f"{'customers':>10} {'build ev/s':>10} {'build RSS':>10} {'disk':>8} {'changelog':>10} "
         f"{'warm ready':>10} {'warm RSS':>9} {'cold ready':>10} {'cold rec/s':>10} "
-        f"{'x raw read':>10} {'gauge':>7} {'cold RSS':>9}"
+        f"{'raw rec/s':>10} {'x raw read':>10} {'gauge':>7} {'gauge rec/s':>11} {'x raw':>6} "
+        f"{'cold RSS':>9}"
     ]
     for r in rows:
         out.append(
             f"{r.customers:>10,} {r.build_rate:>10,.0f} {r.build_peak_rss_mb:>6.0f} MiB "
             f"{r.disk_mb:>4.0f} MiB {r.changelog_records:>10,} {r.warm_ready_s:>8.1f} s "
             f"{r.warm_peak_rss_mb:>5.0f} MiB {r.cold_ready_s:>8.1f} s {r.cold_rate:>10,.0f} "
+            f"{r.raw_read_rate:>10,.0f} "
             f"{r.cold_rate / r.raw_read_rate if r.raw_read_rate else 0:>10.2f} "
-            f"{r.cold_recovery_s:>5.1f} s {r.cold_peak_rss_mb:>5.0f} MiB"
+            f"{r.cold_recovery_s:>5.1f} s {r.gauge_rate:>11,.0f} "
+            f"{r.gauge_rate / r.raw_read_rate if r.raw_read_rate else 0:>6.2f} "
+            f"{r.cold_peak_rss_mb:>5.0f} MiB"
         )
     out.append(
         "warm/cold ready: process start to /ready (imports, group join ~2 s on Tansu, recovery); "
-        "cold rec/s: changelog records / (cold - warm ready); gauge: the cold worker's "
-        "lifecycle_recovery_seconds"
+        "cold rec/s: changelog records / (cold - warm ready); raw rec/s: a raw aiokafka read of "
+        "the same changelogs in the same run; gauge: the cold worker's "
+        "lifecycle_recovery_seconds (assignment to its first event), gauge rec/s: records / gauge"
     )
+    for r in rows:
+        if not r.faust_ready_s:
+            continue
+        raw = r.raw_read_rate or 1.0
+        out.append(
+            f"{r.customers:,} customers, cold recovery (records/s, and x the raw read of "
+            f"{r.raw_read_rate:,.0f}): bulk restore {r.cold_rate:,.0f} ({r.cold_rate / raw:.2f}x), "
+            f"gauge {r.gauge_rate:,.0f} ({r.gauge_rate / raw:.2f}x); Faust's recovery alone "
+            f"{r.faust_rate:,.0f} ({r.faust_rate / raw:.2f}x), gauge {r.faust_gauge_rate:,.0f} "
+            f"({r.faust_gauge_rate / raw:.2f}x); cold ready {r.cold_ready_s:.1f} s vs "
+            f"{r.faust_ready_s:.1f} s"
+        )
+        out.append(
+            f"{r.customers:,} customers, cold - warm gauge ({r.warm_recovery_s:.1f} s): bulk "
+            f"restore {r.net_gauge_rate:,.0f} records/s ({r.net_gauge_rate / raw:.2f}x the raw "
+            f"read), Faust's recovery alone {r.net_faust_gauge_rate:,.0f} "
+            f"({r.net_faust_gauge_rate / raw:.2f}x)"
+        )
     if rows[-1].customers < TARGET:
         est = {}
         for attr in ("build_peak_rss_mb", "disk_mb", "warm_ready_s", "cold_ready_s"):
@@ -251,6 +328,17 @@ def report(rows: list[StateFigures]) -> str:
     return "\n".join(out)
 
 
+def _figures(row: StateFigures) -> dict[str, float]:
+    return asdict(row) | {
+        "cold_rate": row.cold_rate,
+        "gauge_rate": row.gauge_rate,
+        "faust_rate": row.faust_rate,
+        "faust_gauge_rate": row.faust_gauge_rate,
+        "net_gauge_rate": row.net_gauge_rate,
+        "net_faust_gauge_rate": row.net_faust_gauge_rate,
+    }
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     quick = os.environ.get("BENCH_QUICK") == "1"
@@ -262,6 +350,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--no-faust-restore",
+        dest="faust_restore",
+        action="store_false",
+        help="leave out the baseline cold start with Faust's recovery alone (STATE_RESTORE=faust)",
+    )
     args = parser.parse_args(argv)
     if args.customers is None:
         args.customers = os.environ.get(
@@ -285,16 +379,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         DevStack(Path(tmp) / "stack") as stack,
     ):
         for size in args.sizes:
-            row = measure(stack, size, args.partitions, Path(tmp))
+            row = measure(stack, size, args.partitions, Path(tmp), args.faust_restore)
             rows.append(row)
-            print(orjson.dumps(asdict(row) | {"cold_rate": row.cold_rate}).decode(), flush=True)
+            print(orjson.dumps(_figures(row)).decode(), flush=True)
     print()
     print(f"RocksDB state (one account_opened per customer, {args.partitions} partitions):")
     print(report(rows))
     print(f"\nbench took {time.monotonic() - started:.0f} s")
     out = args.json or HERE / "results" / f"state-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(orjson.dumps([asdict(r) | {"cold_rate": r.cold_rate} for r in rows], option=2))
+    out.write_bytes(orjson.dumps([_figures(r) for r in rows], option=2))
     return 0
 
 

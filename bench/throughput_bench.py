@@ -510,11 +510,14 @@ def run_latency(
     linger_ms: int,
     order_wait_ms: int | None = None,
     order_grace_ms: int | None = None,
+    repartition: str | None = None,
 ) -> dict[str, Any]:
     tag = f"lat-{uuid.uuid4().hex[:8]}"
     topics = bench_topics(tag)
     stack.create_topics(topics.all, 8)
-    stream: dict[str, int] = {}
+    stream: dict[str, int | str] = {}
+    if repartition is not None:
+        stream["repartition"] = repartition
     if order_wait_ms is not None:
         stream["max_order_wait_ms"] = order_wait_ms
     if order_grace_ms is not None:
@@ -538,6 +541,7 @@ def run_latency(
         "source_linger_ms": linger_ms,
         "max_order_wait_ms": order_wait_ms,
         "order_grace_ms": order_grace_ms,
+        "repartition": repartition,
     }
 
 
@@ -622,6 +626,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="stream.order_grace_ms for the latency worker (the config's default otherwise)",
+    )
+    parser.add_argument(
+        "--latency-repartition",
+        default=None,
+        help="stream.repartition for the latency worker (the config's default, misrouted, "
+        "otherwise): 'off' leaves the repartition topic out of the event-time merge",
     )
     parser.add_argument(
         "--profile",
@@ -768,7 +778,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raw_latency = run_raw_latency(raw_stack, *paced_run)
             with DevStack(workdir / "latency-stack") as latency_stack:
                 latency = run_latency(
-                    latency_stack, *paced_run, args.order_wait_ms, args.order_grace_ms
+                    latency_stack,
+                    *paced_run,
+                    args.order_wait_ms,
+                    args.order_grace_ms,
+                    args.latency_repartition,
                 )
         profile_text = None
         if args.profile is not None:
@@ -798,7 +812,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"({share}; wall clock; {latency['matched']} decisions; "
             f"source linger {latency['source_linger_ms']} ms; a broker of its own"
             f"{'' if wait is None else f'; max_order_wait_ms {wait}'}"
-            f"{'' if grace is None else f'; order_grace_ms {grace}'}): "
+            f"{'' if grace is None else f'; order_grace_ms {grace}'}"
+            f"{'' if not latency.get('repartition') else '; repartition ' + latency['repartition']}"
+            "): "
             f"p50 {latency['p50_ms']:.0f} ms  p95 {latency['p95_ms']:.0f} ms  "
             f"p99 {latency['p99_ms']:.0f} ms  max {latency['max_ms']:.0f} ms"
         )

@@ -20,6 +20,7 @@ from streams.ledger import redis_url as redis_url_module
 _HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 CLOCKS = ("wall", "event")
 STORES = ("rocksdb", "memory")
+STATE_RESTORES = ("bulk", "faust")
 BROKER_KINDS = ("kafka", "tansu")
 LOG_FORMATS = ("text", "json")
 
@@ -100,6 +101,14 @@ OPTIONS: tuple[Option, ...] = (
         "STATE_STORE",
         "rocksdb",
         "table store: rocksdb (durable, default) or memory (tests and small runs)",
+    ),
+    Option(
+        "--state-restore",
+        "STATE_RESTORE",
+        "bulk",
+        "how RocksDB partitions are restored from their changelogs when assigned: bulk (large "
+        "fetches written in batches, then Faust's recovery reads the tail) or faust (Faust's "
+        "recovery alone, record by record)",
     ),
     Option(
         "--broker-kind",
@@ -288,6 +297,7 @@ class Settings:
     state_dir: Path
     app_id: str
     store: str
+    state_restore: str
     broker_kind: str
     session_timeout: float
     heartbeat_interval: float
@@ -380,6 +390,7 @@ class Settings:
             state_dir=Path(text("state_dir")),
             app_id=app_id,
             store=_choice(names["store"], text("store"), STORES),
+            state_restore=_choice(names["state_restore"], text("state_restore"), STATE_RESTORES),
             broker_kind=_choice(names["broker_kind"], text("broker_kind"), BROKER_KINDS),
             session_timeout=session,
             heartbeat_interval=heartbeat,

@@ -32,7 +32,7 @@ from streams.core.errors import BrokerUnavailable, ConfigError, ReplacedLogError
 from streams.core.ingest import Decoder
 from streams.core.policy import Policy
 from streams.core.timeutil import wall_ms
-from streams.kafka import fastpath, tansu
+from streams.kafka import bulk_restore, fastpath, tansu
 from streams.kafka.changelog_repair import repair_changelogs
 from streams.kafka.containment import Contained, DeadLetterOut
 from streams.kafka.copartition import Router
@@ -132,6 +132,9 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
         "producer_max_request_size": PRODUCER_MAX_REQUEST_BYTES,
         "broker_max_poll_records": MAX_BATCH,
     }
+    if settings.store == "rocksdb" and settings.state_restore == "bulk":
+        # Faust's recovery with a bulk restore of assigned partitions (kafka/bulk_restore.py).
+        conf["TableManager"] = bulk_restore.TableManager
     credentials = faust_credentials(settings.kafka_security)
     if credentials is not None:
         conf["broker_credentials"] = credentials

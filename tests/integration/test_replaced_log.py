@@ -6,13 +6,16 @@ from, then its new events are applied and decided (the customer state is kept, t
 applied-offset marks are reset) and the reset is counted and logged at ERROR; before, every new
 event at or below an old applied offset was taken for a replay and skipped without a word. A
 local store ahead of its changelog is written back to an empty changelog, or dropped and
-restored from one that is merely behind, instead of stopping the worker in recovery.
+restored from one that is merely behind, instead of stopping the worker in recovery. A state
+directory deleted outright comes back whole from the changelogs (in bulk:
+``streams/kafka/bulk_restore.py``), byte for byte, and the worker decides on it as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import rocksdict
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -223,6 +227,114 @@ def test_a_kept_state_directory_against_a_fresh_broker_applies_the_new_events(
         # The new log's events were applied, counted from the reset's base.
         assert state.applied_offsets["account"] > RESET_GAP
         assert state.applied_offsets["usage"] > RESET_GAP
+
+
+TABLES = ("customers", "due-index", "stream-time")
+OFFSET_KEY = b"__faust\0offset__"  # faust.stores.rocksdb.Store.offset_key
+
+
+def _local_tables(state_dir: Path) -> dict[str, dict[bytes, bytes]]:
+    """Every RocksDB table partition under ``state_dir`` (the worker stopped): per table, its
+    records over all partitions, and per partition the changelog offset it holds."""
+    tables: dict[str, dict[bytes, bytes]] = {}
+    for path in sorted(state_dir.rglob("*.db")):
+        table, _, partition = path.name.removesuffix(".db").rpartition("-")
+        db = rocksdict.Rdict(str(path), options=rocksdict.Options(raw_mode=True))
+        try:
+            for key, value in db.items():
+                if key == OFFSET_KEY:
+                    tables.setdefault(f"{table} offsets", {})[partition.encode()] = value
+                else:
+                    tables.setdefault(table, {})[key] = value
+        finally:
+            db.close()
+    return tables
+
+
+async def _append(bootstrap: str, topic: str, records: list[tuple[bytes, bytes | None]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, value, key=key, partition=0)
+    finally:
+        await producer.stop()
+
+
+def test_a_deleted_state_directory_is_restored_whole_from_the_changelogs(
+    dev_stack: DevStack, tmp_path: Path
+) -> None:
+    """The cold start restores each assigned partition in bulk (streams/kafka/bulk_restore.py)
+    to exactly what the worker held before its state directory was deleted, and decides on it
+    as before: the new charge is confirmed once, nothing of the first life again."""
+    topics, app_id, customer = _lived_once(dev_stack, tmp_path, "cold", "rocksdb")
+    bootstrap = dev_stack.bootstrap_servers
+    state_dir = tmp_path / "state"
+    before = _local_tables(state_dir)
+    assert customer.encode() in before["customers"]
+    # Beyond what the worker wrote: a key written twice and deleted, and one kept, on a
+    # partition the customer need not be on, so that the restore meets a tombstone. The value
+    # is a valid customer record (a copy), in case the worker reads it.
+    changelog = f"{app_id}-customers-changelog"
+    copy = before["customers"][customer.encode()]
+    run(
+        _append(
+            bootstrap,
+            changelog,
+            [(b"gone-" + customer.encode(), copy), (b"gone-" + customer.encode(), copy)]
+            + [(b"gone-" + customer.encode(), None), (b"kept-" + customer.encode(), copy)],
+        )
+    )
+    shutil.rmtree(state_dir)
+
+    worker = _worker(dev_stack, tmp_path, topics, app_id, "rocksdb", bootstrap)
+    try:
+        worker.wait_ready(120)
+        log_text = worker.log_text()
+        assert "bulk restore:" in log_text, log_text[-3000:]
+        run(_produce(bootstrap, topics, customer, _second_life(customer)))
+        confirmed = run(consume(bootstrap, topics.contact_decisions, until=2, timeout=90, settle=2))
+    finally:
+        assert worker.stop() == 0, worker.log_text()[-3000:]
+    confirmations = [
+        orjson.loads(r.value)["evidence"][0]
+        for r in confirmed
+        if orjson.loads(r.value)["trigger"] == "auto_renew_confirmation"
+    ]
+    # Each charge confirmed exactly once: the first life was not decided again, the new
+    # charge was decided on the restored state.
+    assert sorted(confirmations) == [f"{customer}-charge-1", f"{customer}-charge-2"]
+
+    after = _local_tables(state_dir)
+    for name in TABLES:
+        # The restored tables hold what the changelogs hold (tombstones deleted), and that is
+        # what the worker held, plus the second life's writes and the key added above.
+        on_log = run(read_changelog(bootstrap, f"{app_id}-{name}-changelog"))
+        assert after.get(name, {}) == on_log, name
+    assert b"gone-" + customer.encode() not in after["customers"]
+    assert after["customers"][b"kept-" + customer.encode()] == copy
+    untouched = {k: v for k, v in before["customers"].items() if k != customer.encode()}
+    assert {k: after["customers"][k] for k in untouched} == untouched
+
+
+def test_a_restore_in_bulk_equals_the_state_before_the_directory_was_deleted(
+    dev_stack: DevStack, tmp_path: Path
+) -> None:
+    """Byte for byte: a cold start, stopped before any new input, holds every table record
+    and every partition's changelog offset that the state directory held."""
+    topics, app_id, _ = _lived_once(dev_stack, tmp_path, "bulk", "rocksdb")
+    state_dir = tmp_path / "state"
+    before = _local_tables(state_dir)
+    shutil.rmtree(state_dir)
+    worker = _worker(dev_stack, tmp_path, topics, app_id, "rocksdb", dev_stack.bootstrap_servers)
+    try:
+        worker.wait_ready(120)
+        assert "bulk restore:" in worker.log_text()
+    finally:
+        assert worker.stop() == 0, worker.log_text()[-3000:]
+    after = _local_tables(state_dir)
+    # The stream-time table moves with wall-clock ticks only under CLOCK=wall; this is event.
+    assert after == before
 
 
 async def _recreate(bootstrap: str, names: tuple[str, ...]) -> None:
