@@ -14,13 +14,18 @@ The data is ``bench/benchlib.py``'s event mix (the one ``throughput_bench.py`` l
 drawn uniformly, event-time order over 120 days ending yesterday, partitioned by key the way
 Kafka's default partitioner does (murmur2), offsets counted per input topic and partition.
 
-It also prints a digest of what the pure path produced (every decision record and the final
-content of the three stores): equal digests before and after a change mean the same output.
+It also prints two digests of what the pure path produced: ``digest``, of every decision record
+and the final content of the three stores (equal before and after a change: the same output),
+and ``decisions``, of the decision records alone (equal: the same decisions, even when what the
+stores keep changed, e.g. a field of the customer record dropped). ``--config FILE`` runs the
+pure path with that YAML configuration (as the worker's ``--config``), e.g. with new triggers or
+rules switched off to compare decisions with a tree that did not have them.
 
     python bench/pure_bench.py                  # 300,000 events of 100,000 customers, 3 repeats
     python bench/pure_bench.py --quick          # 30,000 events of 20,000 customers
     python bench/pure_bench.py --profile        # + a cProfile of one pure-path run (top functions)
     python bench/pure_bench.py --parts          # + the pure path's parts, each timed on its own
+    python bench/pure_bench.py --config c.yaml  # the pure path with this configuration
 
 ``--parts`` times the parts of the pure path one at a time over the same records, each loop
 on its own (no profiler in the way): JSON parsing alone (orjson), ``Decoder.decode`` (bytes
@@ -44,17 +49,20 @@ import pstats
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka.partitioner import murmur2
 from benchlib import EventMix, bench_topics
 
-from streams.config import build_config
+from streams.config import load_config
 from streams.core.adapter import build_core
 from streams.core.clock import Clock
 from streams.core.decisions import Decision
+from streams.core.errors import ConfigError
 from streams.core.ingest import Decoder
 from streams.core.policy import Policy
 from streams.core.timeutil import MS_PER_DAY, parse_rfc3339_ms, wall_ms
@@ -116,12 +124,23 @@ class PureRun:
     seconds: float
     decisions: int
     digest: str
+    decisions_digest: str
 
 
-def _pipeline(topics: TopicNames) -> tuple[Ingest, Decoder, Processor, Stores, list[Decision]]:
+def decisions_digest(records: Iterable[Mapping[str, Any]]) -> str:
+    """A digest of decision records (``Decision.to_record()``) in their order: the same for the
+    same decisions whatever the key order of each record."""
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(orjson.dumps(record, option=orjson.OPT_SORT_KEYS))
+    return digest.hexdigest()[:16]
+
+
+def _pipeline(
+    topics: TopicNames, config: Mapping[str, Any]
+) -> tuple[Ingest, Decoder, Processor, Stores, list[Decision]]:
     """The pure path's pieces as the worker wires them, with dict stores and a publish whose
     ack is already done (call inside a running event loop)."""
-    config = build_config()
     stream_conf = config["stream"]
     metrics = Metrics()
     decoder = Decoder(stream_conf["max_message_bytes"], stream_conf["max_future_seconds"])
@@ -147,8 +166,10 @@ def _pipeline(topics: TopicNames) -> tuple[Ingest, Decoder, Processor, Stores, l
     return ingest, decoder, processor, stores, published
 
 
-async def _pure(records: Sequence[Record], topics: TopicNames, batch: int) -> PureRun:
-    ingest, _, processor, stores, published = _pipeline(topics)
+async def _pure(
+    records: Sequence[Record], topics: TopicNames, batch: int, config: Mapping[str, Any]
+) -> PureRun:
+    ingest, _, processor, stores, published = _pipeline(topics, config)
     kind_of = topics.kind_of
     pending = 0
     started = time.process_time()
@@ -163,14 +184,17 @@ async def _pure(records: Sequence[Record], topics: TopicNames, batch: int) -> Pu
             pending = 0
     await processor.flush()
     seconds = time.process_time() - started
+    decision_records = [d.to_record() for d in published]
     digest = hashlib.sha256()
-    for d in published:
-        digest.update(orjson.dumps(d.to_record(), option=orjson.OPT_SORT_KEYS))
+    for record in decision_records:
+        digest.update(orjson.dumps(record, option=orjson.OPT_SORT_KEYS))
     for store in (stores.customers, stores.due, stores.clock):
         for key in sorted(store):
             digest.update(key)
             digest.update(store[key])
-    return PureRun(seconds, len(published), digest.hexdigest()[:16])
+    return PureRun(
+        seconds, len(published), digest.hexdigest()[:16], decisions_digest(decision_records)
+    )
 
 
 def _field_names(cls: type) -> tuple[str, ...]:
@@ -179,9 +203,11 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(names) if names is not None else tuple(f.name for f in dataclasses.fields(cls))
 
 
-async def _parts(records: Sequence[Record], topics: TopicNames, batch: int) -> dict[str, float]:
+async def _parts(
+    records: Sequence[Record], topics: TopicNames, batch: int, config: Mapping[str, Any]
+) -> dict[str, float]:
     """Seconds of each part of the pure path over ``records``, each timed in its own loop."""
-    ingest, decoder, processor, _, _ = _pipeline(topics)
+    ingest, decoder, processor, _, _ = _pipeline(topics, config)
     kind_of = topics.kind_of
     kinds = [kind_of(r.topic) for r in records]
     now = wall_ms()
@@ -226,12 +252,12 @@ async def _parts(records: Sequence[Record], topics: TopicNames, batch: int) -> d
     return parts
 
 
-def run_parts(records: Sequence[Record], batch: int) -> dict[str, float]:
-    return asyncio.run(_parts(records, bench_topics("pure"), batch))
+def run_parts(records: Sequence[Record], batch: int, config: Mapping[str, Any]) -> dict[str, float]:
+    return asyncio.run(_parts(records, bench_topics("pure"), batch, config))
 
 
-def run_pure(records: Sequence[Record], batch: int) -> PureRun:
-    return asyncio.run(_pure(records, bench_topics("pure"), batch))
+def run_pure(records: Sequence[Record], batch: int, config: Mapping[str, Any]) -> PureRun:
+    return asyncio.run(_pure(records, bench_topics("pure"), batch, config))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -242,6 +268,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=500, help="events per flush")
     parser.add_argument("--repeat", type=int, default=3, help="measured runs of each (median)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="YAML configuration of the pure path (default: the built-in defaults)",
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -269,6 +302,11 @@ def per_event_us(seconds: float, n: int) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"pure_bench: {exc}", file=sys.stderr)
+        return 2
     # The worker's garbage collector settings (``streams/kafka/app.py``): with CPython's defaults
     # the same path costs about 10 % more here, which the worker never pays.
     gc.set_threshold(*GC_THRESHOLDS)
@@ -286,12 +324,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     base_us: list[float] = []
     pure_us: list[float] = []
     ratios: list[float] = []
-    outputs: set[tuple[int, str]] = set()
+    outputs: set[tuple[int, str, str]] = set()
     for i in range(args.repeat):
         base = per_event_us(run_baseline(records), n)
-        pure = run_pure(records, args.batch)
+        pure = run_pure(records, args.batch, config)
         us = per_event_us(pure.seconds, n)
-        outputs.add((pure.decisions, pure.digest))
+        outputs.add((pure.decisions, pure.digest, pure.decisions_digest))
         base_us.append(base)
         pure_us.append(us)
         ratios.append(us / base)
@@ -302,16 +340,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(outputs) != 1:
         print(f"the runs' outputs differ: {sorted(outputs)}")
         return 1
-    decisions, digest = outputs.pop()
+    decisions, digest, decisions_only = outputs.pop()
     b, p = statistics.median(base_us), statistics.median(pure_us)
     print(
         f"median of {args.repeat}: baseline (orjson.loads) {b:.2f} µs/event ({1e6 / b:,.0f}/s); "
         f"pure path {p:.2f} µs/event ({1e6 / p:,.0f}/s); "
         f"pure ÷ baseline {statistics.median(ratios):.1f}"
     )
-    print(f"output: {decisions:,} decisions, digest {digest}")
+    print(f"output: {decisions:,} decisions, digest {digest}, decisions {decisions_only}")
     if args.parts:
-        runs = [run_parts(records, args.batch) for _ in range(args.repeat)]
+        runs = [run_parts(records, args.batch, config) for _ in range(args.repeat)]
         print(f"--- parts of the pure path, µs/event (median of {args.repeat}) ---")
         for name in runs[0]:
             us = statistics.median(per_event_us(run[name], n) for run in runs)
@@ -319,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()
-        run_pure(records, args.batch)
+        run_pure(records, args.batch, config)
         profiler.disable()
         for order in ("tottime", "cumulative"):
             out = io.StringIO()
