@@ -67,6 +67,7 @@ from benchlib import (
 
 from streams.core.timeutil import wall_ms
 from streams.kafka.app import PRODUCER_LINGER_SECONDS
+from streams.kafka.copartition import REPARTITION_MODES
 from streams.kafka.tansu import FETCH_MAX_WAIT_MS
 from streams.kafka.topics import TopicNames
 from streams.tools.devstack import DevStack
@@ -631,7 +632,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--latency-repartition",
         default=None,
         help="stream.repartition for the latency worker (the config's default, misrouted, "
-        "otherwise): 'off' leaves the repartition topic out of the event-time merge",
+        "otherwise): 'off' leaves the repartition topic out of the event-time merge; several "
+        "(comma-separated, e.g. misrouted,off) run one latency worker each, every one beside "
+        "the same raw loop",
     )
     parser.add_argument(
         "--profile",
@@ -661,6 +664,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.latency_seconds = 10.0 if args.quick else 30.0
     if args.repeat < 1 and args.latency_rate is None:
         parser.error("--repeat 0 needs --latency-rate")
+    if args.latency_repartition is None:
+        args.latency_repartitions = [None]
+    else:
+        args.latency_repartitions = [m.strip() for m in args.latency_repartition.split(",")]
+        unknown = [m for m in args.latency_repartitions if m not in REPARTITION_MODES]
+        if unknown:
+            parser.error(
+                f"--latency-repartition: unknown stream.repartition mode(s) {unknown}; "
+                f"expected a comma-separated list of {', '.join(REPARTITION_MODES)}"
+            )
     return args
 
 
@@ -763,6 +776,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         worker_rate = by_name["worker: memory"].rate if rows else 0.0
         latency: dict[str, Any] | None = None
         raw_latency: dict[str, Any] | None = None
+        more_latency: list[dict[str, Any]] = []
         if not args.no_latency:
             # Each latency phase on a broker of its own: Tansu's memory storage lists every
             # record batch of a partition on each fetch, so its fetches slow down with what it
@@ -776,14 +790,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             with DevStack(workdir / "raw-latency-stack") as raw_stack:
                 raw_latency = run_raw_latency(raw_stack, *paced_run)
-            with DevStack(workdir / "latency-stack") as latency_stack:
-                latency = run_latency(
-                    latency_stack,
-                    *paced_run,
-                    args.order_wait_ms,
-                    args.order_grace_ms,
-                    args.latency_repartition,
-                )
+            for i, mode in enumerate(args.latency_repartitions):
+                with DevStack(workdir / f"latency-stack-{i}") as latency_stack:
+                    got = run_latency(
+                        latency_stack,
+                        *paced_run,
+                        args.order_wait_ms,
+                        args.order_grace_ms,
+                        mode,
+                    )
+                if latency is None:
+                    latency = got
+                else:
+                    more_latency.append(got)
         profile_text = None
         if args.profile is not None:
             record(
@@ -805,31 +824,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if QUIX_PEER not in by_name:
             print(f"quix-streams peer: none ({quix_skipped})")
     if latency is not None:
-        share = "50 % of the worker's rate" if args.latency_rate is None else "a fixed rate"
-        wait, grace = latency["max_order_wait_ms"], latency["order_grace_ms"]
-        print(
-            f"event-to-decision latency at {latency['achieved_rate']:,.0f} events/s "
-            f"({share}; wall clock; {latency['matched']} decisions; "
-            f"source linger {latency['source_linger_ms']} ms; a broker of its own"
-            f"{'' if wait is None else f'; max_order_wait_ms {wait}'}"
-            f"{'' if grace is None else f'; order_grace_ms {grace}'}"
-            f"{'' if not latency.get('repartition') else '; repartition ' + latency['repartition']}"
-            "): "
-            f"p50 {latency['p50_ms']:.0f} ms  p95 {latency['p95_ms']:.0f} ms  "
-            f"p99 {latency['p99_ms']:.0f} ms  max {latency['max_ms']:.0f} ms"
-        )
-    if latency is not None and raw_latency is not None:
-        print(
-            "raw aiokafka loop answering the same paced input at "
-            f"{raw_latency['achieved_rate']:,.0f} events/s (the broker's and the clients' share): "
-            f"p50 {raw_latency['p50_ms']:.0f} ms"
-            f"  p95 {raw_latency['p95_ms']:.0f} ms  p99 {raw_latency['p99_ms']:.0f} ms  "
-            f"max {raw_latency['max_ms']:.0f} ms\n"
-            f"worker - raw loop: p50 {latency['p50_ms'] - raw_latency['p50_ms']:+.0f} ms  "
-            f"p99 {latency['p99_ms'] - raw_latency['p99_ms']:+.0f} ms; worker / raw loop: "
-            f"p50 {latency['p50_ms'] / raw_latency['p50_ms']:.2f}  "
-            f"p99 {latency['p99_ms'] / raw_latency['p99_ms']:.2f}"
-        )
+        print_latency(args, latency, raw_latency, more_latency)
     if profile_text is not None:
         print(f"\nprofile of the worker ({args.profile}):\n{profile_text}")
     print(f"\nbench took {time.monotonic() - started:.0f} s")
@@ -845,11 +840,52 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "runs": {k: [asdict(r) | {"rate": r.rate} for r in v] for k, v in runs.items()},
                 "latency": latency,
                 "raw_latency": raw_latency,
+                "more_latency": more_latency,
             },
             option=orjson.OPT_INDENT_2,
         )
     )
     return 0
+
+
+def print_latency(
+    args: argparse.Namespace,
+    latency: dict[str, Any],
+    raw_latency: dict[str, Any] | None,
+    more_latency: list[dict[str, Any]],
+) -> None:
+    share = "50 % of the worker's rate" if args.latency_rate is None else "a fixed rate"
+    wait, grace = latency["max_order_wait_ms"], latency["order_grace_ms"]
+    print(
+        f"event-to-decision latency at {latency['achieved_rate']:,.0f} events/s "
+        f"({share}; wall clock; {latency['matched']} decisions; "
+        f"source linger {latency['source_linger_ms']} ms; a broker of its own"
+        f"{'' if wait is None else f'; max_order_wait_ms {wait}'}"
+        f"{'' if grace is None else f'; order_grace_ms {grace}'}"
+        f"{'' if not latency.get('repartition') else '; repartition ' + latency['repartition']}"
+        "): "
+        f"p50 {latency['p50_ms']:.0f} ms  p95 {latency['p95_ms']:.0f} ms  "
+        f"p99 {latency['p99_ms']:.0f} ms  max {latency['max_ms']:.0f} ms"
+    )
+    if raw_latency is None:
+        return
+    print(
+        "raw aiokafka loop answering the same paced input at "
+        f"{raw_latency['achieved_rate']:,.0f} events/s (the broker's and the clients' share): "
+        f"p50 {raw_latency['p50_ms']:.0f} ms"
+        f"  p95 {raw_latency['p95_ms']:.0f} ms  p99 {raw_latency['p99_ms']:.0f} ms  "
+        f"max {raw_latency['max_ms']:.0f} ms"
+    )
+    for got in (latency, *more_latency):
+        print(
+            f"worker (repartition {got.get('repartition') or 'default'}; "
+            f"{got['matched']} decisions): p50 {got['p50_ms']:.0f} ms  "
+            f"p99 {got['p99_ms']:.0f} ms; worker - raw loop: "
+            f"p50 {got['p50_ms'] - raw_latency['p50_ms']:+.0f} ms  "
+            f"p99 {got['p99_ms'] - raw_latency['p99_ms']:+.0f} ms; worker / raw loop: "
+            f"p50 {got['p50_ms'] / raw_latency['p50_ms']:.2f}  "
+            f"p99 {got['p99_ms'] / raw_latency['p99_ms']:.2f}"
+        )
 
 
 def print_throughput(

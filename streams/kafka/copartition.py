@@ -165,6 +165,10 @@ class Alignment:
     ``ACTIVE_SECONDS``, or ``stream.repartition: all``); partitions of other workers are not
     known here, so their forwards can still arrive late (within the allowed lateness they take
     part in every trigger).
+
+    ``forwarding(partition)`` also counts forwards that came to a partition (from any worker)
+    in the last ``ACTIVE_SECONDS``: the event-time merge waits its order grace for the
+    repartition topic only then (``BatchDriver.pending_for``).
     """
 
     ACTIVE_SECONDS = 600.0
@@ -181,9 +185,20 @@ class Alignment:
         self._read_to: dict[tuple[str, int], int] = {}
         self.expired = 0  # in-flight records given up on (never came back in time)
         self._since_ms = 0
+        # Per partition: when a forwarded record last came to it (clock seconds). Kept across
+        # revocations: the producers that misroute records do not change with an assignment.
+        self._came_at: dict[int, float] = {}
 
     def active(self) -> bool:
         return self._always or self._clock() < self._active_until
+
+    def forwarding(self, partition: int) -> bool:
+        """Whether forwarded records may be on their way to ``partition``: this worker forwards
+        (``active``), or a forwarded record came to it in the last ``ACTIVE_SECONDS``."""
+        if self.active():
+            return True
+        came = self._came_at.get(partition)
+        return came is not None and self._clock() - came < self.ACTIVE_SECONDS
 
     def fetched(self, topic: str, partition: int, event_time_ms: int) -> None:
         self._read_to[(topic, partition)] = event_time_ms
@@ -198,6 +213,7 @@ class Alignment:
             self._in_flight.setdefault(target, {})[source] = (event_time_ms, now_ms)
 
     def arrived(self, partition: int, source: bytes | None) -> None:
+        self._came_at[partition] = self._clock()
         if source is not None:
             waiting = self._in_flight.get(partition)
             if waiting:

@@ -164,7 +164,7 @@ class BatchDriver:
         self.merger: EventTimeMerger[Held] = EventTimeMerger(
             self.applied_from, wait_unknown_ms=max_order_wait_ms
         )
-        self.alignment = Alignment(router.mode == "all", STALLED_TOPIC_MS)
+        self.alignment = Alignment(router.mode == "all", STALLED_TOPIC_MS, monotonic)
         self.in_order = InOrderAcks()
         # Per topic-partition: the last offset delivered, and when (wall ms).
         self.last_seen: dict[tuple[str, int], int] = {}
@@ -455,7 +455,7 @@ class BatchDriver:
         """The event-time merge's question for ``partition``: whether a topic holds records
         the worker has not received yet that were on the broker by ``since_ms`` (None: not
         known yet)."""
-        metrics = self.metrics
+        metrics, repartition = self.metrics, self.repartition
 
         def pending(topic: str, since_ms: int) -> bool | None:
             known = self.fetch_state(topic, partition)
@@ -466,7 +466,19 @@ class BatchDriver:
             highwater, position, answered_ms = known
             if highwater > position:
                 return True  # on the broker or in aiokafka's buffer, not handed out yet
-            if answered_ms < since_ms + self.order_grace_ms:
+            grace = self.order_grace_ms
+            if topic == repartition and not self.alignment.forwarding(partition):
+                # The grace is for external producers, which do not keep order across topics.
+                # The repartition topic's producers are the workers, and on correctly
+                # partitioned input they write nothing to it: waiting the grace for it would
+                # hold nearly every record for the whole grace. While no forwards are seen
+                # (none by this worker, none came to this partition in Alignment's
+                # ACTIVE_SECONDS) caught up is caught up. The cost: another worker's first
+                # forward to this partition can be released after later records of the
+                # partition; like other workers' forwards while the alignment is active, it
+                # takes part in every trigger within the allowed lateness.
+                grace = 0
+            if answered_ms < since_ms + grace:
                 # That high watermark is not news enough: aiokafka leaves a partition with
                 # buffered records out of its next fetches, so it can be older than the
                 # waiting record's fetch; and producers do not keep order across topics, so

@@ -22,7 +22,7 @@ from streams.core.decisions import Decision
 from streams.core.ingest import Decoder
 from streams.core.timeutil import format_ms
 from streams.kafka.containment import Contained, DeadLetterOut
-from streams.kafka.copartition import Router
+from streams.kafka.copartition import SOURCE, SOURCE_KIND, Alignment, Router, murmur2_partition
 from streams.kafka.driver import HOLD_BACK_AT, BatchDriver
 from streams.kafka.fastpath import BatchedChangelog
 from streams.kafka.pipeline import Ingest
@@ -32,6 +32,7 @@ from streams.ops.metrics import Metrics
 from tests.unit.test_processor import TinyCore
 
 ACCOUNT, USAGE, TICKS = "account-events", "usage-events", "app-clock-ticks"
+REPARTITION = "app-repartition"
 NOW = 1_700_000_000_000
 TOPICS = TopicNames(ACCOUNT, USAGE, "decisions", "dead-letters")
 
@@ -54,6 +55,28 @@ def _visit(offset: int, event_id: str, at: int = NOW - 60_000, customer: str = "
         "sentiment": "positive",
     }
     return _Record(offset, customer.encode(), orjson.dumps(payload))
+
+
+def _transaction(offset: int, event_id: str, at: int, customer: str = "c1") -> _Record:
+    payload = {
+        "event_id": event_id,
+        "customer_id": customer,
+        "type": "transaction",
+        "occurred_at": format_ms(at),
+        "account_id": "a1",
+        "account_type": "savings",
+        "direction": "debit",
+        "amount": 1.5,
+        "rail": "internal",
+    }
+    return _Record(offset, customer.encode(), orjson.dumps(payload))
+
+
+def _forwarded(offset: int, event_id: str, at: int, customer: str = "c1") -> _Record:
+    """A usage record another worker forwarded through the repartition topic."""
+    record = _visit(offset, event_id, at, customer)
+    record.headers = [(SOURCE_KIND, b"usage"), (SOURCE, f"{USAGE}[9]@{offset}".encode())]
+    return record
 
 
 class _FetchState:
@@ -154,7 +177,12 @@ class _Publisher:
 
 
 class Rig:
-    def __init__(self) -> None:
+    """The driver with the fake consumer; ``wall`` and ``mono`` are its clocks (wall ms and
+    monotonic seconds), ``mode`` its stream.repartition."""
+
+    def __init__(self, mode: str = "off", order_grace_ms: int = 0) -> None:
+        self.wall = NOW
+        self.mono = 0.0
         self.log: list[str] = []
         self.consumer = FakeConsumer()
         self.publisher = _Publisher(self.log)
@@ -183,10 +211,10 @@ class Rig:
             ingest=Ingest(TOPICS, Decoder(), metrics, lambda: NOW),
             contained=Contained(processor.step_event_nowait, metrics, lambda: NOW),
             dead_letters=DeadLetterOut(send_dead_letter, metrics),
-            router=Router({t: "murmur2" for t in TOPICS.inputs}, 4, "off", lambda t: None),
+            router=Router({t: "murmur2" for t in TOPICS.inputs}, 4, mode, lambda t: None),
             topics=TOPICS,
             ticks=TICKS,
-            repartition="app-repartition",
+            repartition=REPARTITION,
             forward=self._no_forward,
             changelogs=self.changelogs,
             producer=lambda: _Producer(self.log),
@@ -194,14 +222,14 @@ class Rig:
             cluster="cluster-1",
             wall_clock=False,
             max_order_wait_ms=1_000,
-            order_grace_ms=0,
+            order_grace_ms=order_grace_ms,
             on_replaced="reset",
-            wall_ms=lambda: NOW,
-            monotonic=lambda: 0.0,
+            wall_ms=lambda: self.wall,
+            monotonic=lambda: self.mono,
         )
 
     async def _no_forward(self, **kwargs: Any) -> None:
-        raise AssertionError("nothing is forwarded with stream.repartition: off")
+        raise AssertionError("nothing is forwarded: the records are where they belong")
 
     def assign(self, *partitions: int) -> None:
         self.consumer.epoch += 1
@@ -354,6 +382,71 @@ def test_a_crowded_partition_is_held_back_from_the_next_fetches() -> None:
 
     asyncio.run(go())
     assert rig.driver.held_back() == {TP(USAGE, 0)}
+
+
+# --- the order grace and the repartition topic ---------------------------------------------
+
+GRACE_MS = 500
+
+
+def _released_without_waiting(rig: Rig, partition: int, offset: int = 0) -> list[tuple[str, int]]:
+    """Fetch a usage record and a later account record of ``partition`` (the repartition
+    topic caught up, no news newer than the fetch) and settle the batch: what was acked."""
+    usage = _visit(offset, f"u{offset}", at=NOW - 60_000)
+    account = _transaction(offset, f"a{offset}", at=NOW - 30_000)
+
+    async def go() -> None:
+        rest = await rig.fetch((USAGE, partition, [usage]), (ACCOUNT, partition, [account]))
+        assert rest is not None
+        await rest
+
+    before = len(rig.consumer.acked)
+    asyncio.run(go())
+    return [(tp.topic, offset) for tp, offset in rig.consumer.acked[before:]]
+
+
+def test_a_caught_up_repartition_topic_is_not_waited_for_while_nothing_is_forwarded() -> None:
+    """On correctly partitioned input the repartition topic stays empty: once its high
+    watermark says caught up, the usage record goes at once, not after the order grace. The
+    account record still waits the grace for the usage topic (external producers do not keep
+    order across topics)."""
+    rig = Rig("misrouted", GRACE_MS)
+    partition = murmur2_partition(b"c1", 4)
+    rig.assign(partition)
+    assert _released_without_waiting(rig, partition) == [(USAGE, 0)]
+    assert rig.driver.merger.partitions() == [partition]  # the account record waits
+
+
+def test_the_repartition_topic_gets_the_grace_while_this_worker_forwards() -> None:
+    rig = Rig("misrouted", GRACE_MS)
+    partition = murmur2_partition(b"c1", 4)
+    rig.assign(partition)
+    # A misrouted record this worker forwarded to a partition of another worker.
+    rig.driver.alignment.forwarded((partition + 1) % 4, b"usage-events[0]@3", NOW, NOW, False)
+    assert _released_without_waiting(rig, partition) == []
+    # The alignment lapses ACTIVE_SECONDS after the last forward: no grace for it then.
+    rig.mono += Alignment.ACTIVE_SECONDS
+    assert _released_without_waiting(rig, partition, offset=1) == [(USAGE, 0), (USAGE, 1)]
+
+
+def test_the_repartition_topic_gets_the_grace_while_forwards_come_to_the_partition() -> None:
+    """Another worker forwards records to this partition: its forwards are waited for the
+    grace, as the input topics are, for ``Alignment.ACTIVE_SECONDS`` after the last came."""
+    rig = Rig("misrouted", GRACE_MS)
+    partition = murmur2_partition(b"c1", 4)
+    rig.assign(partition)
+
+    async def forward_comes() -> None:
+        early = _forwarded(0, "f0", at=NOW - 90_000)
+        await rig.fetch((REPARTITION, partition, [early]))
+
+    asyncio.run(forward_comes())
+    rig.mono += Alignment.ACTIVE_SECONDS - 1
+    # The forwarded record goes (both inputs have later records); the usage record waits.
+    assert _released_without_waiting(rig, partition) == [(REPARTITION, 0)]
+    assert not rig.driver.alignment.active()  # not this worker's forwarding
+    rig.mono += 1
+    assert _released_without_waiting(rig, partition, offset=1) == [(USAGE, 0), (USAGE, 1)]
 
 
 # --- rebalances and seeks -----------------------------------------------------------------
