@@ -1,4 +1,4 @@
-"""Sunset, bounces and capacity through a real worker, broker and Redis.
+"""Sunset, bounces, capacity and per-product reminder days through a real worker, broker and Redis.
 
 Given `policy.capacity.loan_offer: {per_day: 1}` and `policy.sunset.after_unanswered: 1`, and
 four customers whose savings drop to checking completes (an e-mail `loan_offer`):
@@ -98,3 +98,63 @@ def test_capacity_bounces_and_sunset_suppress_in_a_live_worker(
         bounced: ("suppressed", ["undeliverable"]),
         sunset: ("suppressed", ["sunset"]),
     }
+
+
+def test_renewal_reminder_days_per_product_in_a_live_worker(
+    dev_stack: DevStack, tmp_path: Path
+) -> None:
+    """`triggers.renewal_reminder.days_before_by_product` gives auto insurance one reminder
+    14 days ahead, while another product keeps the global 30 and 7 days."""
+    tag = uuid.uuid4().hex[:8]
+    insured, member = f"ins-{tag}", f"gym-{tag}"
+    expiry = START + 120 * MS_PER_DAY
+
+    def contract(customer: str, product: str) -> dict[str, Any]:
+        return {
+            "event_id": f"{customer}-c",
+            "customer_id": customer,
+            "type": "contract",
+            "occurred_at": format_ms(START),
+            "contract_id": "k1",
+            "product": product,
+            "status": "active",
+            "expires_at": format_ms(expiry),
+            "auto_renew": False,
+        }
+
+    clock = {
+        "event_id": f"clock-{tag}",
+        "customer_id": f"clock-{tag}",
+        "type": "profile",
+        "occurred_at": format_ms(expiry - MS_PER_DAY),
+    }
+    topics = unique_topics("perproduct")
+    extra = {
+        "policy": {"holdout_rate": 0},
+        "triggers": {"renewal_reminder": {"days_before_by_product": {"auto_insurance": [14]}}},
+        "stream": {"repartition": "off"},
+    }
+    config = write_config(tmp_path / "pp.yaml", topics, extra)
+    worker = WorkerProcess(dev_stack, config, f"pp-{tag}", tmp_path / "state", partitions=1)
+    worker.start()
+    try:
+        worker.wait_ready()
+        events = [contract(insured, "auto_insurance"), contract(member, "gym"), clock]
+        run(_produce(dev_stack.bootstrap_servers, topics, events))
+        records = run(
+            consume(
+                dev_stack.bootstrap_servers, topics.contact_decisions, until=3, timeout=90, settle=3
+            )
+        )
+    finally:
+        assert worker.stop() == 0, worker.log_text()[-3000:]
+    got = sorted(
+        (d["customer_id"], d["trigger"], (expiry - (parse_rfc3339_ms(d["triggered_at"]) or 0))
+         // MS_PER_DAY)
+        for d in (orjson.loads(r.value) for r in records)
+    )  # fmt: skip
+    assert got == [
+        (member, "renewal_reminder", 7),
+        (member, "renewal_reminder", 30),
+        (insured, "renewal_reminder", 14),
+    ]
