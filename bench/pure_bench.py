@@ -27,7 +27,8 @@ on its own (no profiler in the way): JSON parsing alone (orjson), ``Decoder.deco
 -> typed event, everything ingest does), and inside it the timestamp parse and the building
 of the event from its values, ``Ingest.accept`` (the decode plus the pipeline's
 bookkeeping), and the core step (``apply_event_nowait`` and the flushes) on events decoded
-beforehand. Run it on two trees (``PYTHONPATH=<other tree>``) to compare their parts.
+beforehand, and within it the customer record's decode and encode (timed on the final
+records). Run it on two trees (``PYTHONPATH=<other tree>``) to compare their parts.
 """
 
 from __future__ import annotations
@@ -198,7 +199,7 @@ def _field_names(cls: type) -> tuple[str, ...]:
 
 async def _parts(records: Sequence[Record], topics: TopicNames, batch: int) -> dict[str, float]:
     """Seconds of each part of the pure path over ``records``, each timed in its own loop."""
-    ingest, decoder, processor, _, _ = _pipeline(topics)
+    ingest, decoder, processor, stores, _ = _pipeline(topics)
     kind_of = topics.kind_of
     kinds = [kind_of(r.topic) for r in records]
     now = wall_ms()
@@ -240,6 +241,17 @@ async def _parts(records: Sequence[Record], topics: TopicNames, batch: int) -> d
             pending = 0
     await processor.flush()
     parts["core step: apply_event_nowait + flush"] = clock() - started
+
+    # The record's decode and encode, once per event as the core step does them, on each
+    # event's customer's final record (an upper bound: records grow with their history).
+    raws = [stores.customers[r.key] for r in records if r.key in stores.customers]
+    started = clock()
+    states = [CustomerState.from_bytes(raw) for raw in raws]
+    parts["  of which record decode (final records)"] = clock() - started
+    started = clock()
+    for state in states:
+        state.to_bytes()
+    parts["  of which record encode (final records)"] = clock() - started
     return parts
 
 
