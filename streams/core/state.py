@@ -3,7 +3,8 @@
 The record holds only what the triggers need. Every collection is bounded twice: by time (data
 no trigger can look at any more is pruned as the clock moves, see ``CustomerState.floor_ms``)
 and by count (a fixed cap, oldest evicted), so a record stays small whatever the history.
-Serialization is orjson with short keys; empty collections are left out.
+Serialization is versioned: msgpack through msgspec, in one step each way (see "binary
+encoding"); records in the JSON format written before it are still read.
 
 ``floor_ms`` is the pruning watermark: no occurrence due before it can fire any more, and no
 event older than it can change anything (it trails both the clock and the earliest pending due
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import msgspec
 import orjson
 
 from streams.core.decisions import Candidate
@@ -120,8 +122,12 @@ INVESTMENT_FIRED = 16
 LOAN_FIRED = 32
 
 
-@dataclass(slots=True)
-class PinnedDrop:
+class _Part(msgspec.Struct, array_like=True):
+    """A nested part of the record: msgspec encodes and decodes it as an array, in one step
+    (see "binary encoding" below). Mutable, like the record: the families change it in place."""
+
+
+class PinnedDrop(_Part):
     """A savings drop something was decided on: frozen, so late debits cannot regroup it."""
 
     first_id: str
@@ -132,51 +138,46 @@ class PinnedDrop:
     flags: int = 0
 
 
-@dataclass(slots=True)
-class SavingsAccount:
-    obs: list[Obs] = field(default_factory=list)  # exact, near where drops can still start
-    days: list[DayObs] = field(default_factory=list)  # older ones, one bucket per UTC day
-    debits: list[Debit] = field(default_factory=list)  # not (yet) part of a pinned drop
-    drops: list[PinnedDrop] = field(default_factory=list)
+class SavingsAccount(_Part):
+    obs: list[Obs] = []  # exact, near where drops can still start
+    days: list[DayObs] = []  # older ones, one bucket per UTC day
+    debits: list[Debit] = []  # not (yet) part of a pinned drop
+    drops: list[PinnedDrop] = []
     last_ms: int = 0
 
 
-@dataclass(slots=True)
-class ContractState:
+class ContractState(_Part):
     product: str | None = None
-    versions: list[Version] = field(default_factory=list)  # by time; older ones collapsed
-    marks: list[tuple[int, int]] = field(default_factory=list)  # fired (code, due time)
+    versions: list[Version] = []  # by time; older ones collapsed
+    marks: list[tuple[int, int]] = []  # fired (code, due time)
 
 
-@dataclass(slots=True)
-class VisitState:
+class VisitState(_Part):
     """A recent positive visit: a late contract event can still complete its renewal offer."""
 
     event_id: str
     at_ms: int
     contract_id: str | None
-    fired: list[str] = field(default_factory=list)  # contract ids already offered
+    fired: list[str] = []  # contract ids already offered
 
 
-@dataclass(slots=True)
-class CardState:
+class CardState(_Part):
     opened: Point | None = None
     closed_ms: int | None = None
-    activity: list[Point] = field(default_factory=list)  # debits, thinned
-    statements: list[tuple[int, int]] = field(default_factory=list)  # (time, paid in full 1/0)
+    activity: list[Point] = []  # debits, thinned
+    statements: list[tuple[int, int]] = []  # (time, paid in full 1/0)
     # Statements before the floor only matter as "paid in full" bits (every due time that can
     # still fire is after them): "1" / "0", oldest first, the last few.
     earlier: str = ""
-    lapse_marks: list[int] = field(default_factory=list)  # activity times whose lapse fired
+    lapse_marks: list[int] = []  # activity times whose lapse fired
     never_done: bool = False
     last_ms: int = 0
 
 
-@dataclass(slots=True)
-class CategoryState:
-    purchases: list[Point] = field(default_factory=list)  # newest MAX_PURCHASES, by time
+class CategoryState(_Part):
+    purchases: list[Point] = []  # newest MAX_PURCHASES, by time
     count: int = 0  # purchases ever seen (the "3 or more" rule)
-    marks: list[tuple[int, int]] = field(default_factory=list)  # fired (code, purchase time)
+    marks: list[tuple[int, int]] = []  # fired (code, purchase time)
 
 
 @dataclass(slots=True)
@@ -245,18 +246,113 @@ class CustomerState:
     # --- serialization ------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(_encode(self))
+        """The record in the current format (``FORMAT``, see "binary encoding" below)."""
+        return _FORMAT_BYTE + _ENCODE(_as_row(self))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CustomerState:
-        return _decode(orjson.loads(data))
+        """A record in the current format or in the JSON one written before it."""
+        first = data[:1]
+        if first == _FORMAT_BYTE:
+            try:
+                row = _DECODE(memoryview(data)[1:])
+            except msgspec.DecodeError as e:
+                raise ValueError(f"customer record (format {FORMAT}) is not readable: {e}") from e
+            return _from_row(row)
+        if first == b"{":
+            return _decode(orjson.loads(data))
+        raise ValueError(
+            f"customer record starts with {first!r}: neither format {FORMAT} "
+            f"({_FORMAT_BYTE!r}) nor the JSON format before it (b'{{')"
+        )
 
     def copy(self) -> CustomerState:
         """A deep copy (through the serialized form, which is also what the table stores)."""
         return CustomerState.from_bytes(self.to_bytes())
 
 
-# --- compact encoding -----------------------------------------------------------------------
+# --- binary encoding (the current format) ---------------------------------------------------
+#
+# One version byte, then the record as a msgpack array in ``CustomerState``'s field order (the
+# slices merged into ``ext``), its nested parts arrays too (``_Part``). msgspec writes it from
+# the objects and reads it back into them, typed and checked, each in one call: nothing is
+# built twice, and no Python code walks the record. A record written by the code before this
+# format is JSON (its first byte is "{", which is not the version byte): it is still read
+# (``_decode``), and written in this format the next time the record changes.
+#
+# Times are absolute (msgpack stores an int in 9 bytes at most; shortening them relative to the
+# floor, as the JSON format does, would take a Python pass over the record each way).
+# A change to the row's layout is a new format: a new version byte, and the old one still read.
+
+FORMAT = 2  # the JSON format before it is format 1
+_FORMAT_BYTE = bytes([FORMAT])
+
+# (until, deferred at, and the candidate's fields but its customer id)
+_DeferredRow = tuple[int, int, str, str, str, str, str, int, tuple[str, ...], int]
+_Row = tuple[
+    str,  # customer_id
+    int,  # floor_ms
+    int | None,  # due_ms
+    dict[str, int],  # applied_offsets
+    list[tuple[int, int]],  # seen
+    list[tuple[int, int]],  # fired
+    dict[str, SavingsAccount],
+    list[FollowUp],
+    dict[str, ContractState],
+    dict[str, list[int]],  # usage
+    list[int],  # complaints
+    list[VisitState],
+    dict[str, CardState],
+    dict[str, CategoryState],
+    tuple[int, str] | None,  # segment
+    tuple[int, str] | None,  # business_unit
+    tuple[int, str] | None,  # timezone
+    list[_DeferredRow],
+    dict[str, list[Any]],  # ext: family name -> [version, payload(, orphaned since)]
+]
+_ENCODE = msgspec.msgpack.Encoder().encode
+_DECODE = msgspec.msgpack.Decoder(_Row).decode
+
+
+def _as_row(s: CustomerState) -> tuple[Any, ...]:
+    deferred = s.deferred
+    return (
+        s.customer_id, s.floor_ms, s.due_ms, s.applied_offsets, s.seen, s.fired, s.savings,
+        s.follow_ups, s.contracts, s.usage, s.complaints, s.visits, s.cards, s.categories,
+        s.segment, s.business_unit, s.timezone,
+        [
+            (u, at, c.trigger, c.instance, c.action, c.channel, c.category, c.priority,
+             c.evidence, c.triggered_at_ms)
+            for u, at, c in deferred
+        ] if deferred else deferred,
+        _ext(s) if s.slices or s.ext else s.ext,
+    )  # fmt: skip
+
+
+def _ext(s: CustomerState) -> dict[str, list[Any]]:
+    """The stored slices: those decoded in this call encoded again, the others as read."""
+    ext = dict(s.ext)
+    for name, (family, data) in s.slices.items():
+        payload = family.encode_slice(data)
+        if payload:
+            ext[name] = [family.state_version, payload]
+    # By name: the same slices give the same bytes, whichever were decoded in this call.
+    return {k: ext[k] for k in sorted(ext)}
+
+
+def _from_row(row: tuple[Any, ...]) -> CustomerState:
+    state = CustomerState(*row)
+    if state.deferred:
+        cid = state.customer_id
+        rows: list[_DeferredRow] = row[17]
+        state.deferred = [
+            (u, at, Candidate(cid, tr, ins, act, ch, cat, pr, ev, t))
+            for u, at, tr, ins, act, ch, cat, pr, ev, t in rows
+        ]
+    return state
+
+
+# --- the JSON format before it (format 1: read, and still written by ``_encode``) ---------------
 #
 # Short keys, empty collections left out, and every time stored relative to the floor (which is
 # stored absolute): recent times then take 9-10 digits instead of 13. Day numbers of balance
@@ -309,14 +405,9 @@ def _encode(s: CustomerState) -> dict[str, Any]:
             for u, at, c in s.deferred
         ]  # fmt: skip
     if s.slices or s.ext:
-        ext = dict(s.ext)
-        for name, (family, data) in s.slices.items():
-            payload = family.encode_slice(data)
-            if payload:
-                ext[name] = [family.state_version, payload]
+        ext = _ext(s)
         if ext:
-            # By name: the same slices give the same bytes, whichever were decoded in this call.
-            o["t"] = {k: ext[k] for k in sorted(ext)}
+            o["t"] = ext
     return o
 
 

@@ -252,11 +252,17 @@ def _local_tables(state_dir: Path) -> dict[str, dict[bytes, bytes]]:
 
 
 async def _append(bootstrap: str, topic: str, records: list[tuple[bytes, bytes | None]]) -> None:
+    await _append_to(bootstrap, topic, 0, records)
+
+
+async def _append_to(
+    bootstrap: str, topic: str, partition: int, records: list[tuple[bytes, bytes | None]]
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
         for key, value in records:
-            await producer.send_and_wait(topic, value, key=key, partition=0)
+            await producer.send_and_wait(topic, value, key=key, partition=partition)
     finally:
         await producer.stop()
 

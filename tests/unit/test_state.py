@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +19,7 @@ from streams.core import events as ev
 from streams.core.decisions import Candidate
 from streams.core.engine import advance, next_due_ms, step
 from streams.core.state import (
+    FORMAT,
     CardState,
     CategoryState,
     ContractState,
@@ -25,6 +27,7 @@ from streams.core.state import (
     PinnedDrop,
     SavingsAccount,
     VisitState,
+    _encode,
     any_between,
     insert_thinned,
     thin,
@@ -211,9 +214,35 @@ def test_encoding_is_the_table_format() -> None:
     state = _every_field()
     # When it is serialized
     raw = state.to_bytes()
-    # Then the bytes are exactly these (the customers table and its changelog hold them, so
-    # a change here is a migration), and they read back to the same record
-    assert raw == (
+    # Then the bytes are exactly these: the version byte, then the msgpack row (the customers
+    # table and its changelog hold them, so a change here is a new format), and they read back
+    # to the same record
+    assert raw == bytes.fromhex(
+        "02dc0013a6637573742d37cf0000018bcfe56800cf0000018be9a5340082a76163636f756e7429a575736167"
+        "65079292ce075bcd15cf0000018bcb20b40092ce3ade68b1cf0000018bd04710009192cd022bcf0000018bcf"
+        "e5680982a57361762d31959192cf0000018bcfe56801cd27109293cd4cd8cd61a80193cd4cd9cdc350029193"
+        "cf0000018bcfe56802cd1388a3652d649296a3652d31cf0000018bcfe56803cf0000018bcfe56804cd232892"
+        "a3652d31a3652d320096a3652d33cf0000018bcfe56805cf0000018bcfe56806cd03e89003cf0000018bcfe5"
+        "6807a97361762d656d7074799590909090cf0000018bcfe568009194cf0000018bcfe56808cd1b58a177a365"
+        "2d7782a36b2d3193a973747265616d696e679195cf0000018bcfe567f7a6616374697665cf0000018c6a6430"
+        "0001a3652d6b919202cf0000018bcfe56801a36b2d3293c0909082a5633a6b2d3192cf0000018bcfe567ffcf"
+        "0000018bcfe56801a6703a6e6f6e659091cf0000018bcfe567fe9294a3652d76cf0000018bcfe56803a36b2d"
+        "3191a36b2d3194a4652d7632cf0000018bcfe56804c09082a463632d319892cf0000018bcfe567f6a3652d6f"
+        "cf0000018bcfe5680b9292cf0000018bcfe56801a3652d6192cf0000018bcfe56802a09192cf0000018bcfe5"
+        "67fb01a2313091cf0000018bcfe567fcc3cf0000018bcfe5680ca463632d3298c0c09090a090c2cf0000018b"
+        "cfe5680082a6636f66666565939292cf0000018bcfe567f9a3652d7092cf0000018bcfe567faa003919201cf"
+        "0000018bcfe567faa37465619390009092cf0000018bcfe567eca46d61737392cf0000018bcfe567eba67265"
+        "7461696c92cf0000018bcfe567eaad4575726f70652f4265726c696e919acf0000018bd50bc400cf0000018b"
+        "cfe56800b072656e6577616c5f72656d696e646572a86b2d317c542d3330b072656e6577616c5f72656d696e"
+        "646572a5656d61696ca96d61726b6574696e672891a3652d6bcf0000018bcfe567fd80"
+    )
+    assert raw[:1] == bytes([FORMAT])
+    assert CustomerState.from_bytes(raw) == state
+
+
+def test_the_json_format_before_it_is_still_read() -> None:
+    # Given the same record as written by the code before the binary format (format 1, JSON)
+    old = (
         b'{"c":"cust-7","f":1700000000000,"n":432000000,"o":{"account":41,"usage":7},'
         b'"s":[[123456789,0],[987654321,1]],"x":[[555,9]],"sv":{"sav-1":{"o":[[1,10000]],'
         b'"b":[[-3,25000],[-2,50000,2]],"d":[[2,5000,"e-d"]],"p":[["e-1",3,4,9000,["e-1",'
@@ -226,7 +255,23 @@ def test_encoding_is_the_table_format() -> None:
         b'"bu":[-21,"retail"],"tz":[-22,"Europe/Berlin"],"df":[[86400000,0,"renewal_reminder",'
         b'"k-1|T-30","renewal_reminder","email","marketing",40,["e-k"],-3]]}'
     )
-    assert CustomerState.from_bytes(raw) == state
+    # When it is read
+    state = CustomerState.from_bytes(old)
+    # Then it is the same record, the old encoder (kept for this) gives the same bytes, and
+    # the next write is in the current format
+    assert state == _every_field()
+    assert orjson.dumps(_encode(state)) == old
+    assert state.to_bytes()[:1] == bytes([FORMAT])
+
+
+def test_a_record_in_neither_format_is_refused_with_a_clear_error() -> None:
+    # Given bytes that start with neither the version byte nor "{" (a future format, say)
+    # When they are read, Then the error names the first byte and the formats read
+    with pytest.raises(ValueError, match=r"starts with b'\\x07'.*format 2"):
+        CustomerState.from_bytes(b"\x07\x90")
+    # and a damaged record of the current format names its format
+    with pytest.raises(ValueError, match="format 2"):
+        CustomerState.from_bytes(bytes([FORMAT]) + b"\x93\x01")
 
 
 def _every_field() -> CustomerState:
@@ -364,7 +409,7 @@ def test_a_record_written_before_the_trigger_api_still_loads() -> None:
     assert state.segment == (f + 604800000, "high_affinity")
     assert state.timezone == (f + 604800000, "Europe/Berlin")
     # and the next write leaves the consent words out and changes nothing else
-    again = orjson.loads(state.to_bytes())
+    again = orjson.loads(orjson.dumps(_encode(state)))
     old = orjson.loads(OLD_RECORD)
     del old["cs"]
     assert again == old

@@ -106,14 +106,14 @@ def test_a_slice_is_versioned_and_one_of_another_version_starts_afresh() -> None
     _purchase(story, 0)
     _purchase(story, 1)
     assert story.state is not None
-    stored = orjson.loads(story.state.to_bytes())
-    assert stored["t"] == {"big_spender": [2, {"n": 2}]}
+    stored = CustomerState.from_bytes(story.state.to_bytes())
+    assert stored.ext == {"big_spender": [2, {"n": 2}]}
     # When the record says version 1 (written by an older plugin this one cannot read)
-    stored["t"]["big_spender"][0] = 1
-    story.state = CustomerState.from_bytes(orjson.dumps(stored))
+    stored.ext["big_spender"][0] = 1
+    story.state = CustomerState.from_bytes(stored.to_bytes())
     _purchase(story, 2)
     # Then the slice starts afresh instead of being misread
-    assert orjson.loads(story.state.to_bytes())["t"] == {"big_spender": [2, {"n": 1}]}
+    assert CustomerState.from_bytes(story.state.to_bytes()).ext == {"big_spender": [2, {"n": 1}]}
 
 
 def test_the_slice_of_an_uninstalled_plugin_is_kept_unread_then_dropped() -> None:
@@ -129,22 +129,22 @@ def test_the_slice_of_an_uninstalled_plugin_is_kept_unread_then_dropped() -> Non
     without.send("complaint", 1, category="billing", event_id="k1")
     # Then the slice is kept as it was, marked with the floor it was first found orphaned at
     assert without.state is not None
-    entry = orjson.loads(without.state.to_bytes())["t"]["big_spender"]
+    entry = CustomerState.from_bytes(without.state.to_bytes()).ext["big_spender"]
     assert entry[:2] == [2, {"n": 1}]
     orphaned_at = entry[2]
     # and a reinstalled plugin still reads it
     again = Story(triggers=["big_purchase"], families=[BigSpender()])
     again.state = CustomerState.from_bytes(without.state.to_bytes())
     _purchase(again, 2)
-    assert orjson.loads(again.state.to_bytes())["t"]["big_spender"] == [2, {"n": 2}]
+    assert CustomerState.from_bytes(again.state.to_bytes()).ext["big_spender"] == [2, {"n": 2}]
     # but kept only until the floor (the clock less the 7 days' lateness) is more than
     # ORPHAN_KEEP_MS past that
     kept_until_day = without.day(orphaned_at + ORPHAN_KEEP_MS) + 7
     without.send("complaint", kept_until_day, category="billing", event_id="k2")
     assert without.state.floor_ms == orphaned_at + ORPHAN_KEEP_MS
-    assert "big_spender" in orjson.loads(without.state.to_bytes())["t"]
+    assert "big_spender" in CustomerState.from_bytes(without.state.to_bytes()).ext
     without.send("complaint", kept_until_day + 1, category="billing", event_id="k3")
-    assert "big_spender" not in orjson.loads(without.state.to_bytes()).get("t", {})
+    assert "big_spender" not in CustomerState.from_bytes(without.state.to_bytes()).ext
 
 
 def test_the_installed_entry_points_are_registered() -> None:
