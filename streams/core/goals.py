@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from streams.core.decisions import Decision
 from streams.core.events import (
     AccountOpened,
     AutoRenewCharged,
@@ -40,7 +41,10 @@ from streams.core.events import (
     Visit,
 )
 from streams.core.state import DAY_MS, CustomerState
-from streams.core.timeutil import parse_rfc3339_ms
+from streams.core.timeutil import format_ms, parse_rfc3339_ms
+
+# schemas/decision_outcome.json's schema_version.
+OUTCOME_SCHEMA_VERSION = 1
 
 # The slice's name in the customer record (a family name no plugin may take).
 SLICE = "goals"
@@ -412,3 +416,33 @@ def dropped(state: CustomerState) -> int:
 def pending(state: CustomerState) -> list[dict[str, Any]]:
     """The pending goals (read only; for tests and tools)."""
     return list(GOALS.slice(state)["p"]) if GOALS.holds_data(state) else []
+
+
+def outcome_record(resolved: Resolved, decision: Decision) -> dict[str, Any]:
+    """The ``decision-outcomes`` record (schemas/decision_outcome.json) of ``decision``'s goal:
+    a pure function of the decision and the resolution, so a replay publishes the same bytes.
+    The arm is the decision's outcome (contact, holdout or suppressed)."""
+    if resolved.decision_id != decision.decision_id:
+        raise ValueError(f"outcome of {resolved.decision_id} given decision {decision.decision_id}")
+    c = decision.candidate
+    record: dict[str, Any] = {
+        "decision_id": resolved.decision_id,
+        "customer_id": c.customer_id,
+        "trigger": c.trigger,
+        "action": c.action,
+        "channel": decision.channel or c.channel,
+        "arm": decision.outcome,
+        "converted": resolved.converted,
+    }
+    if decision.global_control:
+        record["global_control"] = True
+    if resolved.converted:
+        assert resolved.converted_at_ms is not None  # noqa: S101 - set with converted
+        record["converted_at"] = format_ms(resolved.converted_at_ms)
+        record["converting_event_id"] = resolved.converting_event_id
+        if resolved.value_cents is not None:
+            record["value"] = resolved.value_cents / 100
+    record["decided_at"] = format_ms(resolved.decided_at_ms)
+    record["window_end"] = format_ms(resolved.window_end_ms)
+    record["schema_version"] = OUTCOME_SCHEMA_VERSION
+    return record

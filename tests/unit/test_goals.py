@@ -272,3 +272,33 @@ def test_a_plugin_trigger_declares_its_goal_or_none() -> None:
     assert goals.default_goal_config(declared) == {"enabled": True, "window_days": 14}
     with pytest.raises(ValueError, match="goal kind"):
         goals.GoalSpec("clicks", 14, lambda state, instance: None)
+
+
+@pytest.mark.parametrize("arm", ["contact", "holdout", "suppressed"])
+def test_outcome_record_is_valid_against_the_schema(arm: str) -> None:
+    from streams.core.decisions import Decision
+    from tests.unit.test_schemas import VALIDATORS
+
+    validate = VALIDATORS["decision_outcome"]
+    s = customer()
+    did = decide(s, "never_activated", "card-1|never")
+    c = Candidate("cust-1", "never_activated", "card-1|never", "a", "email", "marketing", 1, (),
+                  T0)  # fmt: skip
+    details = {"global_control": True} if arm == "holdout" else {}
+    decision = Decision(c, arm, (), T0, details=details)
+    (hit,) = [outcome_after(s, txn(2, "card-1", "debit", 1_250))]
+    record = goals.outcome_record(hit, decision)
+    assert list(validate.iter_errors(record)) == []
+    assert record["decision_id"] == did and record["arm"] == arm and record["value"] == 12.5
+    assert record.get("global_control", False) is (arm == "holdout")
+    assert goals.outcome_record(hit, decision) == record  # a pure function: replays equal
+    s = customer()
+    decide(s, "never_activated", "card-1|never")
+    miss = outcome_after(s, expire_at=T0 + 30 * DAY + LATE)
+    record = goals.outcome_record(miss, decision)
+    assert list(validate.iter_errors(record)) == []
+    assert record["converted"] is False and "converted_at" not in record and "value" not in record
+    other = Decision(Candidate("cust-1", "never_activated", "card-2|never", "a", "email",
+                               "marketing", 1, (), T0), arm, (), T0)  # fmt: skip
+    with pytest.raises(ValueError, match="given decision"):
+        goals.outcome_record(miss, other)
