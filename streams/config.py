@@ -33,6 +33,8 @@ _DEFAULTS: dict[str, Any] = {
         "usage_events": "usage-events",
         "contact_decisions": "contact-decisions",
         "dead_letters": "dead-letters",
+        # One record per decision with a goal: converted or not (schemas/decision_outcome.json).
+        "decision_outcomes": "decision-outcomes",
     },
     "stream": {
         "allowed_lateness_days": 7,

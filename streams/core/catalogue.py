@@ -32,6 +32,8 @@ from typing import Any
 
 from streams.core.errors import ConfigError
 from streams.core.events import CHANNELS, Event
+from streams.core.goals import SLICE as GOALS_SLICE
+from streams.core.goals import GoalSpec, default_goal_config, goal_of
 from streams.core.state import CustomerState
 from streams.core.triggers import price, reactivation, recurrence, renewal, savings, usage
 from streams.core.triggers.api import (
@@ -111,6 +113,10 @@ class Registry:
     def default_parameters(self) -> dict[str, Any]:
         """Every trigger's parameters with their defaults (and ``plugins``), fresh and mutable."""
         out: dict[str, Any] = {n: _thaw(s.parameters) for n, s in self.specs.items()}
+        for n, s in self.specs.items():
+            goal = goal_of(n, s.goal)
+            if goal is not None:
+                out[n]["goal"] = default_goal_config(goal)
         out["plugins"] = list(self.plugins)
         return out
 
@@ -153,6 +159,8 @@ def _check(family: TriggerFamily, where: str) -> None:
         raise ConfigError(f"{where}: family name {family.name!r} must match [a-z][a-z0-9_]*")
     if not family.triggers:
         raise ConfigError(f"{where}: family {family.name!r} declares no triggers")
+    if family.name == GOALS_SLICE:
+        raise ConfigError(f"{where}: family name {family.name!r} is the goals' state slice")
     if not all(isinstance(k, type) and issubclass(k, Event) for k in family.events):
         raise ConfigError(f"{where}: family {family.name!r}: events must be event classes")
     for t in family.triggers:
@@ -175,6 +183,10 @@ def _check(family: TriggerFamily, where: str) -> None:
             isinstance(t.priority, bool) or not isinstance(t.priority, int) or t.priority < 0
         ):
             raise ConfigError(f"{here}: a marketing trigger needs a priority (a whole number >= 0)")
+        if t.goal is not None and not isinstance(t.goal, GoalSpec):
+            raise ConfigError(f"{here}: goal must be a streams.core.goals.GoalSpec or None")
+        if "goal" in t.parameters:
+            raise ConfigError(f"{here}: 'goal' is declared with with_goal(), not a parameter")
         if not isinstance(t.parameters.get("enabled"), bool):
             raise ConfigError(f"{here}: parameter 'enabled' must default to true or false")
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from streams.core import goals
 from streams.core.decisions import Candidate
 from streams.core.events import Event, Profile
 from streams.core.state import DAY_MS, CustomerState, id_hash
@@ -78,6 +79,8 @@ def step_parts(
     for family in params.registry.families_for(type(event)):
         if family.apply(new, event, params):
             family.on_event(new, event, emitter)
+    if isinstance(event, goals.GOAL_EVENTS):
+        goals.observe(new, event)
     _settle(new, params, now_ms)
     return new, _ordered(emitter.candidates), False
 
@@ -96,6 +99,7 @@ def advance(
             break
         emitter.emit(item.trigger, item.instance, item.evidence, item.due_ms)
         item.mark()  # also when the hash says it fired before: the family's own mark catches up
+    goals.expire(new, now_ms, params.lateness_ms)
     _settle(new, params, now_ms)
     return StepResult(new, _ordered(emitter.candidates))
 
@@ -109,6 +113,22 @@ def next_due_ms(state: CustomerState | None) -> int | None:
         return state.due_ms
     until = min(u for u, _, _ in state.deferred)
     return until if state.due_ms is None else min(until, state.due_ms)
+
+
+def track_goals(
+    state: CustomerState, candidates: list[Candidate], decided_at_ms: int, params: TriggerParams
+) -> None:
+    """Keep the pending goal of each candidate decided at ``decided_at_ms`` (every arm: the
+    goal is the same whatever the policy decides) and move the due time to its expiry."""
+    tracked = False
+    for c in candidates:
+        tracked |= goals.track(
+            state, c.trigger, c.decision_id, c.instance, decided_at_ms, params.goals
+        )
+    if tracked:
+        expiry = goals.next_expiry_ms(state, params.lateness_ms)
+        if expiry is not None and (state.due_ms is None or expiry < state.due_ms):
+            state.due_ms = expiry
 
 
 def defer(state: CustomerState, candidate: Candidate, until_ms: int, at_ms: int) -> None:
@@ -155,6 +175,11 @@ def _settle(state: CustomerState, params: TriggerParams, now_ms: int) -> None:
     floor = state.floor_ms
     state.seen = [s for s in state.seen if s[1] + DAY_MS > floor]  # stamped with their day
     state.fired = [f for f in state.fired if f[1] >= floor]
+    # A pending goal's expiry is due too, but does not hold the floor back: the floor is what
+    # the triggers may still need, and a goal needs none of their data.
+    expiry = goals.next_expiry_ms(state, params.lateness_ms)
+    if expiry is not None and (due is None or expiry < due):
+        due = expiry
     state.due_ms = due
     if state.ext:
         _orphans(state, params)
@@ -164,7 +189,7 @@ def _orphans(state: CustomerState, params: TriggerParams) -> None:
     """Slices of families that are not installed: kept unread for a while, then dropped."""
     installed = params.registry.family_names
     for name, entry in list(state.ext.items()):
-        if name in installed:
+        if name in installed or name == goals.SLICE:
             continue
         if len(entry) < 3:
             state.ext[name] = [entry[0], entry[1], state.floor_ms]

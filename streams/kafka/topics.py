@@ -30,12 +30,14 @@ MAX_RETRY_SECONDS = 5.0
 
 @dataclass(frozen=True, slots=True)
 class TopicNames:
-    """The four contract topics (names are settings: the ``topics`` config section)."""
+    """The contract topics (names are settings: the ``topics`` config section)."""
 
     account_events: str
     usage_events: str
     contact_decisions: str
     dead_letters: str
+    # The goals' outcomes (streams/core/goals.py); keyed by customer id like the decisions.
+    decision_outcomes: str = "decision-outcomes"
 
     @classmethod
     def from_config(cls, topics: Mapping[str, str]) -> TopicNames:
@@ -47,7 +49,13 @@ class TopicNames:
 
     @property
     def all(self) -> tuple[str, ...]:
-        return (self.account_events, self.usage_events, self.contact_decisions, self.dead_letters)
+        return (
+            self.account_events,
+            self.usage_events,
+            self.contact_decisions,
+            self.dead_letters,
+            self.decision_outcomes,
+        )
 
     def kind_of(self, topic: str) -> str:
         """``account`` or ``usage``: which event catalogue an input topic carries."""

@@ -142,6 +142,13 @@ class Metrics:
             ["trigger", "outcome"],
             registry=r,
         )
+        self.outcomes = Counter(
+            "lifecycle_outcomes_total",
+            "Decision outcomes published on decision-outcomes (one per decision with a goal), "
+            "by trigger, arm (contact, holdout, suppressed) and converted (true/false).",
+            ["trigger", "arm", "converted"],
+            registry=r,
+        )
         self.decisions_global_control = Counter(
             "lifecycle_decisions_global_control_total",
             "Holdout decisions of customers in the global control group, by trigger (also "

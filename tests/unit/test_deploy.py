@@ -492,7 +492,7 @@ def test_compose_init_creates_the_contract_topics_with_explicit_partitions() -> 
     assert init["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert "--create" in script
     topics = set(build_config()["topics"].values())
-    assert len(topics) == 4
+    assert len(topics) == 5  # the four of the contract and decision-outcomes
     for topic in topics:
         assert re.search(rf"\b{re.escape(topic)}\b", script), topic
     (partitions,) = set(re.findall(r"--partitions (\d+)", script))

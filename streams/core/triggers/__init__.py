@@ -26,6 +26,7 @@ from fractions import Fraction
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from streams.core import goals as goals_module
 from streams.core.decisions import Candidate
 from streams.core.state import DAY_MS, MAX_FIRED, CustomerState, id_hash
 from streams.core.triggers.api import DueItem, TriggerFamily, TriggerSpec
@@ -117,6 +118,8 @@ class TriggerParams:
     # parameters (``TriggerFamily.configure``; None for the built-in ones, which are above).
     registry: Registry
     families: Mapping[str, Any]
+    # The enabled goals by trigger (``streams.core.goals``; ``triggers.<name>.goal``).
+    goals: Mapping[str, goals_module.Goal] = field(default_factory=dict)
     specs: Mapping[str, TriggerSpec] = field(init=False)
     fired_retention_ms: int = field(init=False)
     retention: Mapping[str, int] = field(init=False)
@@ -222,6 +225,9 @@ class TriggerParams:
             ),
             registry=registry,
             families=MappingProxyType(families),
+            goals=MappingProxyType(
+                goals_module.configure({n: registry.specs[n].goal for n in names}, t)
+            ),
         )
 
 

@@ -38,10 +38,11 @@ No Faust, Redis or aiokafka here, ever.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from streams.core.goals import GoalSpec
 from streams.core.state import DAY_MS, CustomerState
 
 if TYPE_CHECKING:
@@ -69,6 +70,9 @@ class TriggerSpec:
     # None for service triggers: they all share the configuration's ``priorities.service``.
     priority: int | None
     parameters: Mapping[str, Any]
+    # What the trigger's contact is meant to cause (``streams.core.goals``); None: no goal of
+    # its own (the built-in triggers' goals are the goals module's table).
+    goal: GoalSpec | None = None
 
 
 def spec(
@@ -80,11 +84,16 @@ def spec(
     priority: int | None,
     **parameters: Any,
 ) -> TriggerSpec:
-    """A catalogue entry; ``enabled`` defaults to True."""
+    """A catalogue entry; ``enabled`` defaults to True (a goal: ``with_goal``)."""
     parameters = {"enabled": True, **parameters}
     return TriggerSpec(
         name, family, action, channel, category, priority, MappingProxyType(parameters)
     )
+
+
+def with_goal(trigger: TriggerSpec, goal: GoalSpec | None) -> TriggerSpec:
+    """``trigger`` with its goal (``streams.core.goals.GoalSpec``; None: no goal)."""
+    return replace(trigger, goal=goal)
 
 
 @dataclass(frozen=True, slots=True)
