@@ -55,13 +55,13 @@ dev: install ## start the dev stack and a worker (no sample events)
 # per file), then the integration tests with -v, which names each test as it starts (some run
 # for a minute or more with nothing else to print). --durations lists the slowest.
 test: install ## every test: unit (1-2 min), then integration on a real broker and redis-server (~10 min on 2 cores)
-	@echo "== make test 1/2: unit tests (1 to 2 minutes on 2 cores)"
-	$(BIN)/pytest tests/unit --durations=5
+	@echo "== make test 1/2: unit tests and the example plugin's own tests (1 to 2 minutes on 2 cores)"
+	$(BIN)/pytest tests/unit examples --durations=5
 	@echo "== make test 2/2: integration tests, real workers on a real broker and redis-server (about 10 minutes on 2 cores)"
 	$(BIN)/pytest tests/integration -v --durations=10
 
-test-unit: install ## run the pure unit tests only
-	$(BIN)/pytest tests/unit
+test-unit: install ## run the pure unit tests (and the example plugin's) only
+	$(BIN)/pytest tests/unit examples
 
 test-integration: install ## run the integration tests only
 	$(BIN)/pytest tests/integration -v --durations=10
