@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from streams.core import engine as core
+from streams.core import goals
 from streams.core.decisions import Candidate
 from streams.core.events import Event
 from streams.core.state import CustomerState
@@ -61,6 +62,26 @@ class BoundCore:
 
     def take_deferred(self, state: CustomerState, now_ms: int) -> list[tuple[Candidate, int, int]]:
         return core.take_deferred(state, now_ms)
+
+    def track_goals(self, state: CustomerState, decided: list[Candidate], now_ms: int) -> None:
+        core.track_goals(state, decided, now_ms, self.params)
+
+    def take_outcomes(self, state: CustomerState) -> list[goals.Resolved]:
+        return goals.take_outcomes(state)
+
+    def outcome_horizon_ms(self) -> int:
+        """How long after its decision a goal can still resolve: the longest enabled goal
+        window plus the allowed lateness (0: no goal is enabled)."""
+        windows = [g.window_ms for g in self.params.goals.values()]
+        return max(windows) + self.params.lateness_ms if windows else 0
+
+    def describe(self, trigger: str) -> tuple[str, str]:
+        """A trigger's action and default channel (as its candidates carry them)."""
+        spec = self.params.specs[trigger]
+        return spec.action, spec.channel
+
+    def take_goals_dropped(self, state: CustomerState) -> int:
+        return goals.take_dropped(state)
 
 
 def build_core(config: Mapping[str, Any]) -> BoundCore:

@@ -48,6 +48,17 @@ NOBODY = Recipient()
 
 
 @dataclass(frozen=True, slots=True)
+class Arm:
+    """What the policy decided for one decision, as its outcome record names it: the outcome
+    (``contact``, ``holdout`` or ``suppressed``), the channel chosen and whether it is a holdout
+    of the global control group."""
+
+    outcome: str
+    channel: str
+    global_control: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Candidate:
     """One trigger occurrence for one customer, before the contact policy has decided on it.
 

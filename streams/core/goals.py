@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from streams.core.decisions import Decision
+from streams.core.decisions import Arm, Decision
 from streams.core.events import (
     AccountOpened,
     AutoRenewCharged,
@@ -277,7 +277,7 @@ def track(
         data["p"].sort(key=lambda p: (p["a"], p["d"]))
         dropped = len(data["p"]) - MAX_PENDING_GOALS
         del data["p"][:dropped]
-        data["x"] += dropped
+        _count_dropped(data, dropped)
     return True
 
 
@@ -333,6 +333,12 @@ def _meets(p: dict[str, Any], event: Event) -> tuple[bool, int | None]:
     return False, None
 
 
+def _count_dropped(data: dict[str, Any], n: int) -> None:
+    # "x" counts for the record's life; "dx" until the shell counts them (``take_dropped``).
+    data["x"] += n
+    data["dx"] = data.get("dx", 0) + n
+
+
 def _resolve(
     data: dict[str, Any], p: dict[str, Any], event: Event | None, value: int | None
 ) -> None:
@@ -347,7 +353,7 @@ def _resolve(
     if len(data["r"]) > MAX_READY:
         dropped = len(data["r"]) - MAX_READY
         del data["r"][:dropped]
-        data["x"] += dropped
+        _count_dropped(data, dropped)
 
 
 def expire(state: CustomerState, now_ms: int, lateness_ms: int) -> None:
@@ -408,6 +414,13 @@ def take_outcomes(state: CustomerState) -> list[Resolved]:
     return out
 
 
+def take_dropped(state: CustomerState) -> int:
+    """How many goals the bound dropped since the last call (the shell counts them)."""
+    if not GOALS.holds_data(state):
+        return 0
+    return int(GOALS.slice(state).pop("dx", 0))
+
+
 def dropped(state: CustomerState) -> int:
     """How many pending goals this customer's bound has dropped so far."""
     return int(GOALS.slice(state)["x"]) if GOALS.holds_data(state) else 0
@@ -419,22 +432,28 @@ def pending(state: CustomerState) -> list[dict[str, Any]]:
 
 
 def outcome_record(resolved: Resolved, decision: Decision) -> dict[str, Any]:
-    """The ``decision-outcomes`` record (schemas/decision_outcome.json) of ``decision``'s goal:
-    a pure function of the decision and the resolution, so a replay publishes the same bytes.
-    The arm is the decision's outcome (contact, holdout or suppressed)."""
+    """The ``decision-outcomes`` record of ``decision``'s goal (see ``outcome_of``)."""
     if resolved.decision_id != decision.decision_id:
         raise ValueError(f"outcome of {resolved.decision_id} given decision {decision.decision_id}")
     c = decision.candidate
+    arm = Arm(decision.outcome, decision.channel or c.channel, decision.global_control)
+    return outcome_of(resolved, c.customer_id, c.action, arm)
+
+
+def outcome_of(resolved: Resolved, customer_id: str, action: str, arm: Arm) -> dict[str, Any]:
+    """The ``decision-outcomes`` record (schemas/decision_outcome.json) of a resolved goal, given
+    what the policy decided (``arm``): a pure function of the two, so a replay publishes the same
+    bytes."""
     record: dict[str, Any] = {
         "decision_id": resolved.decision_id,
-        "customer_id": c.customer_id,
-        "trigger": c.trigger,
-        "action": c.action,
-        "channel": decision.channel or c.channel,
-        "arm": decision.outcome,
+        "customer_id": customer_id,
+        "trigger": resolved.trigger,
+        "action": action,
+        "channel": arm.channel,
+        "arm": arm.outcome,
         "converted": resolved.converted,
     }
-    if decision.global_control:
+    if arm.global_control:
         record["global_control"] = True
     if resolved.converted:
         assert resolved.converted_at_ms is not None  # noqa: S101 - set with converted

@@ -235,6 +235,10 @@ class Policy:
     # marketing from any trigger; their marketing decisions are holdouts marked
     # ``global_control``. 0: off (the configuration's default).
     global_control_rate: float = 0.0
+    # How long a decision must stay in the ledger for its outcome record (the longest goal
+    # window plus the allowed lateness: the worker asks the ledger for a decision's arm when
+    # its goal resolves). 0: no goals.
+    decisions_kept_ms: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.holdout_rate <= 1:
@@ -288,8 +292,9 @@ class Policy:
             )
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> Policy:
-        """The policy of a validated ``policy`` configuration section (``config["policy"]``)."""
+    def from_config(cls, section: Mapping[str, Any], decisions_kept_ms: int = 0) -> Policy:
+        """The policy of a validated ``policy`` configuration section (``config["policy"]``);
+        ``decisions_kept_ms`` as the field."""
         caps = section["global_caps"]
         back_off = section["non_responder"]
         fallbacks = section["channel_fallbacks"]
@@ -330,6 +335,7 @@ class Policy:
             ),
             capacity_timezone=str(section["capacity_timezone"]),
             global_control_rate=float(section["global_control_rate"]),
+            decisions_kept_ms=decisions_kept_ms,
         )
 
     # -- windows -------------------------------------------------------------------------
@@ -355,6 +361,7 @@ class Policy:
             self.non_responder_window_ms,
             self.complaint_quiet_ms,
             *(cap.window_ms for cap in self.channel_caps.values()),
+            self.decisions_kept_ms,
         )
         return longest + RETENTION_MARGIN_MS
 

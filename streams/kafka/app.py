@@ -308,16 +308,22 @@ def build_worker(
         for name in ("customers", "due-index", "stream-time")
     ]
 
-    policy = Policy.from_config(settings.config["policy"])
+    core = build_core(settings.config)
+    # The ledger keeps each decision as long as its goal can resolve (its arm is read then).
+    policy = Policy.from_config(settings.config["policy"], core.outcome_horizon_ms())
     gate, ledger_ok = _ledger_gate(app, settings, policy, metrics, gate)
+    outcomes = app.topic(topics.decision_outcomes, **raw)
     processor = Processor(
-        build_core(settings.config),
+        core,
         Stores(customers=changelogs[0], due=changelogs[1], clock=changelogs[2]),
         Clock(settings.clock),
         gate,
         _publisher(app.topic(topics.contact_decisions, **raw)),
         metrics,
         quiet_hours=policy.quiet_hours,
+        publish_outcome=(
+            (lambda k, v: outcomes.send(key=k, value=v)) if core.outcome_horizon_ms() else None
+        ),
     )
     limit = stream_conf["dead_letter_max_value_bytes"]
     # Poison records are contained (streams/kafka/containment.py): a record that fails processing

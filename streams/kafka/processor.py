@@ -40,15 +40,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 import orjson
 
 from streams.core.clock import Clock
-from streams.core.decisions import NOBODY, Candidate, Decision, Recipient
+from streams.core.decisions import NOBODY, Arm, Candidate, Decision, Recipient
 from streams.core.due_index import DueIndex
 from streams.core.events import Event
+from streams.core.goals import Resolved, outcome_of
 from streams.core.log_identity import LogMarks, marks_key
 from streams.core.pending_writes import Layer, PendingWrites
 from streams.core.policy import MARKETING, QuietHours
@@ -149,6 +150,16 @@ class CoreAdapter(Protocol):
 
     def take_deferred(self, state: Any, now_ms: int) -> list[tuple[Candidate, int, int]]: ...
 
+    # Outcome tracking (called only when the processor publishes outcomes):
+
+    def track_goals(self, state: Any, decided: list[Candidate], now_ms: int) -> None: ...
+
+    def take_outcomes(self, state: Any) -> list[Resolved]: ...
+
+    def take_goals_dropped(self, state: Any) -> int: ...
+
+    def describe(self, trigger: str) -> tuple[str, str]: ...
+
 
 class ContactAll:
     """The gate until the contact ledger is wired in: every candidate becomes a contact."""
@@ -181,6 +192,13 @@ def _always(partition: int) -> bool:
 Unacked = list[tuple[Decision, Awaitable[Any], float]]
 """Decisions handed to the producer, not yet acknowledged: (decision, ack, started)."""
 
+PublishOutcome = Callable[[bytes, bytes], Awaitable[Awaitable[Any]]]
+"""Send an outcome record (key, value) to ``decision-outcomes``; awaits as ``Publish``."""
+
+UnackedOutcomes = list[tuple[str, str, bool, Awaitable[Any]]]
+"""Outcome records handed to the producer, not yet acknowledged: (trigger, arm, converted,
+ack)."""
+
 
 @dataclass(eq=False)
 class SealedBatch:
@@ -194,6 +212,7 @@ class SealedBatch:
     stream_times: dict[int, int]
     # Each touched partition's log marks (``streams/core/log_identity.py``), encoded when sealed.
     marks: dict[int, bytes]
+    outcomes: UnackedOutcomes = field(default_factory=list)
 
     def partitions(self) -> set[int]:
         return (
@@ -227,8 +246,11 @@ class Processor:
         metrics: Metrics,
         wall_ms: Callable[[], int] = wall_ms,
         quiet_hours: QuietHours | None = None,
+        publish_outcome: PublishOutcome | None = None,
     ) -> None:
         self._wall_ms = wall_ms
+        # Outcome tracking (``streams/core/goals.py``) is on when outcomes can be published.
+        self._publish_outcome = publish_outcome
         self._quiet = quiet_hours
         self._core = core
         self._stores = stores
@@ -248,6 +270,7 @@ class Processor:
         self._marks_dirty: set[int] = set()
         # This batch's decisions handed to the producer, not yet acknowledged.
         self._unacked: Unacked = []
+        self._unacked_outcomes: UnackedOutcomes = []
         # Each customer's ledger work of this batch, as the last task of its chain.
         self._chains: dict[bytes, asyncio.Future[None]] = {}
         # Earlier batches, applied and sealed, not yet written (oldest first).
@@ -397,6 +420,7 @@ class Processor:
         new_state = core.with_applied_offset(new_state, kind, offset)
         fired = candidates
         candidates, recipient, deferred = self._prepare(candidates, now, new_state)
+        outcomes = self._track(new_state, candidates, now)
         dumped = core.dump(new_state)
         due = core.next_due_ms(new_state)
         # Nothing below raises on a record's content: the event is applied from here on.
@@ -409,8 +433,11 @@ class Processor:
         if duplicate:
             self._metrics.events_duplicate.labels(kind).inc()
         self._count(fired, deferred)
-        if self._gate_wants(event) or candidates:
-            work = self._ledger_work(self._unacked, event, candidates, now, recipient)
+        if self._gate_wants(event) or candidates or outcomes:
+            work = self._ledger_work(
+                self._unacked, event, candidates, now, recipient, (), outcomes, event.customer_id,
+                self._unacked_outcomes,
+            )  # fmt: skip
             self._chain(key, work)
         self._customers.put(partition, key, dumped)
         self._set_due(partition, key, due, durable_due)
@@ -446,9 +473,14 @@ class Processor:
             deferred = self._core.take_deferred(state, now)
             fired = candidates
             candidates, recipient, held = self._prepare(candidates, now, state)
+            decided = [*candidates, *(c for c, _, _ in deferred)] if deferred else candidates
+            outcomes = self._track(state, decided, now)
             self._count(fired, held)
-            if candidates or deferred:
-                work = self._ledger_work(self._unacked, None, candidates, now, recipient, deferred)
+            if candidates or deferred or outcomes:
+                work = self._ledger_work(
+                    self._unacked, None, candidates, now, recipient, deferred, outcomes,
+                    key.decode(), self._unacked_outcomes,
+                )  # fmt: skip
                 self._chain(key, work)
             self._customers.put(partition, key, self._core.dump(state))
             # The durable entry is still the one just popped from the in-memory index.
@@ -477,8 +509,9 @@ class Processor:
             self._due.seal(),
             stream_times,
             marks,
+            self._unacked_outcomes,
         )
-        self._chains, self._unacked = {}, []
+        self._chains, self._unacked, self._unacked_outcomes = {}, [], []
         self._sealed.append(sealed)
         return sealed
 
@@ -546,15 +579,82 @@ class Processor:
         now: int,
         recipient: Recipient,
         deferred: Sequence[tuple[Candidate, int, int]] = (),
+        outcomes: Sequence[Resolved] = (),
+        customer_id: str = "",
+        outcome_acks: UnackedOutcomes | None = None,
     ) -> None:
-        """One event's (or due moment's) ledger calls and decisions, in that order; deferred
-        candidates now due are decided with the rest."""
+        """One event's (or due moment's) ledger calls, decisions and outcome records, in that
+        order; deferred candidates now due are decided with the rest."""
         if event is not None:
             await self._gate.record(event)
         if deferred:
             candidates = [*candidates, *(c for c, _, _ in deferred)]
-        if not candidates:
-            return
+        if candidates:
+            await self._decide(unacked, candidates, now, recipient, deferred)
+        if outcomes:
+            assert outcome_acks is not None  # noqa: S101 - given with outcomes
+            await self._publish_outcomes(outcome_acks, customer_id, outcomes)
+
+    def _track(self, state: Any, decided: list[Candidate], now: int) -> list[Resolved]:
+        """Keep the pending goal of each candidate decided now (every arm), and take the goals
+        this call resolved (converted by the event, or expired by the clock): their outcome
+        records are published after the decisions, in the customer's ledger chain, and the
+        record that no longer holds them is written only once they are acknowledged."""
+        if self._publish_outcome is None:
+            return []
+        core = self._core
+        if decided:
+            core.track_goals(state, decided, now)
+        dropped = core.take_goals_dropped(state)
+        if dropped:
+            self._metrics.goals_dropped.inc(dropped)
+        resolved: list[Resolved] = core.take_outcomes(state)
+        return resolved
+
+    async def _publish_outcomes(
+        self, acks: UnackedOutcomes, customer_id: str, outcomes: Sequence[Resolved]
+    ) -> None:
+        """Publish the outcome records of ``outcomes``, with the arm the ledger decided.
+
+        The decisions were decided earlier in this customer's chain (or in a batch already
+        written), so the ledger holds them; one it no longer holds (its retention covers the
+        longest goal window: ``Policy.decisions_kept_ms``) is counted and skipped.
+        """
+        publish = self._publish_outcome
+        assert publish is not None  # noqa: S101 - outcomes are taken only with a publisher
+        recall = getattr(self._gate, "recall", None)
+        ids = [r.decision_id for r in outcomes]
+        arms: dict[str, Arm]
+        if recall is None:  # a gate without a ledger contacts every candidate
+            arms = {
+                r.decision_id: Arm("contact", self._core.describe(r.trigger)[1]) for r in outcomes
+            }
+        else:
+            arms = await recall(customer_id, ids)
+        key = customer_id.encode()
+        for r in outcomes:
+            arm = arms.get(r.decision_id)
+            if arm is None:
+                self._metrics.outcomes_unattributed.labels(r.trigger).inc()
+                log.warning(
+                    "no ledger entry for decision %s of %s: its outcome is not published",
+                    r.decision_id, customer_id,
+                )  # fmt: skip
+                continue
+            action = self._core.describe(r.trigger)[0]
+            record = outcome_of(r, customer_id, action, arm)
+            acks.append(
+                (r.trigger, arm.outcome, r.converted, await publish(key, orjson.dumps(record)))
+            )
+
+    async def _decide(
+        self,
+        unacked: Unacked,
+        candidates: list[Candidate],
+        now: int,
+        recipient: Recipient,
+        deferred: Sequence[tuple[Candidate, int, int]],
+    ) -> None:
         started = time.perf_counter()
         decisions = await self._gate.decide(candidates, now, recipient)
         was_deferred = {c.decision_id: (at, until) for c, at, until in deferred}
@@ -617,12 +717,19 @@ class Processor:
                 for outcome in outcomes:
                     if isinstance(outcome, BaseException):
                         raise outcome
+            for _, _, _, outcome_ack in sealed.outcomes:
+                await outcome_ack
+            if sealed.outcomes:
+                counter = self._metrics.outcomes
+                for trigger, arm, converted, _ in sealed.outcomes:
+                    counter.labels(trigger, arm, "true" if converted else "false").inc()
             if not sealed.unacked:
                 return
             for _, ack, _ in sealed.unacked:
                 await ack
         except BaseException:
             self._unacked.clear()
+            self._unacked_outcomes.clear()
             self.drop_partitions(self.pending_partitions())
             raise
         unacked = sealed.unacked

@@ -41,7 +41,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as rex
 from redis.asyncio.cluster import RedisCluster
 
-from streams.core.decisions import Candidate, Decision
+from streams.core.decisions import Arm, Candidate, Decision
 from streams.core.errors import ConfigError
 from streams.core.events import CHANNELS, CONSENT_CHANNELS, ENGAGEMENT_ACTIONS
 from streams.core.policy import (
@@ -320,6 +320,29 @@ class ContactLedger:
             channel=result["c"],
             details=_details(result.get("d")),
         )
+
+    async def recall(self, customer_id: str, decision_ids: Sequence[str]) -> dict[str, Arm]:
+        """What was decided for each of ``decision_ids`` (one HMGET of the customer's decision
+        hash; ids it no longer holds are left out). Raises ``LedgerUnavailable``."""
+        if not decision_ids:
+            return {}
+        key = self.keys(customer_id)[0]
+        ids = list(decision_ids)
+
+        async def call() -> Any:
+            return await self.client.hmget(key, ids)
+
+        found: dict[str, Arm] = {}
+        for decision, raw in zip(ids, await self._guard(call), strict=True):
+            if raw is None:
+                continue
+            result = json.loads(raw)
+            details = _details(result.get("d"))
+            outcome = result["o"]
+            found[decision] = Arm(
+                outcome, result["c"], outcome == "holdout" and details.get("global_control") is True
+            )
+        return found
 
     # -- what else the ledger hears ----------------------------------------------------------
 

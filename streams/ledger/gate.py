@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from streams.core import events as ev
-from streams.core.decisions import NOBODY, Candidate, Decision, Recipient
+from streams.core.decisions import NOBODY, Arm, Candidate, Decision, Recipient
 from streams.ledger import ContactLedger, LedgerUnavailable
 from streams.ops.metrics import Metrics
 
@@ -112,6 +112,11 @@ class LedgerGate:
             for reason in d.reasons:
                 self._metrics.decision_reasons.labels(d.candidate.trigger, reason).inc()
         return decisions
+
+    async def recall(self, customer_id: str, decision_ids: Sequence[str]) -> dict[str, Arm]:
+        """What the ledger decided for ``decision_ids`` (for their outcome records); waits out
+        an outage like every other call."""
+        return await self._call("recall", lambda: self.ledger.recall(customer_id, decision_ids))
 
     async def ping(self, timeout: float | None = None) -> bool:
         """One health probe (no retry): True when Redis answered within ``timeout`` s."""

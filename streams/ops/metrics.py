@@ -50,7 +50,7 @@ DEAD_LETTER_REASONS = (
     "wrong_type",
 )
 INPUT_KINDS = ("account", "usage")
-LEDGER_OPERATIONS = ("decide", "engagement", "consent", "complaint")
+LEDGER_OPERATIONS = ("decide", "engagement", "consent", "complaint", "recall")
 LEDGER_ERROR_KINDS = ("unavailable",)
 ORDER_FORCED_REASONS = ("buffer_full", "stalled", "unknown")
 LATENCY_CLOCKS = ("event_time", "processing_time")
@@ -147,6 +147,19 @@ class Metrics:
             "Decision outcomes published on decision-outcomes (one per decision with a goal), "
             "by trigger, arm (contact, holdout, suppressed) and converted (true/false).",
             ["trigger", "arm", "converted"],
+            registry=r,
+        )
+        self.goals_dropped = Counter(
+            "lifecycle_goals_dropped_total",
+            "Pending goals dropped by the bound on pending goals per customer (the oldest "
+            "first): their decisions get no outcome record.",
+            registry=r,
+        )
+        self.outcomes_unattributed = Counter(
+            "lifecycle_outcomes_unattributed_total",
+            "Resolved goals whose decision the contact ledger no longer knows (its entry "
+            "expired or the ledger was emptied): no outcome record is published for them.",
+            ["trigger"],
             registry=r,
         )
         self.decisions_global_control = Counter(
@@ -274,8 +287,11 @@ class Metrics:
             self.triggers_fired.labels(trigger)
             self.decisions_deferred.labels(trigger)
             self.decisions_global_control.labels(trigger)
+            self.outcomes_unattributed.labels(trigger)
             for outcome in OUTCOMES:
                 self.decisions.labels(trigger, outcome)
+                for converted in ("true", "false"):
+                    self.outcomes.labels(trigger, outcome, converted)
             for reason in REASON_CODES:
                 self.decision_reasons.labels(trigger, reason)
         for operation in LEDGER_OPERATIONS:
