@@ -32,6 +32,7 @@ def unique_topics(prefix: str = "t") -> TopicNames:
         usage_events=f"{prefix}-{tag}-usage-events",
         contact_decisions=f"{prefix}-{tag}-contact-decisions",
         dead_letters=f"{prefix}-{tag}-dead-letters",
+        decision_outcomes=f"{prefix}-{tag}-decision-outcomes",
     )
 
 
@@ -42,6 +43,7 @@ def write_config(path: Path, topics: TopicNames, extra: dict[str, Any] | None = 
             "usage_events": topics.usage_events,
             "contact_decisions": topics.contact_decisions,
             "dead_letters": topics.dead_letters,
+            "decision_outcomes": topics.decision_outcomes,
         }
     }
     document.update(extra or {})
@@ -337,3 +339,75 @@ async def read_changelog(bootstrap: str, topic: str, timeout: float = 10.0) -> d
         return table
     finally:
         await consumer.stop()
+
+
+# What the outcome records of a live run must say, apart from what the contact ledger decides:
+# the arm and channel (checked against the decisions instead).
+DECIDED_BY_THE_LEDGER = ("arm", "channel", "global_control")
+
+
+def model_outcomes(
+    records: Sequence[tuple[str, int | None, str, bytes]],
+    partitions: int,
+    config: dict[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The outcome records the pure path gives for ``records`` ((kind, partition or None, key,
+    value) in event-time order, as the live tests produce them) without the fields the ledger
+    decides (``DECIDED_BY_THE_LEDGER``), by decision id: the reference a live run's outcome
+    records are held to."""
+    from streams.config import build_config
+    from streams.core.adapter import build_core
+    from streams.core.clock import Clock
+    from streams.core.decisions import NOBODY, Arm, Candidate, Decision, Recipient
+    from streams.core.events import Event
+    from streams.core.ingest import validate_payload
+    from streams.kafka.processor import Processor, Stores
+    from streams.ops.metrics import Metrics
+
+    class ContactAll:
+        async def record(self, event: Event) -> None:
+            return None
+
+        async def decide(
+            self, candidates: Sequence[Candidate], now_ms: int, recipient: Recipient = NOBODY
+        ) -> list[Decision]:
+            return [Decision(c, "contact", (), now_ms) for c in candidates]
+
+        async def recall(self, customer_id: str, ids: Sequence[str]) -> dict[str, Arm]:
+            return {i: Arm("contact", "") for i in ids}
+
+    found: dict[str, dict[str, Any]] = {}
+
+    async def done() -> None:
+        return None
+
+    async def publish_decision(decision: Decision) -> Any:
+        return asyncio.ensure_future(done())
+
+    async def publish_outcome(key: bytes, value: bytes) -> Any:
+        record = orjson.loads(value)
+        for name in DECIDED_BY_THE_LEDGER:
+            record.pop(name, None)
+        found[record["decision_id"]] = record
+        return asyncio.ensure_future(done())
+
+    processor = Processor(
+        build_core(build_config(config or {})),
+        Stores({}, {}, {}),  # type: ignore[arg-type]
+        Clock("event"),
+        ContactAll(),
+        publish_decision,
+        Metrics(),
+        publish_outcome=publish_outcome,
+    )
+
+    async def feed() -> None:
+        offsets: dict[tuple[str, int], int] = {}
+        for kind, partition, key, value in records:
+            p = murmur2_partition(key.encode(), partitions) if partition is None else partition
+            offset = offsets.get((kind, p), 0)
+            offsets[(kind, p)] = offset + 1
+            await processor.on_event(kind, p, offset, validate_payload(kind, orjson.loads(value)))
+
+    asyncio.run(feed())
+    return found

@@ -3,8 +3,9 @@
 Given the same input as an uninterrupted single-worker run, when worker A is SIGKILLed in the
 middle of the stream, then worker B takes over A's partitions, restores their state and due
 items from the changelog and goes on; afterwards every planted decision was made, no decision
-id was published with two outcomes, the ledger recorded each decision id once, and the final
-state equals the uninterrupted run's. The takeover time and the number of re-published
+id was published with two outcomes, the ledger recorded each decision id once, every decision's
+outcome record (decision-outcomes) was published with one content, the reference's, and the
+final state equals the uninterrupted run's. The takeover time and the number of re-published
 duplicates are printed (figures, not assertions).
 """
 
@@ -76,6 +77,24 @@ def _ledger_ids(stack: DevStack, namespace: str, customers: set[str]) -> dict[st
         client.close()
 
 
+def _outcomes(stack: DevStack, topics: TopicNames, at_least: int) -> dict[str, set[bytes]]:
+    """Every outcome record on the topic, by decision id: the distinct values seen."""
+    found: dict[str, set[bytes]] = collections.defaultdict(set)
+    for r in run(
+        consume(
+            stack.bootstrap_servers,
+            topics.decision_outcomes,
+            until=at_least,
+            timeout=60,
+            settle=5,
+            distinct=decision_id,
+        )
+    ):
+        assert r.value is not None
+        found[orjson.loads(r.value)["decision_id"]].add(r.value)
+    return dict(found)
+
+
 def test_sigkill_of_one_of_two_workers_loses_and_doubles_nothing(
     dev_stack: DevStack, tmp_path: Path
 ) -> None:
@@ -104,6 +123,7 @@ def test_sigkill_of_one_of_two_workers_loses_and_doubles_nothing(
                 )
             )
         ]
+        ref_outcomes = _outcomes(dev_stack, ref_topics, 1)
     finally:
         assert ref.stop() == 0
     ref_state = run(read_changelog(dev_stack.bootstrap_servers, f"lref-{tag}-customers-changelog"))
@@ -144,6 +164,7 @@ def test_sigkill_of_one_of_two_workers_loses_and_doubles_nothing(
                 )
             )
         ]
+        crash_outcomes = _outcomes(dev_stack, topics, len(ref_outcomes))
     finally:
         assert b.stop() == 0, b.log_text()[-3000:]
     state = run(read_changelog(dev_stack.bootstrap_servers, f"{app_id}-customers-changelog"))
@@ -175,6 +196,13 @@ def test_sigkill_of_one_of_two_workers_loses_and_doubles_nothing(
         by_customer[d["customer_id"]].add(d["decision_id"])
     recorded = _ledger_ids(dev_stack, app_id, set(by_customer))
     assert {c: ids for c, ids in recorded.items() if ids != by_customer[c]} == {}
+    # One outcome per decision with a goal, the same bytes as the uninterrupted run's however
+    # often it was re-published.
+    converted = sum(orjson.loads(next(iter(v)))["converted"] for v in ref_outcomes.values())
+    print(f"outcome records: {len(ref_outcomes)} ({converted} converted)")
+    assert len(ref_outcomes) >= 10
+    assert {i: v for i, v in crash_outcomes.items() if len(v) != 1} == {}
+    assert crash_outcomes == ref_outcomes
     # The final state equals the uninterrupted run's, customer by customer.
     core = build_core(build_config())
     assert set(state) == set(ref_state)

@@ -2,9 +2,10 @@
 
 Given two workers (RocksDB stores) deciding planted scenarios as they stream in, when each is
 stopped with SIGTERM and started again on its own state directory, then nothing is lost or
-doubled: the distinct decisions are exactly the planted ones, each id with one outcome, and the
-ledger recorded each id once. How long each worker was unavailable (SIGTERM to ready again) is
-printed.
+doubled: the distinct decisions are exactly the planted ones, each id with one outcome, the
+ledger recorded each id once, and every decision's outcome record (decision-outcomes) was
+published with one content: the pure path's, with the arm and channel of its decision. How
+long each worker was unavailable (SIGTERM to ready again) is printed.
 
 Static group membership (--group-instance-id) would spare the rebalances on Apache Kafka; on
 Tansu 0.6 a restarted static member never finished joining (seen here), so it is not used.
@@ -30,7 +31,15 @@ from tests.integration.test_crash_under_load import (
     _worker,
 )
 from tests.integration.test_triggers_live import _expected, _records
-from tests.support import WorkerProcess, consume, decision_id, run, unique_topics
+from tests.support import (
+    DECIDED_BY_THE_LEDGER,
+    WorkerProcess,
+    consume,
+    decision_id,
+    model_outcomes,
+    run,
+    unique_topics,
+)
 
 
 def test_rolling_restart_loses_and_doubles_nothing(dev_stack: DevStack, tmp_path: Path) -> None:
@@ -40,6 +49,8 @@ def test_rolling_restart_loses_and_doubles_nothing(dev_stack: DevStack, tmp_path
     records = _records(scenarios, tag, PARTITIONS)
     topics = unique_topics("roll")
     app_id = f"roll-{tag}"
+    reference = model_outcomes(records, PARTITIONS)
+    assert len(reference) >= 10
 
     def make(name: str) -> WorkerProcess:
         worker = _worker(dev_stack, tmp_path, topics, app_id, name)
@@ -76,6 +87,16 @@ def test_rolling_restart_loses_and_doubles_nothing(dev_stack: DevStack, tmp_path
                 )
             )
         ]
+        outcome_records = run(
+            consume(
+                dev_stack.bootstrap_servers,
+                topics.decision_outcomes,
+                until=len(reference),
+                timeout=60,
+                settle=5,
+                distinct=decision_id,
+            )
+        )
     finally:
         for w in workers.values():
             w.stop()
@@ -96,3 +117,16 @@ def test_rolling_restart_loses_and_doubles_nothing(dev_stack: DevStack, tmp_path
         by_customer[d["customer_id"]].add(d["decision_id"])
     recorded = _ledger_ids(dev_stack, app_id, set(by_customer))
     assert {c: ids for c, ids in recorded.items() if ids != by_customer[c]} == {}
+    # One outcome per decision with a goal, one content however often it was re-published.
+    contents: dict[str, set[bytes]] = collections.defaultdict(set)
+    for r in outcome_records:
+        assert r.value is not None
+        contents[orjson.loads(r.value)["decision_id"]].add(r.value)
+    assert {i: v for i, v in contents.items() if len(v) != 1} == {}
+    found = {i: orjson.loads(next(iter(v))) for i, v in contents.items()}
+    decided = {d["decision_id"]: d for d in distinct}
+    for i, record in found.items():
+        assert (record["arm"], record["channel"]) == (decided[i]["outcome"], decided[i]["channel"])
+    assert {
+        i: {k: v for k, v in r.items() if k not in DECIDED_BY_THE_LEDGER} for i, r in found.items()
+    } == reference
