@@ -26,6 +26,11 @@ rules switched off to compare decisions with a tree that did not have them.
     python bench/pure_bench.py --profile        # + a cProfile of one pure-path run (top functions)
     python bench/pure_bench.py --parts          # + the pure path's parts, each timed on its own
     python bench/pure_bench.py --config c.yaml  # the pure path with this configuration
+    python bench/pure_bench.py --no-goals       # without the runs with outcome tracking
+
+After the digests it prints the cost of outcome tracking (docs/outcomes.md): the same path with
+the configuration's goals tracked and outcome records published as the worker does, timed in
+alternation with runs without goals, as the ratio with ÷ without; the decisions must not change.
 
 ``--parts`` times the parts of the pure path one at a time over the same records, each loop
 on its own (no profiler in the way): JSON parsing alone (orjson), ``Decoder.decode`` (bytes
@@ -144,10 +149,12 @@ def decisions_digest(records: Iterable[Mapping[str, Any]]) -> str:
 
 
 def _pipeline(
-    topics: TopicNames, config: Mapping[str, Any]
+    topics: TopicNames, config: Mapping[str, Any], outcomes: list[bytes] | None = None
 ) -> tuple[Ingest, Decoder, Processor, Stores, list[Decision]]:
     """The pure path's pieces as the worker wires them, with dict stores and a publish whose
-    ack is already done (call inside a running event loop)."""
+    ack is already done (call inside a running event loop). With ``outcomes`` (a list the
+    outcome records are put in) the goals are tracked and resolved as the worker does;
+    without, they are not (the digests are those of the path without goals)."""
     stream_conf = config["stream"]
     metrics = Metrics()
     decoder = Decoder(stream_conf["max_message_bytes"], stream_conf["max_future_seconds"])
@@ -161,6 +168,11 @@ def _pipeline(
         published.append(decision)
         return acked
 
+    async def publish_outcome(key: bytes, value: bytes) -> asyncio.Future[None]:
+        assert outcomes is not None  # noqa: S101 - given when goals are tracked
+        outcomes.append(value)
+        return acked
+
     processor = Processor(
         build_core(config),
         stores,  # type: ignore[arg-type]  # dicts are the tests' stores too
@@ -169,14 +181,19 @@ def _pipeline(
         publish,
         metrics,
         quiet_hours=Policy.from_config(config["policy"]).quiet_hours,
+        publish_outcome=None if outcomes is None else publish_outcome,
     )
     return ingest, decoder, processor, stores, published
 
 
 async def _pure(
-    records: Sequence[Record], topics: TopicNames, batch: int, config: Mapping[str, Any]
+    records: Sequence[Record],
+    topics: TopicNames,
+    batch: int,
+    config: Mapping[str, Any],
+    outcomes: list[bytes] | None = None,
 ) -> PureRun:
-    ingest, _, processor, stores, published = _pipeline(topics, config)
+    ingest, _, processor, stores, published = _pipeline(topics, config, outcomes)
     kind_of = topics.kind_of
     pending = 0
     started = time.process_time()
@@ -284,8 +301,13 @@ def run_parts(records: Sequence[Record], batch: int, config: Mapping[str, Any]) 
     return asyncio.run(_parts(records, bench_topics("pure"), batch, config))
 
 
-def run_pure(records: Sequence[Record], batch: int, config: Mapping[str, Any]) -> PureRun:
-    return asyncio.run(_pure(records, bench_topics("pure"), batch, config))
+def run_pure(
+    records: Sequence[Record],
+    batch: int,
+    config: Mapping[str, Any],
+    outcomes: list[bytes] | None = None,
+) -> PureRun:
+    return asyncio.run(_pure(records, bench_topics("pure"), batch, config, outcomes))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -313,6 +335,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--profile", action="store_true", help="also profile one pure-path run (cProfile)"
     )
     parser.add_argument("--top", type=int, default=30, help="functions shown by --profile")
+    parser.add_argument(
+        "--no-goals",
+        dest="goals",
+        action="store_false",
+        help="skip the runs with outcome tracking (the cost of goals: with ÷ without)",
+    )
     parser.add_argument(
         "--parts", action="store_true", help="also time the pure path's parts, each on its own"
     )
@@ -377,6 +405,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"output: {decisions:,} decisions, digest {digest}, decisions {decisions_only}")
     print(f"customer records' content digest {content_digest}")
+    if args.goals:
+        # The same path with outcome tracking as the worker runs it (goals of the
+        # configuration, outcome records published), timed against the path without goals
+        # in alternation, so that the machine's load affects both alike.
+        without: list[float] = []
+        with_goals: list[float] = []
+        published: list[bytes] = []
+        for _ in range(args.repeat):
+            without.append(per_event_us(run_pure(records, args.batch, config).seconds, n))
+            published.clear()
+            run = run_pure(records, args.batch, config, published)
+            with_goals.append(per_event_us(run.seconds, n))
+            if run.decisions_digest != decisions_only:
+                print("outcome tracking changed the decisions")
+                return 1
+        w, g = statistics.median(without), statistics.median(with_goals)
+        converted = sum(orjson.loads(v)["converted"] for v in published)
+        print(
+            f"outcome tracking: {g:.2f} µs/event with goals against {w:.2f} without "
+            f"(median of {args.repeat}): with ÷ without {g / w:.3f}; "
+            f"{len(published):,} outcome records ({converted:,} converted), decisions unchanged"
+        )
     if args.parts:
         runs = [run_parts(records, args.batch, config) for _ in range(args.repeat)]
         print(f"--- parts of the pure path, µs/event (median of {args.repeat}) ---")
