@@ -217,6 +217,9 @@ class PlantedConversion:
     converted: bool
     goal_event_id: str | None = None
     goal_at_ms: int | None = None
+    # A service decision is never held out: it converts at the contacted rate, and its trigger
+    # has no planted lift (nothing to compare the contacted with).
+    category: str = MARKETING
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -224,6 +227,7 @@ class PlantedConversion:
             "decision_id": self.decision_id,
             "customer_id": self.customer_id,
             "trigger": self.trigger,
+            "category": self.category,
             "arm": self.arm,
             "probability": self.probability,
             "converted": self.converted,
@@ -245,6 +249,7 @@ class PlantedConversion:
             bool(doc["converted"]),
             doc.get("goal_event_id"),
             None if at is None else parse_rfc3339_ms(at),
+            doc.get("category", MARKETING),
         )
 
 
@@ -262,10 +267,10 @@ class Simulation:
 
     @property
     def planted_lift(self) -> dict[str, float]:
-        """Per planted trigger with a goal: contacted minus held-out conversion probability."""
-        return {
-            t: self.config.planted_lift(t) for t in sorted({c.trigger for c in self.conversions})
-        }
+        """Per planted marketing trigger with a goal: contacted minus held-out conversion
+        probability (a service trigger is never held out: no lift to plant or measure)."""
+        marketing = {c.trigger for c in self.conversions if c.category == MARKETING}
+        return {t: self.config.planted_lift(t) for t in sorted(marketing)}
 
     @property
     def valid_records(self) -> int:
@@ -1035,7 +1040,7 @@ def _plant_conversions(
         conversions.extend(
             PlantedConversion(
                 d.decision_id, cid, trigger, arm, p, converted,
-                None if event is None else event["event_id"], at,
+                None if event is None else event["event_id"], at, d.candidate.category,
             )
             for d in group
         )  # fmt: skip

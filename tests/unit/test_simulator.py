@@ -166,7 +166,11 @@ def test_planted_conversions_are_drawn_by_arm_and_their_goal_events_are_in_the_s
     assert conversions == sim.conversions
     # Every planted trigger with a goal has its planted lift in the run record, nothing else.
     goal_triggers = set(BUILTIN_GOALS) & set(scenarios.BUILDERS)
-    assert set(run["planted_lift"]) == goal_triggers == {c.trigger for c in conversions}
+    assert {c.trigger for c in conversions} == goal_triggers
+    # A service check-in is never held out: converted at the contacted rate, no lift.
+    service = {c.trigger for c in conversions if c.category == "service"}
+    assert service == {"auto_renew_unused"}
+    assert set(run["planted_lift"]) == goal_triggers - service
     for lift in run["planted_lift"].values():
         assert lift == {"contact": 0.3, "holdout": 0.1, "lift": 0.2}
     policy = Policy.from_config(build_config({"policy": {"holdout_rate": 0.05}})["policy"])
@@ -176,7 +180,8 @@ def test_planted_conversions_are_drawn_by_arm_and_their_goal_events_are_in_the_s
             doc = orjson.loads(r.value)
             events[doc["event_id"]] = (r.at_ms, doc)
     for c in conversions:
-        assert c.arm == ("holdout" if policy.is_holdout(c.customer_id, c.trigger) else "contact")
+        held = c.category == "marketing" and policy.is_holdout(c.customer_id, c.trigger)
+        assert c.arm == ("holdout" if held else "contact")
         assert c.probability == (0.1 if c.arm == "holdout" else 0.3)
         if not c.converted:
             assert c.goal_event_id is None
