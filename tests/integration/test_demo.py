@@ -51,7 +51,9 @@ def test_demo_finds_every_planted_scenario_and_no_near_miss(tmp_path: Path) -> N
     assert "result: every planted scenario was found and no near-miss fired" in out
     # stdout is not a terminal here: plain progress lines, no cursor movement.
     assert "\x1b[" not in out
-    rows = {m.group(1): m.group(2) for m in re.finditer(r"^(\w+)\s+(\d.*)$", out, re.M)}
+    # The summary's rows (the lift table further down has rows of the same names).
+    summary = out[out.index("summary: ground truth") : out.index("suppressed by reason")]
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^(\w+)\s+(\d.*)$", summary, re.M)}
     assert set(builtin_registry().names) <= set(rows)
     for trigger in builtin_registry().names:
         planted, found, missed, near, near_fired, *_ = (int(x) for x in rows[trigger].split())
