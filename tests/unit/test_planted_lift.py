@@ -35,23 +35,25 @@ from streams.tools.report import Report
 from streams.tools.simulator import SimConfig, Simulation, generate
 
 HOLDOUT_RATE = 0.5
-# 1,200 planted scenarios over the 16 triggers: about 75 decisions per trigger, half held out.
+# 2,125 planted scenarios over the 16 triggers: about 130 decisions per trigger, half held out,
+# so that every interval says something (at 1,500 customers a trigger now and then, over seeds,
+# has too few conversions for that).
 CONFIG = SimConfig(
-    customers=1_500,
+    customers=2_500,
     days=760,
     seed=2026,
     partitions=4,
-    planted_rate=0.8,
+    planted_rate=0.85,
     near_miss_rate=0.02,
     holdout_rate=HOLDOUT_RATE,
 )
 GOAL_TRIGGERS = sorted(set(BUILTIN_GOALS) & set(scenarios.BUILDERS))
 # auto_renew_unused is a service check-in: never held out, so it has no lift to measure.
 LIFT_TRIGGERS = [t for t in GOAL_TRIGGERS if t != "auto_renew_unused"]
-# With this seed the planted lift (0.30 - 0.10) lies inside all 10 intervals (the marketing
-# triggers with a goal). At 95 % coverage, 10 triggers give 9 or more with probability 0.91
-# and 8 or more with 0.99: the bound below fails for a biased measurement, not for bad luck of
-# a new seed.
+# With this seed the planted lift (0.30 - 0.10) lies inside 9 of the 10 intervals (the
+# marketing triggers with a goal). At 95 % coverage, 10 triggers give 9 or more with
+# probability 0.91 and 8 or more with 0.99: the bound is what an unbiased measurement meets
+# for most seeds, not a number fitted to this one.
 EXPECTED_INSIDE = 9
 
 
