@@ -279,7 +279,9 @@ def add_demo_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     bt.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def _sim_config(args: argparse.Namespace, holdout_rate: float) -> object:
+def _sim_config(
+    args: argparse.Namespace, holdout_rate: float, global_control_rate: float = 0.0
+) -> object:
     from streams.tools.simulator import SimConfig
 
     try:
@@ -297,6 +299,7 @@ def _sim_config(args: argparse.Namespace, holdout_rate: float) -> object:
             conversion_holdout=args.conversion_holdout,
             conversion_by_trigger=tuple(args.conversion),
             holdout_rate=holdout_rate,
+            global_control_rate=global_control_rate,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -309,7 +312,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     loaded = load_config(Path(args.config) if args.config else None)
     # Which decisions the worker holds out (by hash) is what the planted conversions need.
-    config = _sim_config(args, float(loaded["policy"]["holdout_rate"]))
+    policy = loaded["policy"]
+    config = _sim_config(args, float(policy["holdout_rate"]), float(policy["global_control_rate"]))
     assert isinstance(config, SimConfig)  # noqa: S101 - narrows the lazy import's type
     topics = TopicNames.from_config(loaded["topics"])
     sim = generate(config)

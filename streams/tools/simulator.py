@@ -15,6 +15,13 @@ partition as the worker will see them: what that model fires is the background's
 Planted and near-miss customers are judged by the catalogue (``Scenario.expected``), and the
 model is checked against it; a disagreement is logged and written to the truth file.
 
+Planted conversions. Each planted decision with a goal (``streams.core.goals``) gets its goal
+event inside its window with a probability that depends on the arm the worker will give it
+(holdouts are by hash: ``Policy.is_holdout``), so every such trigger has a known lift; the
+truth file records it and each planted decision's draw (``PlantedConversion``). Occurrences a
+goal event causes (a renewed contract's next reminders) are part of the ground truth. The
+records run ``TRAIL_DAYS`` past ``days`` so that the last planted windows close.
+
 Everything is drawn from ``random.Random`` seeded from the seed (one stream per customer, so a
 customer's history does not depend on the others), and nothing reads the clock: the same seed
 gives the same records byte for byte. Producing is separate (``produce``): in event-time order
@@ -65,7 +72,7 @@ HEARTBEAT_PREFIX = "clock-p"
 # Days the run goes on after ``days`` (background customers and the clock only; planted goal
 # events may fall there): a planted decision is made by day ``days - SPAN_MARGIN_DAYS``, so
 # the longest goal window (60 days) plus the allowed lateness (7) closes inside the run and
-# every planted decision's outcome is published, converted or not.
+# every planted decision's outcome is published, converted or not (with the default lateness).
 TRAIL_DAYS = max(g.window_days for g in goals.BUILTIN_GOALS.values()) + 7 + 1
 
 Event = dict[str, Any]
@@ -101,6 +108,7 @@ class SimConfig:
     conversion_contact: float = 0.30
     conversion_holdout: float = 0.10
     holdout_rate: float = 0.05
+    global_control_rate: float = 0.0  # the worker's policy.global_control_rate: held out too
     conversion_by_trigger: tuple[tuple[str, float, float], ...] = ()
     trail_days: int = TRAIL_DAYS
 
@@ -116,9 +124,12 @@ class SimConfig:
             "conversion_contact",
             "conversion_holdout",
             "holdout_rate",
+            "global_control_rate",
         ):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be between 0 and 1")
+        if self.global_control_rate >= 1:
+            raise ValueError("global_control_rate must be below 1")
         for trigger, contact, holdout in self.conversion_by_trigger:
             if trigger not in goals.BUILTIN_GOALS:
                 raise ValueError(f"conversion rates for {trigger!r}: it has no goal")
@@ -978,16 +989,20 @@ def generate(config: SimConfig, *, verify: bool = False) -> Simulation:
 
 
 def _policy(config: SimConfig) -> Policy:
-    return Policy.from_config(
-        build_config({"policy": {"holdout_rate": config.holdout_rate}})["policy"]
-    )
+    section = {
+        "holdout_rate": config.holdout_rate,
+        "global_control_rate": config.global_control_rate,
+    }
+    return Policy.from_config(build_config({"policy": section})["policy"])
 
 
 def _arm(policy: Policy, c: Candidate) -> str:
-    """The arm the ledger gives ``c`` by hash: a marketing candidate of the trigger's holdout
-    group is held out whatever the caps say; the rest is contacted (or suppressed, which the
-    simulator cannot know and plants like a contact)."""
-    if c.category == MARKETING and policy.is_holdout(c.customer_id, c.trigger):
+    """The arm the ledger gives ``c`` by hash: a marketing candidate of the global control
+    group or of the trigger's holdout group is held out whatever the caps say; the rest is
+    contacted (or suppressed, which the simulator cannot know and plants like a contact)."""
+    if c.category == MARKETING and (
+        policy.in_global_control(c.customer_id) or policy.is_holdout(c.customer_id, c.trigger)
+    ):
         return "holdout"
     return "contact"
 

@@ -211,3 +211,23 @@ def test_without_conversion_rates_no_goal_event_is_planted() -> None:
     # The run goes on after --days for the goal windows to close: background and clock only.
     assert config.end_ms == config.start_ms + (400 + TRAIL_DAYS) * MS_PER_DAY
     assert max(r.at_ms for r in sim.records) == config.end_ms
+
+
+def test_the_global_control_group_is_planted_as_held_out() -> None:
+    # The worker holds out every marketing decision of a customer in the global control
+    # group: planted with the holdout probability, whatever the trigger's holdout says.
+    config = SimConfig(
+        customers=60, days=400, seed=3, partitions=2, holdout_rate=0.0, global_control_rate=0.5
+    )
+    sim = generate(config)
+    section = {"holdout_rate": 0.0, "global_control_rate": 0.5}
+    policy = Policy.from_config(build_config({"policy": section})["policy"])
+    marketing = [c for c in sim.conversions if c.category == "marketing"]
+    held = [c for c in marketing if policy.in_global_control(c.customer_id)]
+    assert held and len(held) < len(marketing)
+    for c in sim.conversions:
+        control = c.category == "marketing" and policy.in_global_control(c.customer_id)
+        assert c.arm == ("holdout" if control else "contact")
+        assert c.probability == (0.1 if control else 0.3)
+    with pytest.raises(ValueError, match="global_control_rate"):
+        SimConfig(global_control_rate=1.0)
