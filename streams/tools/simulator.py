@@ -872,6 +872,19 @@ def _kind(event: Event) -> str:
     return "account" if event["type"] in ACCOUNT_TYPES else "usage"
 
 
+def heartbeat_customer(partition: int, partitions: int) -> str:
+    """The clock customer of ``partition``: ``clock-p<partition>`` if Kafka's default
+    partitioner puts that key there, else the first ``clock-p<partition>-<n>`` it does. A key
+    produced to another partition than its hash names is a misrouted record to the worker,
+    which forwards it to the partition of its hash: that partition's stream time would move
+    instead, and due items of the intended one would wait."""
+    cid, n = f"{HEARTBEAT_PREFIX}{partition}", 0
+    while partition_for(cid.encode(), partitions) != partition:
+        n += 1
+        cid = f"{HEARTBEAT_PREFIX}{partition}-{n}"
+    return cid
+
+
 def _heartbeats(
     timeline: list[tuple[int, int, str, str | None, Event]], config: SimConfig
 ) -> list[tuple[int, int, str, str | None, Event]]:
@@ -884,7 +897,7 @@ def _heartbeats(
     out: list[tuple[int, int, str, str | None, Event]] = []
     last = config.run_days
     for p in range(config.partitions):
-        cid = f"{HEARTBEAT_PREFIX}{p}"
+        cid = heartbeat_customer(p, config.partitions)
         for day in range(last + 1):
             if day in busy[p] and day < last:
                 continue

@@ -75,7 +75,7 @@ def test_records_are_in_event_time_order_and_keyed_by_customer(sim: Simulation) 
         r.at_ms < CONFIG.end_ms or r.key.startswith(b"clock-p") for r in sim.records if r.key
     )
     for r in sim.records:
-        if r.valid and not r.key.startswith(b"clock-p"):  # type: ignore[union-attr]
+        if r.valid:  # the clock customers' keys too: the worker forwards a misrouted record
             assert r.partition == partition_for(r.key, CONFIG.partitions)  # type: ignore[arg-type]
 
 
