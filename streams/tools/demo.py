@@ -4,7 +4,10 @@ Starts the dev stack (Tansu + redis-server on free ports), a real worker process
 clock, memory store), simulates customers with planted scenarios (``streams.tools.simulator``),
 produces them, shows progress live, and ends with a summary that compares every published
 decision with the ground truth: per trigger, planted found and missed, near-misses that fired,
-background agreement, outcomes and suppression reasons, throughput. The exit code is 1 when a
+background agreement, outcomes and suppression reasons, throughput. Then it reads the outcome
+records (``decision-outcomes``) and prints the lift per trigger of the planted decisions
+(``lifecycle-triggers report``'s table) beside the lift the simulator planted, with how many
+triggers' 95 % intervals hold it (``streams.tools.planted``). The exit code is 1 when a
 planted scenario was missed or a near-miss fired. Ctrl-C or SIGTERM stops everything it
 started (the worker, then the dev stack) and nothing else.
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import os
 import shutil
@@ -39,8 +43,11 @@ import yaml
 
 from streams.core.catalogue import builtin_registry
 from streams.core.errors import DevStackError
+from streams.core.goals import BUILTIN_GOALS
 from streams.kafka.topics import TopicNames
 from streams.tools.devstack import DevStack, dev_environment, free_port, stop_process
+from streams.tools.planted import format_comparison, planted_report
+from streams.tools.report import read_topic
 from streams.tools.simulator import Expectation, SimConfig, Simulation, generate, produce
 
 log = logging.getLogger(__name__)
@@ -54,8 +61,8 @@ RECENT_SHOWN = 5
 class DemoOptions:
     """What the demo runs: the simulation, the worker's partitions and holdout rate, pacing."""
 
-    sim: SimConfig
-    holdout_rate: float = 0.05
+    sim: SimConfig  # its holdout_rate is replaced by the worker's, ``holdout_rate``
+    holdout_rate: float = 0.5
     truth_path: Path | None = None
     pace: str = "fast"
     speed: float = 86_400.0
@@ -201,6 +208,49 @@ async def read_decisions(
                     observed.add(orjson.loads(rec.value))
     finally:
         await consumer.stop()
+
+
+async def read_outcomes(bootstrap: str, topic: str, settle_seconds: float = 2.0) -> list[Any]:
+    """The outcome records on ``topic``, read to its end again and again until a read finds
+    nothing new for ``settle_seconds`` (the worker publishes the last ones with the last
+    events; the decisions may be read back a moment before them)."""
+    seen: list[Any] = []
+    quiet_since = time.monotonic()
+    while True:
+        records = [r async for r, _ in read_topic(bootstrap, topic) if r is not None]
+        if len(records) > len(seen):
+            seen, quiet_since = records, time.monotonic()
+        elif time.monotonic() - quiet_since >= settle_seconds:
+            return seen
+        await asyncio.sleep(0.5)
+
+
+def render_lift(
+    sim: Simulation, decisions: Iterable[dict[str, Any]], outcomes: list[Any], out: TextIO
+) -> None:
+    """The lift of the planted decisions as the report measures it, beside the planted lift,
+    and how many decisions with a goal have no outcome yet."""
+    planted = {c.decision_id for c in sim.conversions}
+    report = planted_report(outcomes, planted)
+    c = sim.config
+    print(
+        f"\nlift: the outcomes of the {len(planted):,} planted decisions with a goal "
+        f"(converting with probability {c.conversion_contact:g} contacted, "
+        f"{c.conversion_holdout:g} held out; holdout rate {c.holdout_rate:g}); "
+        "`lifecycle-triggers report` reads every outcome",
+        file=out,
+    )
+    print(format_comparison(report, sim.planted_lift), end="", file=out)
+    with_goal = {d["decision_id"] for d in decisions if d["trigger"] in BUILTIN_GOALS}
+    resolved = {o.get("decision_id") for o in outcomes if isinstance(o, dict)}
+    missing = len(with_goal - resolved)
+    print(
+        f"{len(resolved & with_goal):,} of {len(with_goal):,} published decisions with a goal "
+        f"have an outcome; {missing:,} have none yet (their window and the allowed lateness "
+        "had not passed when the stream ended)",
+        file=out,
+        flush=True,
+    )
 
 
 # --- the summary ----------------------------------------------------------------------------
@@ -506,10 +556,12 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> int:
     stack = DevStack()
     worker: DemoWorker | None = None
     try:
-        c = opts.sim
+        # The simulator plants conversions by the arm the worker will give: same holdout rate.
+        c = dataclasses.replace(opts.sim, holdout_rate=opts.holdout_rate)
         print(
             f"lifecycle-triggers demo: {c.customers:,} simulated customers over {c.days} days "
-            f"(seed {c.seed}), {c.partitions} partitions, holdout {opts.holdout_rate:g}",
+            f"and {c.trail_days} more for the last goal windows (seed {c.seed}), "
+            f"{c.partitions} partitions, holdout {opts.holdout_rate:g}",
             file=out,
             flush=True,
         )
@@ -566,6 +618,8 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> int:
         observed, processing = asyncio.run(_drive(opts, sim, stack, topics, worker, view))
         summary = judge(sim.expectations, observed.decisions.values())
         render_summary(summary, sim, time.monotonic() - started, processing, out)
+        outcomes = asyncio.run(read_outcomes(stack.bootstrap_servers, topics.decision_outcomes))
+        render_lift(sim, observed.decisions.values(), outcomes, out)
         if not summary.ok:
             # The stack's directory goes away with it: keep the worker's log for the diagnosis.
             fd, kept = tempfile.mkstemp(prefix="lifecycle-demo-worker-", suffix=".log")

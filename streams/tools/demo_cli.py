@@ -53,7 +53,21 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _simulation_options(p: argparse.ArgumentParser, customers: int, days: int) -> None:
+def _conversion(text: str) -> tuple[str, float, float]:
+    trigger, _, rates = text.partition("=")
+    contact, _, holdout = rates.partition(",")
+    try:
+        pair = (_fraction(contact), _fraction(holdout))
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"TRIGGER=CONTACT,HOLDOUT: {exc}") from None
+    if not trigger:
+        raise argparse.ArgumentTypeError(f"must be TRIGGER=CONTACT,HOLDOUT, got {text!r}")
+    return trigger, *pair
+
+
+def _simulation_options(
+    p: argparse.ArgumentParser, customers: int, days: int, planted_rate: str = "0.03"
+) -> None:
     """Options shared by ``simulate`` and ``demo``: what to simulate."""
     p.add_argument(
         "--customers",
@@ -82,9 +96,9 @@ def _simulation_options(p: argparse.ArgumentParser, customers: int, days: int) -
     p.add_argument(
         "--planted-rate",
         type=_fraction,
-        default=_env("SIM_PLANTED_RATE", "0.03"),
+        default=_env("SIM_PLANTED_RATE", planted_rate),
         help="share of customers carrying a planted scenario, spread over the triggers (at "
-        "least one per trigger) [env: SIM_PLANTED_RATE; default: 0.03]",
+        f"least one per trigger) [env: SIM_PLANTED_RATE; default: {planted_rate}]",
     )
     p.add_argument(
         "--near-miss-rate",
@@ -98,6 +112,28 @@ def _simulation_options(p: argparse.ArgumentParser, customers: int, days: int) -
         type=_fraction,
         default=_env("SIM_MALFORMED_RATE", "0.005"),
         help="malformed records per valid one [env: SIM_MALFORMED_RATE; default: 0.005]",
+    )
+    p.add_argument(
+        "--conversion-contact",
+        type=_fraction,
+        default=_env("SIM_CONVERSION_CONTACT", "0.30"),
+        help="probability that a planted decision with a goal, contacted, gets its goal event "
+        "in its window [env: SIM_CONVERSION_CONTACT; default: 0.30]",
+    )
+    p.add_argument(
+        "--conversion-holdout",
+        type=_fraction,
+        default=_env("SIM_CONVERSION_HOLDOUT", "0.10"),
+        help="the same for a held-out one; the planted lift is the difference "
+        "[env: SIM_CONVERSION_HOLDOUT; default: 0.10]",
+    )
+    p.add_argument(
+        "--conversion",
+        type=_conversion,
+        action="append",
+        default=[],
+        metavar="TRIGGER=CONTACT,HOLDOUT",
+        help="the two probabilities for one trigger (repeatable)",
     )
     p.add_argument(
         "--no-engagement",
@@ -150,8 +186,8 @@ def add_demo_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     sim.add_argument(
         "--config",
         default=os.environ.get("TRIGGERS_CONFIG"),
-        help="YAML configuration whose topics section names the input topics "
-        "[env: TRIGGERS_CONFIG]",
+        help="YAML configuration whose topics section names the input topics and whose "
+        "policy.holdout_rate says which decisions the worker holds out [env: TRIGGERS_CONFIG]",
     )
     sim.add_argument(
         "--dry-run",
@@ -167,12 +203,15 @@ def add_demo_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         "live and end with a summary against the ground truth. Exits 1 when a planted "
         "scenario was missed or a near-miss fired. Ctrl-C stops everything it started.",
     )
-    _simulation_options(demo, 1_000, 760)
+    # Most customers planted and half the decisions held out: about 75 planted decisions per
+    # trigger, enough in one run for every trigger's lift interval to say something.
+    _simulation_options(demo, 1_500, 760, planted_rate="0.8")
     demo.add_argument(
         "--holdout-rate",
         type=_fraction,
-        default=_env("DEMO_HOLDOUT_RATE", "0.05"),
-        help="policy.holdout_rate of the worker [env: DEMO_HOLDOUT_RATE; default: 0.05]",
+        default=_env("DEMO_HOLDOUT_RATE", "0.5"),
+        help="policy.holdout_rate of the worker (and of the simulator's arms) "
+        "[env: DEMO_HOLDOUT_RATE; default: 0.5]",
     )
     demo.add_argument(
         "--settle-seconds",
@@ -240,7 +279,9 @@ def add_demo_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     bt.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def _sim_config(args: argparse.Namespace) -> object:
+def _sim_config(
+    args: argparse.Namespace, holdout_rate: float, global_control_rate: float = 0.0
+) -> object:
     from streams.tools.simulator import SimConfig
 
     try:
@@ -254,6 +295,11 @@ def _sim_config(args: argparse.Namespace) -> object:
             malformed_rate=args.malformed_rate,
             engagement=not args.no_engagement,
             partitions=args.partitions,
+            conversion_contact=args.conversion_contact,
+            conversion_holdout=args.conversion_holdout,
+            conversion_by_trigger=tuple(args.conversion),
+            holdout_rate=holdout_rate,
+            global_control_rate=global_control_rate,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -264,11 +310,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from streams.kafka.topics import TopicNames, ensure_topics
     from streams.tools.simulator import SimConfig, generate, produce
 
-    config = _sim_config(args)
+    loaded = load_config(Path(args.config) if args.config else None)
+    # Which decisions the worker holds out (by hash) is what the planted conversions need.
+    policy = loaded["policy"]
+    config = _sim_config(args, float(policy["holdout_rate"]), float(policy["global_control_rate"]))
     assert isinstance(config, SimConfig)  # noqa: S101 - narrows the lazy import's type
-    topics = TopicNames.from_config(
-        load_config(Path(args.config) if args.config else None)["topics"]
-    )
+    topics = TopicNames.from_config(loaded["topics"])
     sim = generate(config)
     if args.truth:
         sim.write_truth(args.truth)
@@ -304,7 +351,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from streams.tools.demo import DemoOptions, run_demo
     from streams.tools.simulator import SimConfig
 
-    config = _sim_config(args)
+    config = _sim_config(args, args.holdout_rate)
     assert isinstance(config, SimConfig)  # noqa: S101 - narrows the lazy import's type
     opts = DemoOptions(
         sim=config,

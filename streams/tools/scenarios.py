@@ -415,3 +415,59 @@ def all_scenarios(start_ms: int, prefix: str = "c") -> list[Scenario]:
         for trigger in BUILDERS
         for near in (False, True)
     ]
+
+
+# --- conversions: the goal event of a planted scenario's decision ---------------------------
+#
+# The goal (``streams/core/goals.py``, docs/outcomes.md's table) of each planted trigger that has
+# one, as an event of the scenario's own accounts, contracts and categories. ``GOAL_EXPIRY_DAYS``
+# is the day of the scenario's contract expiry, where a goal's window ends at the expiry.
+
+GOAL_EXPIRY_DAYS: dict[str, int] = {"renewal_after_positive_visit": 100, "renewal_reminder": 120}
+
+
+def goal_event(trigger: str, customer_id: str, start_ms: int, at_ms: int, n: int) -> Event | None:
+    """The event that meets the goal of ``trigger``'s planted scenario (placed at ``start_ms``),
+    at ``at_ms``; None when the trigger has no goal. ``n`` numbers the customer's goal events."""
+    fields: dict[str, Any]
+    if trigger == "savings_drop_to_checking":
+        fields = {"type": "account_opened", "account_id": "loan", "account_type": "loan"}
+    elif trigger == "savings_drop_to_wire":
+        fields = {"type": "account_opened", "account_id": "inv", "account_type": "investment"}
+    elif trigger == "savings_drop_unexplained":
+        # The drop is 11,000: 6,000 back into the savings account is more than half of it.
+        fields = {
+            "type": "transaction", "account_id": "sav", "account_type": "savings",
+            "direction": "credit", "amount": 6_000.0, "rail": "internal",
+        }  # fmt: skip
+    elif trigger in ("renewal_after_positive_visit", "renewal_reminder"):
+        contract, product, auto = (
+            ("pass", "annual_pass", True)
+            if trigger == "renewal_after_positive_visit"
+            else ("ins", "auto_insurance", False)
+        )
+        expires = start_ms + (GOAL_EXPIRY_DAYS[trigger] + 365) * MS_PER_DAY
+        fields = {
+            "type": "contract", "contract_id": contract, "product": product,
+            "status": "renewed", "expires_at": format_ms(expires), "auto_renew": auto,
+        }  # fmt: skip
+    elif trigger == "auto_renew_unused":
+        fields = {"type": "visit", "venue": "gym", "sentiment": "neutral", "contract_id": "gym"}
+    elif trigger in ("lapsed_transactor", "lapsed_revolver", "never_activated"):
+        card = "cc2" if trigger == "never_activated" else "cc"
+        fields = {
+            "type": "transaction", "account_id": card, "account_type": "credit_card",
+            "direction": "debit", "amount": 80.0, "rail": "card",
+        }  # fmt: skip
+    elif trigger == "replacement_due":
+        fields = {"type": "purchase", "product_category": "air_filter", "amount": 19.99}
+    elif trigger == "usual_booking_missed":
+        fields = {"type": "purchase", "product_category": "ski_trip", "amount": 950.0}
+    else:
+        return None
+    return {
+        "event_id": f"{customer_id}-goal{n}",
+        "customer_id": customer_id,
+        "occurred_at": format_ms(at_ms),
+        **fields,
+    }

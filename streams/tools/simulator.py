@@ -15,6 +15,13 @@ partition as the worker will see them: what that model fires is the background's
 Planted and near-miss customers are judged by the catalogue (``Scenario.expected``), and the
 model is checked against it; a disagreement is logged and written to the truth file.
 
+Planted conversions. Each planted decision with a goal (``streams.core.goals``) gets its goal
+event inside its window with a probability that depends on the arm the worker will give it
+(holdouts are by hash: ``Policy.is_holdout``), so every such trigger has a known lift; the
+truth file records it and each planted decision's draw (``PlantedConversion``). Occurrences a
+goal event causes (a renewed contract's next reminders) are part of the ground truth. The
+records run ``TRAIL_DAYS`` past ``days`` so that the last planted windows close.
+
 Everything is drawn from ``random.Random`` seeded from the seed (one stream per customer, so a
 customer's history does not depend on the others), and nothing reads the clock: the same seed
 gives the same records byte for byte. Producing is separate (``produce``): in event-time order
@@ -38,12 +45,14 @@ import orjson
 from streams.config import build_config
 from streams.core import engine as core
 from streams.core import events as ev
+from streams.core import goals
 from streams.core.adapter import BoundCore, build_core
 from streams.core.clock import Clock
 from streams.core.decisions import Candidate, Decision
 from streams.core.errors import InvalidEvent
 from streams.core.events import ACCOUNT_EVENT_TYPES
 from streams.core.ingest import Decoder
+from streams.core.policy import MARKETING, Policy
 from streams.core.state import CustomerState
 from streams.core.timeutil import MS_PER_DAY, format_ms, parse_rfc3339_ms
 from streams.kafka.processor import ContactAll, Processor, Stores
@@ -60,6 +69,11 @@ DEFAULT_START = "2024-01-01"
 # must pass the last due time, and the final clock records sit exactly at the end.
 SPAN_MARGIN_DAYS = 2
 HEARTBEAT_PREFIX = "clock-p"
+# Days the run goes on after ``days`` (background customers and the clock only; planted goal
+# events may fall there): a planted decision is made by day ``days - SPAN_MARGIN_DAYS``, so
+# the longest goal window (60 days) plus the allowed lateness (7) closes inside the run and
+# every planted decision's outcome is published, converted or not (with the default lateness).
+TRAIL_DAYS = max(g.window_days for g in goals.BUILTIN_GOALS.values()) + 7 + 1
 
 Event = dict[str, Any]
 
@@ -85,13 +99,42 @@ class SimConfig:
     malformed_rate: float = 0.005
     engagement: bool = True
     partitions: int = 8
+    # Planted conversions: a planted decision with a goal gets its goal event with this
+    # probability when the policy contacts it (or suppresses it), and with the holdout one when
+    # the policy holds it out; ``holdout_rate`` is the worker's ``policy.holdout_rate``, which
+    # says (by hash, ``Policy.is_holdout``) which decisions are held out. The planted lift of a
+    # trigger is the difference. ``conversion_by_trigger`` overrides the two per trigger:
+    # ((trigger, contact, holdout), ...).
+    conversion_contact: float = 0.30
+    conversion_holdout: float = 0.10
+    holdout_rate: float = 0.05
+    global_control_rate: float = 0.0  # the worker's policy.global_control_rate: held out too
+    conversion_by_trigger: tuple[tuple[str, float, float], ...] = ()
+    trail_days: int = TRAIL_DAYS
 
     def __post_init__(self) -> None:
         if self.customers < 1 or self.days < 1 or self.partitions < 1:
             raise ValueError("customers, days and partitions must be at least 1")
-        for name in ("planted_rate", "near_miss_rate", "malformed_rate"):
+        if self.trail_days < 0:
+            raise ValueError("trail_days must not be negative")
+        for name in (
+            "planted_rate",
+            "near_miss_rate",
+            "malformed_rate",
+            "conversion_contact",
+            "conversion_holdout",
+            "holdout_rate",
+            "global_control_rate",
+        ):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be between 0 and 1")
+        if self.global_control_rate >= 1:
+            raise ValueError("global_control_rate must be below 1")
+        for trigger, contact, holdout in self.conversion_by_trigger:
+            if trigger not in goals.BUILTIN_GOALS:
+                raise ValueError(f"conversion rates for {trigger!r}: it has no goal")
+            if not (0 <= contact <= 1 and 0 <= holdout <= 1):
+                raise ValueError(f"conversion rates for {trigger} must be between 0 and 1")
         if parse_rfc3339_ms(f"{self.start}T00:00:00Z") is None:
             raise ValueError(f"start must be a date YYYY-MM-DD, got {self.start!r}")
 
@@ -100,8 +143,24 @@ class SimConfig:
         return parse_rfc3339_ms(f"{self.start}T00:00:00Z") or 0
 
     @property
+    def run_days(self) -> int:
+        """Days of records: ``days`` (where scenarios are planted) and the trail."""
+        return self.days + self.trail_days
+
+    @property
     def end_ms(self) -> int:
-        return self.start_ms + self.days * MS_PER_DAY
+        return self.start_ms + self.run_days * MS_PER_DAY
+
+    def conversion_rates(self, trigger: str) -> tuple[float, float]:
+        """(contacted, held out) conversion probabilities of ``trigger``'s planted decisions."""
+        for name, contact, holdout in self.conversion_by_trigger:
+            if name == trigger:
+                return contact, holdout
+        return self.conversion_contact, self.conversion_holdout
+
+    def planted_lift(self, trigger: str) -> float:
+        contact, holdout = self.conversion_rates(trigger)
+        return contact - holdout
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +192,13 @@ class Expectation:
     model: int = 0
     instances: tuple[str, ...] = ()
 
+    # Of ``expected``, the decisions that a planted conversion causes (a renewed contract's
+    # reminders, a new purchase cycle's replacement): the model fires them once the goal event is
+    # there, and the catalogue knows nothing of them.
+    caused: int = 0
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "record": "expectation",
             "customer_id": self.customer_id,
             "trigger": self.trigger,
@@ -144,6 +208,60 @@ class Expectation:
             "model": self.model,
             "instances": list(self.instances),
         }
+        if self.caused:
+            out["caused"] = self.caused
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class PlantedConversion:
+    """One planted decision with a goal: the arm the policy will give it (by hash: holdout or
+    contact; the ledger may still suppress a contact), whether it was made to convert, and the
+    goal event that converts it (one event converts every decision of its group: the two
+    renewal reminders of a contract)."""
+
+    decision_id: str
+    customer_id: str
+    trigger: str
+    arm: str
+    probability: float
+    converted: bool
+    goal_event_id: str | None = None
+    goal_at_ms: int | None = None
+    # A service decision is never held out: it converts at the contacted rate, and its trigger
+    # has no planted lift (nothing to compare the contacted with).
+    category: str = MARKETING
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "record": "conversion",
+            "decision_id": self.decision_id,
+            "customer_id": self.customer_id,
+            "trigger": self.trigger,
+            "category": self.category,
+            "arm": self.arm,
+            "probability": self.probability,
+            "converted": self.converted,
+        }
+        if self.goal_event_id is not None:
+            out["goal_event_id"] = self.goal_event_id
+            out["goal_at"] = format_ms(self.goal_at_ms or 0)
+        return out
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> PlantedConversion:
+        at = doc.get("goal_at")
+        return cls(
+            doc["decision_id"],
+            doc["customer_id"],
+            doc["trigger"],
+            doc["arm"],
+            float(doc["probability"]),
+            bool(doc["converted"]),
+            doc.get("goal_event_id"),
+            None if at is None else parse_rfc3339_ms(at),
+            doc.get("category", MARKETING),
+        )
 
 
 @dataclass
@@ -156,6 +274,14 @@ class Simulation:
     roles: dict[str, str]  # customer id -> role (heartbeat customers are not listed)
     skipped: list[str] = field(default_factory=list)  # triggers too long to plant in ``days``
     disagreements: list[str] = field(default_factory=list)
+    conversions: list[PlantedConversion] = field(default_factory=list)
+
+    @property
+    def planted_lift(self) -> dict[str, float]:
+        """Per planted marketing trigger with a goal: contacted minus held-out conversion
+        probability (a service trigger is never held out: no lift to plant or measure)."""
+        marketing = {c.trigger for c in self.conversions if c.category == MARKETING}
+        return {t: self.config.planted_lift(t) for t in sorted(marketing)}
 
     @property
     def valid_records(self) -> int:
@@ -188,10 +314,23 @@ class Simulation:
                 "roles": dict(collections.Counter(self.roles.values())),
                 "skipped_triggers": self.skipped,
                 "disagreements": self.disagreements,
+                "history_end": format_ms(c.start_ms + c.days * MS_PER_DAY),
+                "holdout_rate": c.holdout_rate,
+                "planted_conversions": len(self.conversions),
+                "planted_lift": {
+                    t: {
+                        "contact": c.conversion_rates(t)[0],
+                        "holdout": c.conversion_rates(t)[1],
+                        "lift": round(lift, 12),
+                    }
+                    for t, lift in self.planted_lift.items()
+                },
             }
         )
         for e in self.expectations:
             yield orjson.dumps(e.to_json())
+        for conversion in self.conversions:
+            yield orjson.dumps(conversion.to_json())
 
     def write_truth(self, path: Path) -> None:
         path.write_bytes(b"".join(line + b"\n" for line in self.truth_lines()))
@@ -550,13 +689,19 @@ def _background(customer_id: str, rng: random.Random, start_ms: int, end_ms: int
 
 
 def _engagements(
-    candidates: Iterable[Candidate], rng: random.Random, end_ms: int
+    candidates: Iterable[Candidate],
+    rng: random.Random,
+    end_ms: int,
+    held_out: Callable[[Candidate], bool] = lambda c: False,
+    planted: frozenset[str] = frozenset(),
 ) -> list[tuple[str, Event]]:
     """Answers to earlier decisions: delivered, opened, clicked, converted, unsubscribed or
     bounced, at plausible delays. Drawn for every candidate the model fired (the model does not
     know which ones the contact policy will suppress): an answer to a decision that was in
     fact suppressed is noise to the ledger, except that a bounce stops marketing on its channel
-    until a later delivery (``policy.undeliverable``)."""
+    until a later delivery (``policy.undeliverable``). A decision the policy holds out
+    (``held_out``) sent nothing, so it gets no answer; a decision whose conversion is planted
+    (``planted``) gets no ``converted`` answer, which would convert it whatever was planted."""
     out: list[tuple[str, Event]] = []
     for n, c in enumerate(sorted(candidates, key=lambda c: (c.triggered_at_ms, c.decision_id))):
         at = c.triggered_at_ms + rng.randrange(600, 7_200) * 1_000
@@ -569,10 +714,12 @@ def _engagements(
                 steps.append("opened")
                 if rng.random() < 0.3:
                     steps.append("clicked")
-                    if rng.random() < 0.3:
+                    if rng.random() < 0.3 and c.decision_id not in planted:
                         steps.append("converted")
             elif rng.random() < 0.03:
                 steps.append("unsubscribed")
+        if held_out(c):
+            continue
         for i, action in enumerate(steps):
             at += i * rng.randrange(1_800, 86_400) * 1_000
             if at >= end_ms:
@@ -669,6 +816,11 @@ class _LiveStateCore(BoundCore):
 def run_model(records: Iterable[SimRecord], config: Any = None) -> list[Candidate]:
     """Every candidate the pure core fires over ``records``, fed as the worker is fed: per
     partition in order, with the event clock (``config``: None for the defaults)."""
+    return [d.candidate for d in model_decisions(records, config)]
+
+
+def model_decisions(records: Iterable[SimRecord], config: Any = None) -> list[Decision]:
+    """As ``run_model``, the decisions (contact-all) with the stream time each was made at."""
     decoder = Decoder()
     collect = _Collect()
     processor = Processor(
@@ -691,7 +843,7 @@ def run_model(records: Iterable[SimRecord], config: Any = None) -> list[Candidat
             await processor.on_event(r.kind, r.partition, offset, event)
 
     asyncio.run(feed())
-    return [d.candidate for d in collect.decisions]
+    return collect.decisions
 
 
 # --- putting a run together -------------------------------------------------------------------
@@ -720,6 +872,19 @@ def _kind(event: Event) -> str:
     return "account" if event["type"] in ACCOUNT_TYPES else "usage"
 
 
+def heartbeat_customer(partition: int, partitions: int) -> str:
+    """The clock customer of ``partition``: ``clock-p<partition>`` if Kafka's default
+    partitioner puts that key there, else the first ``clock-p<partition>-<n>`` it does. A key
+    produced to another partition than its hash names is a misrouted record to the worker,
+    which forwards it to the partition of its hash: that partition's stream time would move
+    instead, and due items of the intended one would wait."""
+    cid, n = f"{HEARTBEAT_PREFIX}{partition}", 0
+    while partition_for(cid.encode(), partitions) != partition:
+        n += 1
+        cid = f"{HEARTBEAT_PREFIX}{partition}-{n}"
+    return cid
+
+
 def _heartbeats(
     timeline: list[tuple[int, int, str, str | None, Event]], config: SimConfig
 ) -> list[tuple[int, int, str, str | None, Event]]:
@@ -730,12 +895,13 @@ def _heartbeats(
     for at, partition, *_ in timeline:
         busy[partition].add((at - config.start_ms) // MS_PER_DAY)
     out: list[tuple[int, int, str, str | None, Event]] = []
+    last = config.run_days
     for p in range(config.partitions):
-        cid = f"{HEARTBEAT_PREFIX}{p}"
-        for day in range(config.days + 1):
-            if day in busy[p] and day < config.days:
+        cid = heartbeat_customer(p, config.partitions)
+        for day in range(last + 1):
+            if day in busy[p] and day < last:
                 continue
-            at = config.start_ms + day * MS_PER_DAY + (MS_PER_DAY // 2 if day < config.days else 0)
+            at = config.start_ms + day * MS_PER_DAY + (MS_PER_DAY // 2 if day < last else 0)
             event = {
                 "event_id": f"{cid}-d{day}",
                 "customer_id": cid,
@@ -750,11 +916,15 @@ def _heartbeats(
 def generate(config: SimConfig, *, verify: bool = False) -> Simulation:
     """Build a whole run from ``config`` alone (deterministic: no clock, no global RNG).
 
-    The model runs once, before the engagement answers are added: answers change no trigger
-    (no trigger reads engagement or consent, and every record is produced in event-time order,
-    so stream time at each customer event is that event's time either way), and the final
-    clock records pin every partition's last stream time. ``verify`` runs the model a second
-    time over the final records and records any difference as a disagreement.
+    The model runs over the customers' histories, then once more with the planted conversions'
+    goal events (``_plant_conversions``): what it fires then is the ground truth, and a
+    decision a goal event causes for a planted customer (a renewed contract's next reminders)
+    is added to that customer's expectations as ``caused``. The engagement answers are added
+    last: they change no trigger (no trigger reads engagement or consent, and every record is
+    produced in event-time order, so stream time at each customer event is that event's time
+    either way), and the final clock records pin every partition's last stream time. ``verify``
+    runs the model a third time over the final records and records any difference as a
+    disagreement.
     """
     plan, skipped = _plan(config)
     master = random.Random(config.seed)  # noqa: S311 - a simulation, not cryptography
@@ -762,6 +932,7 @@ def generate(config: SimConfig, *, verify: bool = False) -> Simulation:
     master.shuffle(order)  # planted customers hide among the others
     roles: dict[str, str] = {}
     planted: dict[str, scenarios.Scenario] = {}
+    starts: dict[str, int] = {}
     timeline: list[tuple[int, int, str, str | None, Event]] = []
     width = max(5, len(str(config.customers)))
 
@@ -782,19 +953,29 @@ def generate(config: SimConfig, *, verify: bool = False) -> Simulation:
             scenario = scenarios.build(trigger, cid, start_ms, near_miss=near)
             roles[cid] = "near_miss" if near else "planted"
             planted[cid] = scenario
+            starts[cid] = start_ms
             add(cid, scenario.events)
         else:
             roles[cid] = "background"
             add(cid, _background(cid, rng, config.start_ms, config.end_ms))
 
     timeline.extend(_heartbeats(timeline, config))
+    first = model_decisions(_records(timeline))
+    conversions, goal_events = _plant_conversions(config, first, roles, planted, starts)
+    for cid, e in goal_events:
+        add(cid, [e])
     records = _records(timeline)
-    candidates = run_model(records)
+    decisions = model_decisions(records) if goal_events else first
+    disagreements = _check_conversions(first, decisions, conversions, goal_events)
+    candidates = [d.candidate for d in decisions]
+    policy = _policy(config)
     if config.engagement:
         answers = _engagements(
             (c for c in candidates if not c.customer_id.startswith(HEARTBEAT_PREFIX)),
             random.Random(f"{config.seed}/engagement"),  # noqa: S311 - a simulation
             config.end_ms,
+            held_out=lambda c: _arm(policy, c) == "holdout",
+            planted=frozenset(c.decision_id for c in conversions),
         )
         for cid, e in answers:
             timeline.append(
@@ -808,14 +989,137 @@ def generate(config: SimConfig, *, verify: bool = False) -> Simulation:
             )
         records = _records(timeline)
     records = _with_malformed(records, config)
-    expectations, disagreements = _truth(candidates, roles, planted)
+    caused = _caused(first, decisions, roles)
+    expectations, more = _truth(candidates, roles, planted, caused)
+    disagreements.extend(more)
     if verify:
         again = run_model(records)
         if sorted(c.decision_id for c in again) != sorted(c.decision_id for c in candidates):
             disagreements.append("the model fires differently once engagement is added")
     for line in disagreements:
         log.warning("simulator: the core disagrees with the catalogue: %s", line)
-    return Simulation(config, records, expectations, roles, skipped, disagreements)
+    return Simulation(config, records, expectations, roles, skipped, disagreements, conversions)
+
+
+def _policy(config: SimConfig) -> Policy:
+    section = {
+        "holdout_rate": config.holdout_rate,
+        "global_control_rate": config.global_control_rate,
+    }
+    return Policy.from_config(build_config({"policy": section})["policy"])
+
+
+def _arm(policy: Policy, c: Candidate) -> str:
+    """The arm the ledger gives ``c`` by hash: a marketing candidate of the global control
+    group or of the trigger's holdout group is held out whatever the caps say; the rest is
+    contacted (or suppressed, which the simulator cannot know and plants like a contact)."""
+    if c.category == MARKETING and (
+        policy.in_global_control(c.customer_id) or policy.is_holdout(c.customer_id, c.trigger)
+    ):
+        return "holdout"
+    return "contact"
+
+
+def _plant_conversions(
+    config: SimConfig,
+    decisions: list[Decision],
+    roles: dict[str, str],
+    planted: dict[str, scenarios.Scenario],
+    starts: dict[str, int],
+) -> tuple[list[PlantedConversion], list[tuple[str, Event]]]:
+    """For every planted scenario's own decisions with a goal: whether it converts (drawn with
+    the arm's probability from the customer's own stream) and, if so, its goal event, inside
+    the window of every decision of its group (one customer's decisions of one trigger: the
+    renewal reminders), after the last of them and short of the window's end by a fifth of it,
+    so that a decision made a little earlier or later once the goal event is in the stream
+    still has it inside its window."""
+    policy = _policy(config)
+    groups: dict[tuple[str, str], list[Decision]] = collections.defaultdict(list)
+    for d in decisions:
+        c = d.candidate
+        if roles.get(c.customer_id) != "planted" or c.trigger not in goals.BUILTIN_GOALS:
+            continue
+        if c.trigger not in planted[c.customer_id].expected:
+            continue
+        groups[(c.customer_id, c.trigger)].append(d)
+    conversions: list[PlantedConversion] = []
+    events: list[tuple[str, Event]] = []
+    for (cid, trigger), group in sorted(groups.items()):
+        group.sort(key=lambda d: (d.decided_at_ms, d.decision_id))
+        rng = random.Random(f"{config.seed}/{cid}/conversion/{trigger}")  # noqa: S311
+        arm = _arm(policy, group[0].candidate)
+        contact, holdout = config.conversion_rates(trigger)
+        p = holdout if arm == "holdout" else contact
+        converted = rng.random() < p
+        fraction = rng.uniform(0.1, 0.8)
+        event: Event | None = None
+        at: int | None = None
+        if converted:
+            goal = goals.BUILTIN_GOALS[trigger]
+            low = group[-1].decided_at_ms
+            high = min(d.decided_at_ms for d in group) + goal.window_days * MS_PER_DAY
+            if goal.until_expiry:
+                expiry = starts[cid] + scenarios.GOAL_EXPIRY_DAYS[trigger] * MS_PER_DAY
+                high = min(high, expiry)
+            at = low + round(fraction * (high - low) / 1_000) * 1_000
+            event = scenarios.goal_event(trigger, cid, starts[cid], at, len(events) + 1)
+            assert event is not None  # noqa: S101 - every trigger of BUILTIN_GOALS has one
+            events.append((cid, event))
+        conversions.extend(
+            PlantedConversion(
+                d.decision_id, cid, trigger, arm, p, converted,
+                None if event is None else event["event_id"], at, d.candidate.category,
+            )
+            for d in group
+        )  # fmt: skip
+    return conversions, events
+
+
+def _check_conversions(
+    before: list[Decision],
+    after: list[Decision],
+    conversions: list[PlantedConversion],
+    goal_events: list[tuple[str, Event]],
+) -> list[str]:
+    """What the goal events broke: a planted decision that no longer fires, or a goal event
+    that fell outside its decision's window (a decision made later once the event is there)."""
+    problems: list[str] = []
+    made = {d.decision_id: d for d in after}
+    for d in before:
+        if d.decision_id not in made:
+            problems.append(
+                f"{d.candidate.customer_id}: {d.candidate.trigger} no longer fires once the "
+                "planted goal events are in the stream"
+            )
+    for conversion in conversions:
+        decision = made.get(conversion.decision_id)
+        at = conversion.goal_at_ms
+        if decision is None or at is None:
+            continue
+        goal = goals.BUILTIN_GOALS[conversion.trigger]
+        if (
+            not decision.decided_at_ms
+            < at
+            <= decision.decided_at_ms + goal.window_days * MS_PER_DAY
+        ):
+            problems.append(
+                f"{conversion.customer_id}: the goal event of {conversion.trigger} lies outside "
+                "its decision's window"
+            )
+    return problems
+
+
+def _caused(
+    before: list[Decision], after: list[Decision], roles: dict[str, str]
+) -> dict[tuple[str, str], int]:
+    """Decisions of planted customers that only the goal events made fire."""
+    had = {d.decision_id for d in before}
+    out: dict[tuple[str, str], int] = collections.Counter()
+    for d in after:
+        c = d.candidate
+        if d.decision_id not in had and roles.get(c.customer_id) == "planted":
+            out[(c.customer_id, c.trigger)] += 1
+    return out
 
 
 def _records(timeline: list[tuple[int, int, str, str | None, Event]]) -> list[SimRecord]:
@@ -855,7 +1159,10 @@ def _with_malformed(records: list[SimRecord], config: SimConfig) -> list[SimReco
 
 
 def _truth(
-    candidates: list[Candidate], roles: dict[str, str], planted: dict[str, scenarios.Scenario]
+    candidates: list[Candidate],
+    roles: dict[str, str],
+    planted: dict[str, scenarios.Scenario],
+    caused: dict[tuple[str, str], int] | None = None,
 ) -> tuple[list[Expectation], list[str]]:
     fired: dict[tuple[str, str], list[str]] = collections.defaultdict(list)
     for c in candidates:
@@ -868,17 +1175,21 @@ def _truth(
         expected = dict(scenario.expected)
         if role == "near_miss":
             expected.setdefault(own, 0)
-        triggers = set(expected) | {t for (c, t) in fired if c == cid}
+        extra = {t: n for (c, t), n in (caused or {}).items() if c == cid}
+        triggers = set(expected) | set(extra) | {t for (c, t) in fired if c == cid}
         for trigger in sorted(triggers):
             instances = tuple(fired.get((cid, trigger), ()))
-            want = expected.get(trigger, 0)
+            want = expected.get(trigger, 0) + extra.get(trigger, 0)
             if len(instances) != want:
                 disagreements.append(
                     f"{cid} ({scenario.name}): {trigger} expected {want}, core {len(instances)}"
                 )
             out.append(
-                Expectation(cid, trigger, want, role, scenario.name, len(instances), instances)
-            )
+                Expectation(
+                    cid, trigger, want, role, scenario.name, len(instances), instances,
+                    extra.get(trigger, 0),
+                )
+            )  # fmt: skip
     for (cid, trigger), keys in sorted(fired.items()):
         if roles.get(cid) == "background":
             n = len(keys)
@@ -982,7 +1293,7 @@ def load_truth(path: Path) -> tuple[dict[str, Any], list[Expectation]]:
         doc = orjson.loads(line)
         if doc.get("record") == "run":
             run = doc
-        else:
+        elif doc.get("record") == "expectation":
             out.append(
                 Expectation(
                     doc["customer_id"],
@@ -992,13 +1303,26 @@ def load_truth(path: Path) -> tuple[dict[str, Any], list[Expectation]]:
                     doc.get("scenario"),
                     doc.get("model", 0),
                     tuple(doc.get("instances", ())),
+                    doc.get("caused", 0),
                 )
             )
     return run, out
 
 
+def load_conversions(path: Path) -> list[PlantedConversion]:
+    """The planted conversions of a ground-truth file."""
+    out: list[PlantedConversion] = []
+    for line in path.read_bytes().splitlines():
+        if line.strip():
+            doc = orjson.loads(line)
+            if doc.get("record") == "conversion":
+                out.append(PlantedConversion.from_json(doc))
+    return out
+
+
 __all__ = [
     "Expectation",
+    "PlantedConversion",
     "SimConfig",
     "SimRecord",
     "Simulation",
