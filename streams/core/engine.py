@@ -173,13 +173,22 @@ def _settle(state: CustomerState, params: TriggerParams, now_ms: int) -> None:
     for family in busy:
         family.prune(state, params)
     floor = state.floor_ms
-    state.seen = [s for s in state.seen if s[1] + DAY_MS > floor]  # stamped with their day
-    state.fired = [f for f in state.fired if f[1] >= floor]
+    # Most steps find nothing below the floor here: a list is rebuilt only when it has some.
+    for s in state.seen:
+        if s[1] + DAY_MS <= floor:  # stamped with their day
+            state.seen = [s for s in state.seen if s[1] + DAY_MS > floor]
+            break
+    for f in state.fired:
+        if f[1] < floor:
+            state.fired = [f for f in state.fired if f[1] >= floor]
+            break
     # A pending goal's expiry is due too, but does not hold the floor back: the floor is what
-    # the triggers may still need, and a goal needs none of their data.
-    expiry = goals.next_expiry_ms(state, params.lateness_ms)
-    if expiry is not None and (due is None or expiry < due):
-        due = expiry
+    # the triggers may still need, and a goal needs none of their data. (A record without
+    # slices has no goals slice.)
+    if state.slices or state.ext:
+        expiry = goals.next_expiry_ms(state, params.lateness_ms)
+        if expiry is not None and (due is None or expiry < due):
+            due = expiry
     state.due_ms = due
     if state.ext:
         _orphans(state, params)
