@@ -396,7 +396,11 @@ class Processor:
         new_state, candidates, duplicate = core.step(state, event, now)
         new_state = core.with_applied_offset(new_state, kind, offset)
         fired = candidates
-        candidates, recipient, deferred = self._prepare(candidates, now, new_state)
+        if candidates:
+            candidates, recipient, deferred = self._prepare(candidates, now, new_state)
+        else:
+            # Most events fire nothing: no recipient to make (only ``decide`` reads it).
+            recipient, deferred = NOBODY, []
         dumped = core.dump(new_state)
         due = core.next_due_ms(new_state)
         # Nothing below raises on a record's content: the event is applied from here on.
@@ -408,7 +412,8 @@ class Processor:
             self._state_records(str(partition)).inc()
         if duplicate:
             self._metrics.events_duplicate.labels(kind).inc()
-        self._count(fired, deferred)
+        if fired:
+            self._count(fired, deferred)
         if self._gate_wants(event) or candidates:
             work = self._ledger_work(self._unacked, event, candidates, now, recipient)
             self._chain(key, work)
