@@ -79,7 +79,8 @@ def step_parts(
     for family in params.registry.families_for(type(event)):
         if family.apply(new, event, params):
             family.on_event(new, event, emitter)
-    if isinstance(event, goals.GOAL_EVENTS):
+    # Pending goals live in a slice: a record without slices has none to convert.
+    if (new.slices or new.ext) and isinstance(event, goals.GOAL_EVENTS):
         goals.observe(new, event)
     _settle(new, params, now_ms)
     return new, _ordered(emitter.candidates), False
