@@ -234,6 +234,8 @@ class Processor:
         self._stores = stores
         self._clock = clock
         self._gate = gate
+        # Which events the gate's ``record`` cares about (``_gate_wants``), looked up once.
+        self._wants: Callable[[Event], bool] | None = getattr(gate, "wants", None)
         self._publish = publish
         self._metrics = metrics
         self._state_records = metrics.children(metrics.state_records_created)
@@ -517,7 +519,7 @@ class Processor:
 
     def _gate_wants(self, event: Event) -> bool:
         # A gate may say which events its ``record`` cares about; without it, every one.
-        wants = getattr(self._gate, "wants", None)
+        wants = self._wants
         return True if wants is None else bool(wants(event))
 
     def _prepare(
