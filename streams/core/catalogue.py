@@ -98,9 +98,16 @@ class Registry:
 
     def busy(self, state: CustomerState) -> list[TriggerFamily]:
         """The families with data in ``state`` (the others have nothing due or to prune)."""
-        busy = [f for f in self.legacy if f.holds_data(state)]
+        # Plain loops: this runs at least once per event, for a handful of families, where a
+        # comprehension's own call costs as much as the checks.
+        busy = []
+        for f in self.legacy:
+            if f.holds_data(state):
+                busy.append(f)
         if state.slices or state.ext:
-            busy += [f for f in self.sliced if f.holds_data(state)]
+            for f in self.sliced:
+                if f.holds_data(state):
+                    busy.append(f)
         return busy
 
     def families_for(self, kind: type) -> tuple[TriggerFamily, ...]:

@@ -79,7 +79,8 @@ def step_parts(
     for family in params.registry.families_for(type(event)):
         if family.apply(new, event, params):
             family.on_event(new, event, emitter)
-    if isinstance(event, goals.GOAL_EVENTS):
+    # Pending goals live in a slice: a record without slices has none to convert.
+    if (new.slices or new.ext) and isinstance(event, goals.GOAL_EVENTS):
         goals.observe(new, event)
     _settle(new, params, now_ms)
     return new, _ordered(emitter.candidates), False
@@ -173,13 +174,22 @@ def _settle(state: CustomerState, params: TriggerParams, now_ms: int) -> None:
     for family in busy:
         family.prune(state, params)
     floor = state.floor_ms
-    state.seen = [s for s in state.seen if s[1] + DAY_MS > floor]  # stamped with their day
-    state.fired = [f for f in state.fired if f[1] >= floor]
+    # Most steps find nothing below the floor here: a list is rebuilt only when it has some.
+    for s in state.seen:
+        if s[1] + DAY_MS <= floor:  # stamped with their day
+            state.seen = [s for s in state.seen if s[1] + DAY_MS > floor]
+            break
+    for f in state.fired:
+        if f[1] < floor:
+            state.fired = [f for f in state.fired if f[1] >= floor]
+            break
     # A pending goal's expiry is due too, but does not hold the floor back: the floor is what
-    # the triggers may still need, and a goal needs none of their data.
-    expiry = goals.next_expiry_ms(state, params.lateness_ms)
-    if expiry is not None and (due is None or expiry < due):
-        due = expiry
+    # the triggers may still need, and a goal needs none of their data. (A record without
+    # slices has no goals slice.)
+    if state.slices or state.ext:
+        expiry = goals.next_expiry_ms(state, params.lateness_ms)
+        if expiry is not None and (due is None or expiry < due):
+            due = expiry
     state.due_ms = due
     if state.ext:
         _orphans(state, params)

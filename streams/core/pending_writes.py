@@ -73,7 +73,8 @@ class PendingWrites:
         """The pending value of ``key`` (of ``partition``'s writes, when given: a key written
         on two partitions, as misrouted input applied where it is, has a value on each), else
         the store's."""
-        for layer in (self._open, *reversed(self._sealed)):
+        layers = (self._open, *reversed(self._sealed)) if self._sealed else (self._open,)
+        for layer in layers:
             if partition is None:
                 found = layer.partition_of.get(key)
                 if found is not None:

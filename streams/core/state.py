@@ -137,6 +137,9 @@ class PinnedDrop(_Part):
     debit_ids: tuple[str, ...]
     flags: int = 0
 
+    def copy(self) -> PinnedDrop:
+        return msgspec.structs.replace(self)  # ``flags`` changes in place
+
 
 class SavingsAccount(_Part):
     obs: list[Obs] = []  # exact, near where drops can still start
@@ -145,11 +148,23 @@ class SavingsAccount(_Part):
     drops: list[PinnedDrop] = []
     last_ms: int = 0
 
+    def copy(self) -> SavingsAccount:
+        return msgspec.structs.replace(
+            self,
+            obs=list(self.obs),
+            days=list(self.days),
+            debits=list(self.debits),
+            drops=[p.copy() for p in self.drops],
+        )
+
 
 class ContractState(_Part):
     product: str | None = None
     versions: list[Version] = []  # by time; older ones collapsed
     marks: list[tuple[int, int]] = []  # fired (code, due time)
+
+    def copy(self) -> ContractState:
+        return msgspec.structs.replace(self, versions=list(self.versions), marks=list(self.marks))
 
 
 class VisitState(_Part):
@@ -159,6 +174,9 @@ class VisitState(_Part):
     at_ms: int
     contract_id: str | None
     fired: list[str] = []  # contract ids already offered
+
+    def copy(self) -> VisitState:
+        return msgspec.structs.replace(self, fired=list(self.fired))
 
 
 class CardState(_Part):
@@ -173,11 +191,22 @@ class CardState(_Part):
     never_done: bool = False
     last_ms: int = 0
 
+    def copy(self) -> CardState:
+        return msgspec.structs.replace(
+            self,
+            activity=list(self.activity),
+            statements=list(self.statements),
+            lapse_marks=list(self.lapse_marks),
+        )
+
 
 class CategoryState(_Part):
     purchases: list[Point] = []  # newest MAX_PURCHASES, by time
     count: int = 0  # purchases ever seen (the "3 or more" rule)
     marks: list[tuple[int, int]] = []  # fired (code, purchase time)
+
+    def copy(self) -> CategoryState:
+        return msgspec.structs.replace(self, purchases=list(self.purchases), marks=list(self.marks))
 
 
 @dataclass(slots=True)
@@ -267,8 +296,30 @@ class CustomerState:
         )
 
     def copy(self) -> CustomerState:
-        """A deep copy (through the serialized form, which is also what the table stores)."""
-        return CustomerState.from_bytes(self.to_bytes())
+        """A copy the core may change without changing this record (``step``/``advance`` of a
+        record they do not own): equal to ``from_bytes(to_bytes())``, without the round trip.
+
+        Every container the core changes in place is new (the lists and dicts, the nested
+        parts); what it only ever replaces is shared (strings, numbers, tuples, candidates).
+        The slices go through msgpack, as ``to_bytes`` writes them: a family's slice is its own
+        kind of object, which only its ``encode_slice``/``decode_slice`` know how to copy, and
+        the copy holds them undecoded in ``ext``, as a record just read does.
+        """
+        return CustomerState(
+            self.customer_id, self.floor_ms, self.due_ms, dict(self.applied_offsets),
+            list(self.seen), list(self.fired),
+            {k: a.copy() for k, a in self.savings.items()} if self.savings else {},
+            list(self.follow_ups),
+            {k: c.copy() for k, c in self.contracts.items()} if self.contracts else {},
+            {k: list(v) for k, v in self.usage.items()} if self.usage else {},
+            list(self.complaints),
+            [v.copy() for v in self.visits] if self.visits else [],
+            {k: c.copy() for k, c in self.cards.items()} if self.cards else {},
+            {k: c.copy() for k, c in self.categories.items()} if self.categories else {},
+            self.segment, self.business_unit, self.timezone,
+            list(self.deferred),
+            _EXT_DECODE(_ENCODE(_ext(self))) if self.slices or self.ext else {},
+        )  # fmt: skip
 
 
 # --- binary encoding (the current format) ---------------------------------------------------
@@ -312,6 +363,7 @@ _Row = tuple[
 ]
 _ENCODE = msgspec.msgpack.Encoder().encode
 _DECODE = msgspec.msgpack.Decoder(_Row).decode
+_EXT_DECODE = msgspec.msgpack.Decoder(dict[str, list[Any]]).decode
 
 
 def _as_row(s: CustomerState) -> tuple[Any, ...]:

@@ -256,6 +256,8 @@ class Processor:
         self._stores = stores
         self._clock = clock
         self._gate = gate
+        # Which events the gate's ``record`` cares about (``_gate_wants``), looked up once.
+        self._wants: Callable[[Event], bool] | None = getattr(gate, "wants", None)
         self._publish = publish
         self._metrics = metrics
         self._state_records = metrics.children(metrics.state_records_created)
@@ -419,7 +421,11 @@ class Processor:
         new_state, candidates, duplicate = core.step(state, event, now)
         new_state = core.with_applied_offset(new_state, kind, offset)
         fired = candidates
-        candidates, recipient, deferred = self._prepare(candidates, now, new_state)
+        if candidates:
+            candidates, recipient, deferred = self._prepare(candidates, now, new_state)
+        else:
+            # Most events fire nothing: no recipient to make (only ``decide`` reads it).
+            recipient, deferred = NOBODY, []
         outcomes = self._track(new_state, candidates, now)
         dumped = core.dump(new_state)
         due = core.next_due_ms(new_state)
@@ -432,7 +438,8 @@ class Processor:
             self._state_records(str(partition)).inc()
         if duplicate:
             self._metrics.events_duplicate.labels(kind).inc()
-        self._count(fired, deferred)
+        if fired:
+            self._count(fired, deferred)
         if self._gate_wants(event) or candidates or outcomes:
             work = self._ledger_work(
                 self._unacked, event, candidates, now, recipient, (), outcomes, event.customer_id,
@@ -545,7 +552,7 @@ class Processor:
 
     def _gate_wants(self, event: Event) -> bool:
         # A gate may say which events its ``record`` cares about; without it, every one.
-        wants = getattr(self._gate, "wants", None)
+        wants = self._wants
         return True if wants is None else bool(wants(event))
 
     def _prepare(

@@ -379,24 +379,31 @@ def prune(state: CustomerState, params: TriggerParams) -> None:
     exact_from = _exact_horizon(state, params)
     obs_from = _obs_horizon(state, params)
     follow_from = _follow_up_horizon(state, params)
-    state.follow_ups = [f for f in state.follow_ups if f[0] >= follow_from]
+    # The lists below are sorted by time: when their first item is kept, all of them are.
+    if state.follow_ups and state.follow_ups[0][0] < follow_from:
+        state.follow_ups = [f for f in state.follow_ups if f[0] >= follow_from]
     max_follow = params.savings.max_follow_ms
     for account_id in list(state.savings):
         account = state.savings[account_id]
-        for drop in detect(account, params):
-            if drop.drop_ms + max_follow < state.floor_ms:
-                # Nothing can match it any more; consume its debits together, so dropping the
-                # older of them cannot regroup the rest into a different drop.
-                _pin(account, drop).flags |= UNEXPLAINED_DECIDED
-        account.debits = [d for d in account.debits if d[0] >= debit_from]
+        # A drop is no earlier than its first debit: with the earliest debit still matchable,
+        # every drop is (and finding them, which weighs each debit's baseline, is skipped).
+        if account.debits and account.debits[0][0] + max_follow < state.floor_ms:
+            for drop in detect(account, params):
+                if drop.drop_ms + max_follow < state.floor_ms:
+                    # Nothing can match it any more; consume its debits together, so dropping
+                    # the older of them cannot regroup the rest into a different drop.
+                    _pin(account, drop).flags |= UNEXPLAINED_DECIDED
+        if account.debits and account.debits[0][0] < debit_from:
+            account.debits = [d for d in account.debits if d[0] >= debit_from]
         # A pinned drop can still match follow-ups until drop + window (which arrive by floor),
         # and it absorbs its own debits while they can still be admitted (``_add_debit``): a
         # debit seen again after its id left ``seen`` would otherwise form the drop anew.
-        account.drops = [
-            p
-            for p in account.drops
-            if p.drop_ms + max_follow >= state.floor_ms or p.drop_ms >= debit_from
-        ]
+        if account.drops:
+            account.drops = [
+                p
+                for p in account.drops
+                if p.drop_ms + max_follow >= state.floor_ms or p.drop_ms >= debit_from
+            ]
         _merge_old(account, exact_from, obs_from)
         if not (account.debits or account.drops or account.obs or account.days):
             del state.savings[account_id]
@@ -404,6 +411,13 @@ def prune(state: CustomerState, params: TriggerParams) -> None:
 
 def _merge_old(account: SavingsAccount, exact_from: int, keep_from: int) -> None:
     """Exact observations before ``exact_from`` become day buckets; too old ones go."""
+    obs, buckets = account.obs, account.days
+    if (not obs or obs[0][0] >= exact_from) and (
+        not buckets or (buckets[0][0] + 1) * DAY_MS > keep_from
+    ):
+        # Nothing to merge and nothing too old (both lists are sorted, the buckets by day, one
+        # per day and at most MAX_OBSERVATIONS of them, as written below): all stays as it is.
+        return
     days = {d: (c, n) for d, c, n in account.days if (d + 1) * DAY_MS > keep_from}
     exact = []
     for t, cents in account.obs:
