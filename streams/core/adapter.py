@@ -14,6 +14,8 @@ from streams.core.events import Event
 from streams.core.state import CustomerState
 from streams.core.triggers import TriggerParams
 
+_NO_OUTCOMES: tuple[list[goals.Resolved], int] = ([], 0)
+
 
 class BoundCore:
     """``streams.kafka.processor.CoreAdapter`` over ``CustomerState`` and ``TriggerParams``."""
@@ -63,11 +65,16 @@ class BoundCore:
     def take_deferred(self, state: CustomerState, now_ms: int) -> list[tuple[Candidate, int, int]]:
         return core.take_deferred(state, now_ms)
 
-    def track_goals(self, state: CustomerState, decided: list[Candidate], now_ms: int) -> None:
-        core.track_goals(state, decided, now_ms, self.params)
-
-    def take_outcomes(self, state: CustomerState) -> list[goals.Resolved]:
-        return goals.take_outcomes(state)
+    def goals_step(
+        self, state: CustomerState, decided: list[Candidate], now_ms: int
+    ) -> tuple[list[goals.Resolved], int]:
+        """Keep the pending goals of the candidates decided at ``now_ms``, then take the goals
+        resolved so far and the number the bound dropped (for the shell to publish and count)."""
+        if decided:
+            core.track_goals(state, decided, now_ms, self.params)
+        elif not goals.GOALS.holds_data(state):
+            return _NO_OUTCOMES  # most records: no pending goal, nothing to take
+        return goals.take_outcomes(state), goals.take_dropped(state)
 
     def outcome_horizon_ms(self) -> int:
         """How long after its decision a goal can still resolve: the longest enabled goal

@@ -152,11 +152,9 @@ class CoreAdapter(Protocol):
 
     # Outcome tracking (called only when the processor publishes outcomes):
 
-    def track_goals(self, state: Any, decided: list[Candidate], now_ms: int) -> None: ...
-
-    def take_outcomes(self, state: Any) -> list[Resolved]: ...
-
-    def take_goals_dropped(self, state: Any) -> int: ...
+    def goals_step(
+        self, state: Any, decided: list[Candidate], now_ms: int
+    ) -> tuple[list[Resolved], int]: ...
 
     def describe(self, trigger: str) -> tuple[str, str]: ...
 
@@ -609,13 +607,9 @@ class Processor:
         record that no longer holds them is written only once they are acknowledged."""
         if self._publish_outcome is None:
             return []
-        core = self._core
-        if decided:
-            core.track_goals(state, decided, now)
-        dropped = core.take_goals_dropped(state)
+        resolved, dropped = self._core.goals_step(state, decided, now)
         if dropped:
             self._metrics.goals_dropped.inc(dropped)
-        resolved: list[Resolved] = core.take_outcomes(state)
         return resolved
 
     async def _publish_outcomes(
