@@ -70,9 +70,17 @@ def mover_ratio(x1: int, n1: int, x2: int, n2: int, z: float = Z95) -> Interval 
     w1, w2 = wilson(x1, n1, z), wilson(x2, n2, z)
     l1, u1, l2, u2 = w1.low, w1.high, w2.low, w2.high
     prod = p1 * p2
+    # Each limit is a root of a quadratic a * t**2 - 2 * prod * t + c = 0. For the lower one,
+    # a = u2 * (2 * p2 - u2) is negative when the holdout arm's upper limit is more than twice
+    # its rate (few holdout conversions): the formula's root is then still the one between 0
+    # and the estimate (the other is negative), and with a = 0 the equation is linear.
     low_den = u2 * (2 * p2 - u2)
-    low_root = max(0.0, prod * prod - l1 * u2 * (2 * p1 - l1) * (2 * p2 - u2))
-    low = (prod - math.sqrt(low_root)) / low_den if low_den > 0 else 0.0
+    low_c = l1 * (2 * p1 - l1)
+    if low_den == 0:
+        low = low_c / (2 * prod) if prod > 0 else 0.0
+    else:
+        low_root = max(0.0, prod * prod - low_den * low_c)
+        low = (prod - math.sqrt(low_root)) / low_den
     high_den = l2 * (2 * p2 - l2)
     high_root = max(0.0, prod * prod - u1 * l2 * (2 * p1 - u1) * (2 * p2 - l2))
     high = (prod + math.sqrt(high_root)) / high_den if high_den > 0 else math.inf

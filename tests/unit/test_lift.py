@@ -127,3 +127,25 @@ def test_an_interval_that_says_nothing_is_not_informative() -> None:
 def test_arm_counts_value_of_conversions_only() -> None:
     arm = Arm().add(True, 10.0).add(False, 99.0).add(True, None)
     assert (arm.n, arm.converted, arm.value) == (3, 2, 10.0)
+
+
+@pytest.mark.parametrize(
+    "counts", [(30, 100, 1, 20), (12, 40, 2, 30), (5, 50, 1, 10), (40, 60, 3, 25)]
+)
+def test_mover_ratio_lower_limit_with_few_holdout_conversions(
+    counts: tuple[int, int, int, int],
+) -> None:
+    # The holdout arm's upper Wilson limit is more than twice its rate here: the lower limit is
+    # still the root of Donner and Zou's equation between 0 and the estimate, not 0.
+    x1, n1, x2, n2 = counts
+    p1, p2 = x1 / n1, x2 / n2
+    w1, w2 = wilson(x1, n1), wilson(x2, n2)
+    assert w2.high > 2 * p2
+    got = mover_ratio(x1, n1, x2, n2)
+    assert got is not None
+    assert 0 < got.low < p1 / p2
+    t = got.low
+    # (p1 - t p2)^2 = (p1 - l1)^2 + t^2 (u2 - p2)^2 at the lower limit
+    lhs = (p1 - t * p2) ** 2
+    rhs = (p1 - w1.low) ** 2 + t * t * (w2.high - p2) ** 2
+    assert lhs == pytest.approx(rhs, rel=1e-9, abs=1e-12)
