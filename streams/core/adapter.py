@@ -76,16 +76,15 @@ class BoundCore:
             return _NO_OUTCOMES  # most records: no pending goal, nothing to take
         return goals.take_outcomes(state), goals.take_dropped(state)
 
-    def outcome_horizon_ms(self) -> int:
-        """How long after its decision a goal can still resolve: the longest enabled goal
-        window plus the allowed lateness (0: no goal is enabled)."""
-        windows = [g.window_ms for g in self.params.goals.values()]
-        return max(windows) + self.params.lateness_ms if windows else 0
+    def tracks_goals(self) -> bool:
+        """Whether any trigger has an enabled goal."""
+        return bool(self.params.goals)
 
-    def describe(self, trigger: str) -> tuple[str, str]:
-        """A trigger's action and default channel (as its candidates carry them)."""
-        spec = self.params.specs[trigger]
-        return spec.action, spec.channel
+    def describe(self, trigger: str) -> tuple[str, str] | None:
+        """A trigger's action and default channel (as its candidates carry them); None for a
+        trigger no longer installed (a plugin's pending goal outlives its removal)."""
+        spec = self.params.specs.get(trigger)
+        return None if spec is None else (spec.action, spec.channel)
 
     def take_goals_dropped(self, state: CustomerState) -> int:
         return goals.take_dropped(state)

@@ -50,12 +50,13 @@ NOBODY = Recipient()
 @dataclass(frozen=True, slots=True)
 class Arm:
     """What the policy decided for one decision, as its outcome record names it: the outcome
-    (``contact``, ``holdout`` or ``suppressed``), the channel chosen and whether it is a holdout
-    of the global control group."""
+    (``contact``, ``holdout`` or ``suppressed``), the channel chosen, whether it is a holdout
+    of the global control group, and when it was first decided (None: not known)."""
 
     outcome: str
     channel: str
     global_control: bool = False
+    decided_at_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

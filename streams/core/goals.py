@@ -436,7 +436,10 @@ def outcome_record(resolved: Resolved, decision: Decision) -> dict[str, Any]:
     if resolved.decision_id != decision.decision_id:
         raise ValueError(f"outcome of {resolved.decision_id} given decision {decision.decision_id}")
     c = decision.candidate
-    arm = Arm(decision.outcome, decision.channel or c.channel, decision.global_control)
+    arm = Arm(
+        decision.outcome, decision.channel or c.channel, decision.global_control,
+        decision.decided_at_ms,
+    )  # fmt: skip
     return outcome_of(resolved, c.customer_id, c.action, arm)
 
 
@@ -461,7 +464,10 @@ def outcome_of(resolved: Resolved, customer_id: str, action: str, arm: Arm) -> d
         record["converting_event_id"] = resolved.converting_event_id
         if resolved.value_cents is not None:
             record["value"] = resolved.value_cents / 100
-    record["decided_at"] = format_ms(resolved.decided_at_ms)
+    # The decision's own decided_at (the ledger's first result) where known: the one on the
+    # decision record, even if a replay with the processing-time clock tracked the goal later.
+    decided = resolved.decided_at_ms if arm.decided_at_ms is None else arm.decided_at_ms
+    record["decided_at"] = format_ms(decided)
     record["window_end"] = format_ms(resolved.window_end_ms)
     record["schema_version"] = OUTCOME_SCHEMA_VERSION
     return record

@@ -23,7 +23,7 @@ import faust
 import mode
 import orjson
 
-from streams.config import PRODUCER_MAX_REQUEST_BYTES
+from streams.config import PRODUCER_MAX_REQUEST_BYTES, policy_of
 from streams.core.adapter import build_core
 from streams.core.catalogue import registry_for
 from streams.core.clock import Clock
@@ -310,7 +310,7 @@ def build_worker(
 
     core = build_core(settings.config)
     # The ledger keeps each decision as long as its goal can resolve (its arm is read then).
-    policy = Policy.from_config(settings.config["policy"], core.outcome_horizon_ms())
+    policy = policy_of(settings.config)
     gate, ledger_ok = _ledger_gate(app, settings, policy, metrics, gate)
     outcomes = app.topic(topics.decision_outcomes, **raw)
     processor = Processor(
@@ -322,7 +322,7 @@ def build_worker(
         metrics,
         quiet_hours=policy.quiet_hours,
         publish_outcome=(
-            (lambda k, v: outcomes.send(key=k, value=v)) if core.outcome_horizon_ms() else None
+            (lambda k, v: outcomes.send(key=k, value=v)) if core.tracks_goals() else None
         ),
     )
     limit = stream_conf["dead_letter_max_value_bytes"]
@@ -465,7 +465,7 @@ async def check_ledger(settings: Settings) -> None:
     merely down is waited for once the stream needs it (fail closed, resume by itself)."""
     ledger = ContactLedger(
         settings.redis_url,
-        Policy.from_config(settings.config["policy"]),
+        policy_of(settings.config),
         namespace=settings.ledger_namespace,
     )
     try:

@@ -156,7 +156,7 @@ class CoreAdapter(Protocol):
         self, state: Any, decided: list[Candidate], now_ms: int
     ) -> tuple[list[Resolved], int]: ...
 
-    def describe(self, trigger: str) -> tuple[str, str]: ...
+    def describe(self, trigger: str) -> tuple[str, str] | None: ...
 
 
 class ContactAll:
@@ -193,9 +193,17 @@ Unacked = list[tuple[Decision, Awaitable[Any], float]]
 PublishOutcome = Callable[[bytes, bytes], Awaitable[Awaitable[Any]]]
 """Send an outcome record (key, value) to ``decision-outcomes``; awaits as ``Publish``."""
 
-UnackedOutcomes = list[tuple[str, str, bool, Awaitable[Any]]]
-"""Outcome records handed to the producer, not yet acknowledged: (trigger, arm, converted,
-ack)."""
+
+@dataclass(eq=False)
+class Outcomes:
+    """A batch's outcome records handed to the producer and not yet acknowledged ((trigger,
+    arm, converted, ack)), and what it counts once it is written: the goals the bound dropped
+    and the resolved goals without a ledger entry (counted then, so that a batch read again
+    after a failure is not counted twice)."""
+
+    acks: list[tuple[str, str, bool, Awaitable[Any]]] = field(default_factory=list)
+    unattributed: list[str] = field(default_factory=list)
+    dropped: int = 0
 
 
 @dataclass(eq=False)
@@ -210,7 +218,7 @@ class SealedBatch:
     stream_times: dict[int, int]
     # Each touched partition's log marks (``streams/core/log_identity.py``), encoded when sealed.
     marks: dict[int, bytes]
-    outcomes: UnackedOutcomes = field(default_factory=list)
+    outcomes: Outcomes = field(default_factory=Outcomes)
 
     def partitions(self) -> set[int]:
         return (
@@ -270,7 +278,7 @@ class Processor:
         self._marks_dirty: set[int] = set()
         # This batch's decisions handed to the producer, not yet acknowledged.
         self._unacked: Unacked = []
-        self._unacked_outcomes: UnackedOutcomes = []
+        self._outcomes = Outcomes()
         # Each customer's ledger work of this batch, as the last task of its chain.
         self._chains: dict[bytes, asyncio.Future[None]] = {}
         # Earlier batches, applied and sealed, not yet written (oldest first).
@@ -424,7 +432,7 @@ class Processor:
         else:
             # Most events fire nothing: no recipient to make (only ``decide`` reads it).
             recipient, deferred = NOBODY, []
-        outcomes = self._track(new_state, candidates, now)
+        outcomes, dropped = self._track(new_state, candidates, now)
         dumped = core.dump(new_state)
         due = core.next_due_ms(new_state)
         # Nothing below raises on a record's content: the event is applied from here on.
@@ -438,10 +446,12 @@ class Processor:
             self._metrics.events_duplicate.labels(kind).inc()
         if fired:
             self._count(fired, deferred)
+        if dropped:
+            self._outcomes.dropped += dropped
         if self._gate_wants(event) or candidates or outcomes:
             work = self._ledger_work(
                 self._unacked, event, candidates, now, recipient, (), outcomes, event.customer_id,
-                self._unacked_outcomes,
+                self._outcomes,
             )  # fmt: skip
             self._chain(key, work)
         self._customers.put(partition, key, dumped)
@@ -479,12 +489,13 @@ class Processor:
             fired = candidates
             candidates, recipient, held = self._prepare(candidates, now, state)
             decided = [*candidates, *(c for c, _, _ in deferred)] if deferred else candidates
-            outcomes = self._track(state, decided, now)
+            outcomes, dropped = self._track(state, decided, now)
+            self._outcomes.dropped += dropped
             self._count(fired, held)
             if candidates or deferred or outcomes:
                 work = self._ledger_work(
                     self._unacked, None, candidates, now, recipient, deferred, outcomes,
-                    key.decode(), self._unacked_outcomes,
+                    key.decode(), self._outcomes,
                 )  # fmt: skip
                 self._chain(key, work)
             self._customers.put(partition, key, self._core.dump(state))
@@ -514,9 +525,9 @@ class Processor:
             self._due.seal(),
             stream_times,
             marks,
-            self._unacked_outcomes,
+            self._outcomes,
         )
-        self._chains, self._unacked, self._unacked_outcomes = {}, [], []
+        self._chains, self._unacked, self._outcomes = {}, [], Outcomes()
         self._sealed.append(sealed)
         return sealed
 
@@ -586,7 +597,7 @@ class Processor:
         deferred: Sequence[tuple[Candidate, int, int]] = (),
         outcomes: Sequence[Resolved] = (),
         customer_id: str = "",
-        outcome_acks: UnackedOutcomes | None = None,
+        outcome_acks: Outcomes | None = None,
     ) -> None:
         """One event's (or due moment's) ledger calls, decisions and outcome records, in that
         order; deferred candidates now due are decided with the rest."""
@@ -600,53 +611,57 @@ class Processor:
             assert outcome_acks is not None  # noqa: S101 - given with outcomes
             await self._publish_outcomes(outcome_acks, customer_id, outcomes)
 
-    def _track(self, state: Any, decided: list[Candidate], now: int) -> list[Resolved]:
+    def _track(
+        self, state: Any, decided: list[Candidate], now: int
+    ) -> tuple[Sequence[Resolved], int]:
         """Keep the pending goal of each candidate decided now (every arm), and take the goals
         this call resolved (converted by the event, or expired by the clock): their outcome
         records are published after the decisions, in the customer's ledger chain, and the
-        record that no longer holds them is written only once they are acknowledged."""
+        record that no longer holds them is written only once they are acknowledged. Also
+        returns how many pending goals the bound dropped."""
         if self._publish_outcome is None:
-            return []
-        resolved, dropped = self._core.goals_step(state, decided, now)
-        if dropped:
-            self._metrics.goals_dropped.inc(dropped)
-        return resolved
+            return (), 0
+        return self._core.goals_step(state, decided, now)
 
     async def _publish_outcomes(
-        self, acks: UnackedOutcomes, customer_id: str, outcomes: Sequence[Resolved]
+        self, batch: Outcomes, customer_id: str, outcomes: Sequence[Resolved]
     ) -> None:
         """Publish the outcome records of ``outcomes``, with the arm the ledger decided.
 
         The decisions were decided earlier in this customer's chain (or in a batch already
-        written), so the ledger holds them; one it no longer holds (its retention covers the
-        longest goal window: ``Policy.decisions_kept_ms``) is counted and skipped.
+        written), so the ledger holds them for as long as a goal can resolve
+        (``Policy.decisions_kept_ms``). A decision it no longer holds, or of a trigger no longer
+        installed, is counted as unattributed and skipped.
         """
         publish = self._publish_outcome
         assert publish is not None  # noqa: S101 - outcomes are taken only with a publisher
+        core = self._core
         recall = getattr(self._gate, "recall", None)
-        ids = [r.decision_id for r in outcomes]
         arms: dict[str, Arm]
         if recall is None:  # a gate without a ledger contacts every candidate
-            arms = {
-                r.decision_id: Arm("contact", self._core.describe(r.trigger)[1]) for r in outcomes
-            }
+            arms = {}
+            for r in outcomes:
+                described = core.describe(r.trigger)
+                if described is not None:
+                    arms[r.decision_id] = Arm("contact", described[1])
         else:
-            arms = await recall(customer_id, ids)
+            arms = await recall(customer_id, [r.decision_id for r in outcomes])
         key = customer_id.encode()
         for r in outcomes:
             arm = arms.get(r.decision_id)
-            if arm is None:
-                self._metrics.outcomes_unattributed.labels(r.trigger).inc()
+            described = core.describe(r.trigger)
+            if arm is None or described is None:
+                batch.unattributed.append(r.trigger)
                 log.warning(
-                    "no ledger entry for decision %s of %s: its outcome is not published",
-                    r.decision_id, customer_id,
+                    "no outcome published for decision %s of %s (%s): %s",
+                    r.decision_id, customer_id, r.trigger,
+                    "the ledger no longer holds it" if described is not None
+                    else "the trigger is not installed",
                 )  # fmt: skip
                 continue
-            action = self._core.describe(r.trigger)[0]
-            record = outcome_of(r, customer_id, action, arm)
-            acks.append(
-                (r.trigger, arm.outcome, r.converted, await publish(key, orjson.dumps(record)))
-            )
+            record = outcome_of(r, customer_id, described[0], arm)
+            ack = await publish(key, orjson.dumps(record))
+            batch.acks.append((r.trigger, arm.outcome, r.converted, ack))
 
     async def _decide(
         self,
@@ -718,23 +733,20 @@ class Processor:
                 for outcome in outcomes:
                     if isinstance(outcome, BaseException):
                         raise outcome
-            for _, _, _, outcome_ack in sealed.outcomes:
+            for _, _, _, outcome_ack in sealed.outcomes.acks:
                 await outcome_ack
-            if sealed.outcomes:
-                counter = self._metrics.outcomes
-                for trigger, arm, converted, _ in sealed.outcomes:
-                    counter.labels(trigger, arm, "true" if converted else "false").inc()
-            if not sealed.unacked:
-                return
             for _, ack, _ in sealed.unacked:
                 await ack
         except BaseException:
             self._unacked.clear()
-            self._unacked_outcomes.clear()
+            self._outcomes = Outcomes()
             self.drop_partitions(self.pending_partitions())
             raise
-        unacked = sealed.unacked
         metrics = self._metrics
+        self._count_outcomes(sealed.outcomes)
+        unacked = sealed.unacked
+        if not unacked:
+            return
         latency = metrics.event_to_decision_seconds
         acked = time.perf_counter()
         wall = None if self._clock.is_event_time else self._wall_ms()
@@ -750,6 +762,16 @@ class Processor:
                 latency.labels("event_time").observe(
                     max(0, wall - d.candidate.triggered_at_ms) / 1000
                 )
+
+    def _count_outcomes(self, batch: Outcomes) -> None:
+        """Count a written batch's outcome records, dropped goals and unattributed goals."""
+        metrics = self._metrics
+        for trigger, arm, converted, _ in batch.acks:
+            metrics.outcomes.labels(trigger, arm, "true" if converted else "false").inc()
+        for trigger in batch.unattributed:
+            metrics.outcomes_unattributed.labels(trigger).inc()
+        if batch.dropped:
+            metrics.goals_dropped.inc(batch.dropped)
 
     def _index(self, partition: int, key: bytes, state: Any, durable_due: int | None) -> None:
         """Derive the customer's due-index entry from its record (idempotent: replays too).

@@ -109,15 +109,12 @@ def run_ledger_command(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from streams.config import load_config
-    from streams.core.policy import Policy
+    from streams.config import load_config, policy_of
     from streams.ledger import ContactLedger
 
     config = load_config(Path(args.config) if args.config else None)
     at = _moment(args.at)
-    async with ContactLedger(
-        args.redis_url, Policy.from_config(config["policy"]), args.namespace
-    ) as ledger:
+    async with ContactLedger(args.redis_url, policy_of(config), args.namespace) as ledger:
         if args.ledger_command == "show":
             summary = await ledger.show(args.customer_id, at, args.segment)
             if args.json:

@@ -216,11 +216,15 @@ class ContactLedger:
         return [op, int(at_ms), self.policy.retention_ms]
 
     async def ping(self) -> None:
-        """Check that Redis answers and holds the script (e.g. for readiness)."""
+        """Check that Redis answers and holds the script (e.g. for readiness), and that the
+        ledger's user may read decisions back (``recall``; an ACL without HMGET is refused
+        at start instead of when the first goal resolves)."""
+        probe = self.keys("-")[0]
 
         async def call() -> None:
             await self.client.ping()
             await self.client.script_load(SCRIPT)
+            await self.client.hmget(probe, ["-"])
 
         await self._guard(call)
 
@@ -340,7 +344,10 @@ class ContactLedger:
             details = _details(result.get("d"))
             outcome = result["o"]
             found[decision] = Arm(
-                outcome, result["c"], outcome == "holdout" and details.get("global_control") is True
+                outcome,
+                result["c"],
+                outcome == "holdout" and details.get("global_control") is True,
+                int(result["t"]),
             )
         return found
 

@@ -26,13 +26,13 @@ from typing import Any, TextIO
 import orjson
 import redis.asyncio as aioredis
 
+from streams.config import policy_of
 from streams.core.adapter import build_core
 from streams.core.clock import Clock
 from streams.core.decisions import NOBODY, Candidate, Decision, Recipient
 from streams.core.errors import ConfigError, InvalidEvent
 from streams.core.events import Event
 from streams.core.ingest import validate_payload
-from streams.core.policy import Policy
 from streams.core.timeutil import format_ms, parse_rfc3339_ms
 from streams.kafka.processor import Processor, Stores
 from streams.kafka.topics import TopicNames
@@ -308,7 +308,7 @@ async def run_backtest(
                 collected.append((event.occurred_at_ms, len(collected), kind, event))
     collected.sort(key=lambda p: (p[0], p[1]))
     client = aioredis.from_url(redis_url)
-    policy = Policy.from_config(config["policy"])
+    policy = policy_of(config)
     ledger = ContactLedger(client, policy, namespace=namespace)
     try:
         await ledger.ping()  # fail fast: the gate would wait out an outage forever

@@ -42,7 +42,7 @@ KAFKA_PW = "kafka-Pw-55e1"
 # and the reads of `ledger show` (in MULTI/EXEC), on the ledger's keys only.
 LEDGER_ACL = (
     "resetkeys ~lt:* resetchannels -@all "
-    "+evalsha +script|load +ping +wait +multi +exec +zrange +hgetall "
+    "+evalsha +script|load +ping +wait +multi +exec +zrange +hgetall +hmget "
     "+hget +hset +hdel +hexists +hincrby +zadd +zcount +zrangebyscore +zremrangebyscore "
     "+pexpire +persist"
 )
@@ -155,7 +155,12 @@ def test_least_privilege_acl_user_can_do_all_the_ledger_does_and_nothing_else(
     async def body() -> None:
         async with ContactLedger(url, NO_HOLDOUT, "lt") as ledger:
             await ledger.ping()
-            assert (await ledger.decide([cand(customer)], T0))[0].outcome == "contact"
+            [decided] = await ledger.decide([cand(customer)], T0)
+            assert decided.outcome == "contact"
+            # Read back when the decision's goal resolves (outcome records).
+            recalled = await ledger.recall(customer, [decided.decision_id, "d-unknown"])
+            assert list(recalled) == [decided.decision_id]
+            assert recalled[decided.decision_id].outcome == "contact"
             await ledger.record_engagement(customer, "email", "opened", T0 + 1)
             await ledger.record_consent(customer, "sms", "opted_out", T0 + 2)
             await ledger.record_complaint(customer, T0 + 3)
@@ -177,6 +182,27 @@ def test_least_privilege_acl_user_can_do_all_the_ledger_does_and_nothing_else(
                     await client.execute_command(*command)
         finally:
             await client.aclose()
+
+    run(body())
+
+
+def test_a_user_who_may_not_read_decisions_back_is_refused_at_start(
+    auth_redis: RedisServer,
+) -> None:
+    # Without HMGET the worker would decide, then stall when the first goal resolves: the
+    # start-up check (ping) reads the way recall does, so such a user is refused at once.
+    admin = redis.Redis(port=auth_redis.port, password=ADMIN_PW)
+    try:
+        acl = LEDGER_ACL.replace(" +hmget", "")
+        admin.execute_command("ACL", "SETUSER", "nohmget", "on", f">{LEDGER_PW}", *acl.split())
+    finally:
+        admin.close()
+    url = f"redis://nohmget:{LEDGER_PW}@127.0.0.1:{auth_redis.port}/0"
+
+    async def body() -> None:
+        async with ContactLedger(url, NO_HOLDOUT, "lt") as ledger:
+            with pytest.raises(LedgerRefused, match="hmget"):
+                await ledger.ping()
 
     run(body())
 

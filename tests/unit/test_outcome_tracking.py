@@ -277,3 +277,73 @@ def test_the_bound_on_pending_goals_is_counted(monkeypatch: pytest.MonkeyPatch) 
     # The 4 kept resolve; the 2 dropped never do.
     feed(p, [("usage", story.event("purchase", 200, product_category="socks", amount=5))], 7)
     assert len(out.outcomes) == 4
+
+
+class ForgetfulCore(BoundCore):
+    """The core after a plugin trigger was uninstalled: its pending goals are still in the
+    records, but the catalogue no longer describes it."""
+
+    def describe(self, trigger: str) -> tuple[str, str] | None:
+        return None if trigger == "replacement_due" else super().describe(trigger)
+
+
+def test_a_goal_of_a_trigger_no_longer_installed_is_counted_not_a_failure() -> None:
+    metrics = Metrics()
+    gate, out, stores = Gate(), Out(), new_stores()
+    p = processor(gate, out, stores, metrics)
+    story, events = filter_story()
+    events.append(("usage", story.event("purchase", 95, product_category="socks", amount=5)))
+    feed(p, events)
+    p2 = Processor(
+        ForgetfulCore(PARAMS), stores, Clock("event"), gate, out.decision, metrics,
+        publish_outcome=out.outcome,
+    )  # fmt: skip
+    asyncio.run(p2.restore_partitions({0}))
+    feed(p2, [("usage", story.event("purchase", 100, product_category="air_filter", amount=2))], 2)
+    assert out.outcomes == []
+    assert metrics.outcomes_unattributed.labels("replacement_due")._value.get() == 1
+    state = CustomerState.from_bytes(stores.customers[b"cust-1"])  # type: ignore[index]
+    assert goals.pending(state) == []  # resolved and gone: nothing left to fail again
+
+
+def test_outcomes_are_counted_once_when_their_batch_fails_and_is_read_again() -> None:
+    metrics = Metrics()
+    gate, out, stores = Gate(), Out(), new_stores()
+    p = processor(gate, out, stores, metrics)
+    story, events = filter_story()
+    events.append(("usage", story.event("purchase", 95, product_category="socks", amount=5)))
+    feed(p, events)
+    # One batch converts the goal and makes a decision whose acknowledgement fails.
+    failing: asyncio.Future[None] | None = None
+
+    async def decision_then_fail(d: Decision) -> Any:
+        nonlocal failing
+        failing = asyncio.get_running_loop().create_future()
+        failing.set_exception(ConnectionError("broker gone"))
+        return failing
+
+    batch = [
+        ("usage", story.event("purchase", 100, product_category="air_filter", amount=2)),
+        *[("account", story.event("account_opened", 101, account_id="cc1",
+                                  account_type="credit_card"))],
+        ("usage", story.event("purchase", 195, product_category="socks", amount=5)),
+    ]  # fmt: skip
+    p_fail = Processor(
+        BoundCore(PARAMS), stores, Clock("event"), gate, decision_then_fail, metrics,
+        publish_outcome=out.outcome,
+    )  # fmt: skip
+    asyncio.run(p_fail.restore_partitions({0}))
+
+    async def apply_all(proc: Processor) -> None:
+        for n, (kind, event) in enumerate(batch, 2):
+            proc.apply_event_nowait(kind, 0, n, event)
+        await proc.flush()
+
+    with pytest.raises(ConnectionError):
+        asyncio.run(apply_all(p_fail))
+    counter = metrics.outcomes.labels("replacement_due", "contact", "true")
+    assert counter._value.get() == 0  # the batch was not written: nothing counted
+    p2 = processor(gate, out, stores, metrics)
+    asyncio.run(p2.restore_partitions({0}))
+    asyncio.run(apply_all(p2))
+    assert counter._value.get() == 1
