@@ -469,12 +469,14 @@ def default_policy() -> Policy:
     return Policy.from_config(build_config()["policy"])
 
 
-def policy_of(config: Mapping[str, Any]) -> Policy:
+def policy_of(config: Mapping[str, Any], params: TriggerParams | None = None) -> Policy:
     """The contact policy of a validated configuration, as the worker runs it: the ledger keeps
     each decision as long as its goal can resolve (``Policy.decisions_kept_ms``). Every process
     that writes to the ledger builds its policy here: one with a shorter retention would prune
-    decisions whose outcome is still to come."""
-    params = TriggerParams.from_config(config)
+    decisions whose outcome is still to come. ``params``: the configuration's trigger
+    parameters, when the caller has them already (else they are built, plugins loaded)."""
+    if params is None:
+        params = TriggerParams.from_config(config)
     windows = [g.window_ms for g in params.goals.values()]
     horizon = max(windows) + params.lateness_ms if windows else 0
     return Policy.from_config(config["policy"], horizon)

@@ -4,7 +4,7 @@ The shell uses the core through this object."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from streams.core import engine as core
@@ -14,7 +14,7 @@ from streams.core.events import Event
 from streams.core.state import CustomerState
 from streams.core.triggers import TriggerParams
 
-_NO_OUTCOMES: tuple[list[goals.Resolved], int] = ([], 0)
+_NO_OUTCOMES: tuple[tuple[goals.Resolved, ...], int] = ((), 0)
 
 
 class BoundCore:
@@ -67,7 +67,7 @@ class BoundCore:
 
     def goals_step(
         self, state: CustomerState, decided: list[Candidate], now_ms: int
-    ) -> tuple[list[goals.Resolved], int]:
+    ) -> tuple[Sequence[goals.Resolved], int]:
         """Keep the pending goals of the candidates decided at ``now_ms``, then take the goals
         resolved so far and the number the bound dropped (for the shell to publish and count)."""
         if decided:
@@ -85,9 +85,6 @@ class BoundCore:
         trigger no longer installed (a plugin's pending goal outlives its removal)."""
         spec = self.params.specs.get(trigger)
         return None if spec is None else (spec.action, spec.channel)
-
-    def take_goals_dropped(self, state: CustomerState) -> int:
-        return goals.take_dropped(state)
 
 
 def build_core(config: Mapping[str, Any]) -> BoundCore:

@@ -310,7 +310,7 @@ def build_worker(
 
     core = build_core(settings.config)
     # The ledger keeps each decision as long as its goal can resolve (its arm is read then).
-    policy = policy_of(settings.config)
+    policy = policy_of(settings.config, core.params)
     gate, ledger_ok = _ledger_gate(app, settings, policy, metrics, gate)
     outcomes = app.topic(topics.decision_outcomes, **raw)
     processor = Processor(

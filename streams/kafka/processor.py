@@ -154,7 +154,7 @@ class CoreAdapter(Protocol):
 
     def goals_step(
         self, state: Any, decided: list[Candidate], now_ms: int
-    ) -> tuple[list[Resolved], int]: ...
+    ) -> tuple[Sequence[Resolved], int]: ...
 
     def describe(self, trigger: str) -> tuple[str, str] | None: ...
 
@@ -446,8 +446,7 @@ class Processor:
             self._metrics.events_duplicate.labels(kind).inc()
         if fired:
             self._count(fired, deferred)
-        if dropped:
-            self._outcomes.dropped += dropped
+        self._outcomes.dropped += dropped
         if self._gate_wants(event) or candidates or outcomes:
             work = self._ledger_work(
                 self._unacked, event, candidates, now, recipient, (), outcomes, event.customer_id,
@@ -637,19 +636,17 @@ class Processor:
         assert publish is not None  # noqa: S101 - outcomes are taken only with a publisher
         core = self._core
         recall = getattr(self._gate, "recall", None)
-        arms: dict[str, Arm]
-        if recall is None:  # a gate without a ledger contacts every candidate
-            arms = {}
-            for r in outcomes:
-                described = core.describe(r.trigger)
-                if described is not None:
-                    arms[r.decision_id] = Arm("contact", described[1])
-        else:
-            arms = await recall(customer_id, [r.decision_id for r in outcomes])
+        # A gate without a ledger (no ``recall``) contacts every candidate on its own channel.
+        arms = (
+            None if recall is None else await recall(customer_id, [r.decision_id for r in outcomes])
+        )
         key = customer_id.encode()
         for r in outcomes:
-            arm = arms.get(r.decision_id)
             described = core.describe(r.trigger)
+            if arms is not None:
+                arm = arms.get(r.decision_id)
+            else:
+                arm = None if described is None else Arm("contact", described[1])
             if arm is None or described is None:
                 batch.unattributed.append(r.trigger)
                 log.warning(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streams.tools.lift import Interval
-from streams.tools.report import Report, build, format_table
+from streams.tools.report import Report, build, format_table, pct_interval
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +90,7 @@ def format_comparison(report: Report, planted_lift: Mapping[str, float]) -> str:
         if c.interval is None or c.measured is None:
             measured, inside = "not enough holdouts", "-"
         else:
-            i = c.interval
-            measured = f"{100 * c.measured:+.2f}% [{100 * i.low:+.2f}%, {100 * i.high:+.2f}%]"
+            measured = f"{100 * c.measured:+.2f}% {pct_interval(c.interval)}"
             inside = "yes" if c.inside else "no"
         lines.append(f"{c.trigger:<{width}}  {100 * c.planted:>+11.2f}%  {measured:<28}  {inside}")
     lines.append(coverage_line(comparisons))

@@ -202,7 +202,8 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
-def _pct_interval(i: Interval | None) -> str:
+def pct_interval(i: Interval | None) -> str:
+    """An interval of rates as the table prints it: ``[+1.23%, +4.56%]``."""
     if i is None:
         return "-"
     high = "inf" if math.isinf(i.high) else f"{100 * i.high:+.2f}%"
@@ -266,11 +267,11 @@ def format_table(report: Report) -> str:
             cells = (NOT_ENOUGH, "", "", "")
         else:
             rel = "-" if result.relative is None else (
-                f"{100 * result.relative:+.1f}% {_pct_interval(result.relative_interval)}"
+                f"{100 * result.relative:+.1f}% {pct_interval(result.relative_interval)}"
             )  # fmt: skip
             inc = result.incremental_interval
             cells = (
-                f"{100 * result.absolute:+.2f}% {_pct_interval(result.absolute_interval)}",
+                f"{100 * result.absolute:+.2f}% {pct_interval(result.absolute_interval)}",
                 rel,
                 f"{result.incremental_conversions:.1f} [{inc.low:.1f}, {inc.high:.1f}]",
                 f"{result.incremental_value:.2f}",
