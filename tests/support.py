@@ -358,21 +358,13 @@ def model_outcomes(
     from streams.config import build_config
     from streams.core.adapter import build_core
     from streams.core.clock import Clock
-    from streams.core.decisions import NOBODY, Arm, Candidate, Decision, Recipient
-    from streams.core.events import Event
+    from streams.core.decisions import Arm, Decision
     from streams.core.ingest import validate_payload
-    from streams.kafka.processor import Processor, Stores
+    from streams.kafka.processor import ContactAll, Processor, Stores
     from streams.ops.metrics import Metrics
 
-    class ContactAll:
-        async def record(self, event: Event) -> None:
-            return None
-
-        async def decide(
-            self, candidates: Sequence[Candidate], now_ms: int, recipient: Recipient = NOBODY
-        ) -> list[Decision]:
-            return [Decision(c, "contact", (), now_ms) for c in candidates]
-
+    class ContactAllRecalled(ContactAll):
+        # The arm of every decision is contact (the channel is the ledger's: not compared).
         async def recall(self, customer_id: str, ids: Sequence[str]) -> dict[str, Arm]:
             return {i: Arm("contact", "") for i in ids}
 
@@ -393,9 +385,9 @@ def model_outcomes(
 
     processor = Processor(
         build_core(build_config(config or {})),
-        Stores({}, {}, {}),  # type: ignore[arg-type]
+        Stores({}, {}, {}),
         Clock("event"),
-        ContactAll(),
+        ContactAllRecalled(),
         publish_decision,
         Metrics(),
         publish_outcome=publish_outcome,

@@ -18,6 +18,7 @@ from streams.core.clock import Clock
 from streams.core.decisions import NOBODY, Arm, Candidate, Decision, Recipient
 from streams.core.events import Event
 from streams.core.state import CustomerState
+from streams.core.timeutil import format_ms
 from streams.kafka.processor import Processor, Stores
 from streams.ops.metrics import Metrics
 from streams.testing import Story, params_for
@@ -112,19 +113,31 @@ def feed(p: Processor, events: list[tuple[str, Event]], first_offset: int = 0) -
 
 
 def filter_story(customer: str = "cust-1") -> tuple[Story, list[tuple[str, Event]]]:
-    """An air filter bought on day 0 (replacement due around day 90): the clock is moved by
-    purchases of another category."""
+    """An air filter bought on day 0 (replacement due around day 90), and the clock moved to
+    day 95 by a purchase of another category (the clock's moves are such purchases)."""
     story = Story(params=PARAMS, customer_id=customer)
-    events = [("usage", story.event("purchase", 0, product_category="air_filter", amount=19.99))]
+    events: list[tuple[str, Event]] = [
+        ("usage", story.event("purchase", 0, product_category="air_filter", amount=19.99)),
+        ("usage", story.event("purchase", 95, product_category="socks", amount=5)),
+    ]
     return story, events
 
 
-def test_a_converted_decision_gets_one_outcome_with_its_arm_and_the_goal_event() -> None:
-    gate, out, stores = Gate({"replacement_due": "holdout"}), Out(), new_stores()
-    p = processor(gate, out, stores)
+def decided(
+    gate: Gate, metrics: Metrics | None = None
+) -> tuple[Out, Stores, Processor, Story, list[tuple[str, Event]]]:
+    """A processor over new stores that has decided ``filter_story``'s replacement_due
+    (offsets 0 and 1 of partition 0 applied)."""
+    out, stores = Out(), new_stores()
+    p = processor(gate, out, stores, metrics)
     story, events = filter_story()
-    events.append(("usage", story.event("purchase", 95, product_category="socks", amount=5)))
     feed(p, events)
+    return out, stores, p, story, events
+
+
+def test_a_converted_decision_gets_one_outcome_with_its_arm_and_the_goal_event() -> None:
+    gate = Gate({"replacement_due": "holdout"})
+    out, stores, p, story, events = decided(gate)
     [decision] = out.decisions
     assert decision.candidate.trigger == "replacement_due" and not out.outcomes
     converting = story.event("purchase", 100, product_category="air_filter", amount=21.5)
@@ -146,11 +159,8 @@ def test_a_converted_decision_gets_one_outcome_with_its_arm_and_the_goal_event()
 
 
 def test_a_goal_not_met_resolves_unconverted_when_the_window_and_lateness_have_passed() -> None:
-    gate, out, stores = Gate(), Out(), new_stores()
-    p = processor(gate, out, stores)
-    story, events = filter_story()
-    events.append(("usage", story.event("purchase", 95, product_category="socks", amount=5)))
-    feed(p, events)
+    gate = Gate()
+    out, stores, p, story, events = decided(gate)
     [decision] = out.decisions
     decided_day = story.day(decision.decided_at_ms)
     window_end_day = decided_day + 30
@@ -167,17 +177,12 @@ def test_a_goal_not_met_resolves_unconverted_when_the_window_and_lateness_have_p
 
 
 def story_time(story: Story, day: float) -> str:
-    from streams.core.timeutil import format_ms
-
     return format_ms(story.at(day))
 
 
 def test_a_late_goal_event_within_the_lateness_still_converts() -> None:
-    gate, out, stores = Gate(), Out(), new_stores()
-    p = processor(gate, out, stores)
-    story, events = filter_story()
-    events.append(("usage", story.event("purchase", 95, product_category="socks", amount=5)))
-    feed(p, events)
+    gate = Gate()
+    out, stores, p, story, events = decided(gate)
     [decision] = out.decisions
     end = story.day(decision.decided_at_ms) + 30
     # Stream time moves past the window end, within the lateness; then a purchase stamped
@@ -196,23 +201,16 @@ def test_a_late_goal_event_within_the_lateness_still_converts() -> None:
 def test_outcomes_are_published_for_every_arm_and_counted() -> None:
     metrics = Metrics()
     gate = Gate({"replacement_due": "suppressed"})
-    out, stores = Out(), new_stores()
-    p = processor(gate, out, stores, metrics)
-    story, events = filter_story()
-    events.append(("usage", story.event("purchase", 95, product_category="socks", amount=5)))
-    events.append(("usage", story.event("purchase", 200, product_category="socks", amount=5)))
-    feed(p, events)
+    out, stores, p, story, _ = decided(gate, metrics)
+    feed(p, [("usage", story.event("purchase", 200, product_category="socks", amount=5))], 2)
     [(_, record)] = out.outcomes
     assert record["arm"] == "suppressed" and record["converted"] is False
     assert metrics.outcomes.labels("replacement_due", "suppressed", "false")._value.get() == 1
 
 
 def test_a_failed_outcome_send_writes_no_state_and_a_replay_publishes_the_same_record() -> None:
-    gate, out, stores = Gate(), Out(), new_stores()
-    p = processor(gate, out, stores)
-    story, events = filter_story()
-    events.append(("usage", story.event("purchase", 95, product_category="socks", amount=5)))
-    feed(p, events)
+    gate = Gate()
+    out, stores, p, story, events = decided(gate)
     before = dict(stores.customers)  # type: ignore[call-overload]
     converting = ("usage", story.event("purchase", 100, product_category="air_filter", amount=2))
     out.fail_outcomes = True
@@ -235,11 +233,8 @@ def test_a_failed_outcome_send_writes_no_state_and_a_replay_publishes_the_same_r
 
 def test_a_decision_the_ledger_forgot_is_counted_not_published() -> None:
     metrics = Metrics()
-    gate, out, stores = Gate(), Out(), new_stores()
-    p = processor(gate, out, stores, metrics)
-    story, events = filter_story()
-    events.append(("usage", story.event("purchase", 95, product_category="socks", amount=5)))
-    feed(p, events)
+    gate = Gate()
+    out, stores, p, story, events = decided(gate, metrics)
     gate.forget = True
     feed(p, [("usage", story.event("purchase", 100, product_category="air_filter", amount=2))], 2)
     assert out.outcomes == []
@@ -249,9 +244,7 @@ def test_a_decision_the_ledger_forgot_is_counted_not_published() -> None:
 def test_without_an_outcome_publisher_no_goal_is_kept() -> None:
     gate, out, stores = Gate(), Out(), new_stores()
     p = Processor(BoundCore(PARAMS), stores, Clock("event"), gate, out.decision, Metrics())
-    story, events = filter_story()
-    events.append(("usage", story.event("purchase", 95, product_category="socks", amount=5)))
-    feed(p, events)
+    feed(p, filter_story()[1])
     assert len(out.decisions) == 1
     state = CustomerState.from_bytes(stores.customers[b"cust-1"])  # type: ignore[index]
     assert "goals" not in state.ext and "goals" not in state.slices
@@ -289,11 +282,8 @@ class ForgetfulCore(BoundCore):
 
 def test_a_goal_of_a_trigger_no_longer_installed_is_counted_not_a_failure() -> None:
     metrics = Metrics()
-    gate, out, stores = Gate(), Out(), new_stores()
-    p = processor(gate, out, stores, metrics)
-    story, events = filter_story()
-    events.append(("usage", story.event("purchase", 95, product_category="socks", amount=5)))
-    feed(p, events)
+    gate = Gate()
+    out, stores, p, story, events = decided(gate, metrics)
     p2 = Processor(
         ForgetfulCore(PARAMS), stores, Clock("event"), gate, out.decision, metrics,
         publish_outcome=out.outcome,
@@ -308,11 +298,8 @@ def test_a_goal_of_a_trigger_no_longer_installed_is_counted_not_a_failure() -> N
 
 def test_outcomes_are_counted_once_when_their_batch_fails_and_is_read_again() -> None:
     metrics = Metrics()
-    gate, out, stores = Gate(), Out(), new_stores()
-    p = processor(gate, out, stores, metrics)
-    story, events = filter_story()
-    events.append(("usage", story.event("purchase", 95, product_category="socks", amount=5)))
-    feed(p, events)
+    gate = Gate()
+    out, stores, p, story, events = decided(gate, metrics)
     # One batch converts the goal and makes a decision whose acknowledgement fails.
     failing: asyncio.Future[None] | None = None
 
