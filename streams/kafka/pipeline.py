@@ -20,7 +20,7 @@ from streams.core.ingest import (
     dead_letter,
 )
 from streams.kafka.topics import TopicNames
-from streams.ops.metrics import Children, Metrics
+from streams.ops.metrics import Metrics
 from streams.ops.ratelimited_log import SummaryLog
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class Ingest:
         self._metrics = metrics
         self._wall_ms = wall_ms
         self._max_value_bytes = dead_letter_max_value_bytes
-        self._consumed = Children(metrics.events_consumed)
+        self._consumed = metrics.tally(metrics.events_consumed).counts
         self._dead_log = SummaryLog(log, "dead-lettered")
 
     def accept(
@@ -94,5 +94,6 @@ class Ingest:
             )
             return Rejected(bounded_key(key, self._max_value_bytes), record, exc)
         if not forwarded:
-            self._consumed(topic, event.type).inc()
+            counts, labels = self._consumed, (topic, event.type)
+            counts[labels] = counts.get(labels, 0) + 1
         return event

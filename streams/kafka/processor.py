@@ -261,12 +261,13 @@ class Processor:
         self._core = core
         self._stores = stores
         self._clock = clock
+        self._event_time = clock.is_event_time  # the clock's mode is fixed
         self._gate = gate
-        # Which events the gate's ``record`` cares about (``_gate_wants``), looked up once.
+        # Which events the gate's ``record`` cares about, looked up once.
         self._wants: Callable[[Event], bool] | None = getattr(gate, "wants", None)
         self._publish = publish
         self._metrics = metrics
-        self._state_records = metrics.children(metrics.state_records_created)
+        self._state_records = metrics.tally(metrics.state_records_created)
         self._triggers_fired = Children(metrics.triggers_fired)
         self.due_index = DueIndex()
         self._customers = _pending(stores.customers)
@@ -400,11 +401,12 @@ class Processor:
         key = event.customer_id.encode()
         # Offsets are compared and stored counted from the partition's base: a replaced log's
         # events then lie above every offset applied from the log before it.
-        marks = self.log_marks(partition)
+        marks = self._marks.get(partition) or self.log_marks(partition)
         offset += marks.base.get(kind, 0)
         clock = self._clock
         occurred = event.occurred_at_ms
-        if clock.is_event_time:
+        event_time = self._event_time
+        if event_time:
             # The stream time this event moves to; observed once the event is applied.
             stream_time = clock.stream_time(partition)
             now = occurred if stream_time is None or occurred > stream_time else stream_time
@@ -436,18 +438,20 @@ class Processor:
         dumped = core.dump(new_state)
         due = core.next_due_ms(new_state)
         # Nothing below raises on a record's content: the event is applied from here on.
-        self._observe(partition, occurred)
+        if event_time and clock.observe(partition, occurred):
+            self._clock_dirty.add(partition)
         if offset > marks.applied.get(kind, -1):
             marks.applied[kind] = offset
             self._marks_dirty.add(partition)
         if raw is None:
-            self._state_records(str(partition)).inc()
+            self._state_records.add(str(partition))
         if duplicate:
             self._metrics.events_duplicate.labels(kind).inc()
         if fired:
             self._count(fired, deferred)
         self._outcomes.dropped += dropped
-        if self._gate_wants(event) or candidates or outcomes:
+        wants = self._wants  # which events the gate's ``record`` cares about (None: all)
+        if wants is None or candidates or outcomes or wants(event):
             work = self._ledger_work(
                 self._unacked, event, candidates, now, recipient, (), outcomes, event.customer_id,
                 self._outcomes,
@@ -557,11 +561,6 @@ class Processor:
             self._sealed = [held for held in self._sealed if held is not sealed]
 
     # --- helpers ----------------------------------------------------------------------
-
-    def _gate_wants(self, event: Event) -> bool:
-        # A gate may say which events its ``record`` cares about; without it, every one.
-        wants = self._wants
-        return True if wants is None else bool(wants(event))
 
     def _prepare(
         self, candidates: list[Candidate], now: int, state: Any

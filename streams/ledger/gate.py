@@ -25,6 +25,8 @@ T = TypeVar("T")
 
 FIRST_RETRY_SECONDS = 0.1
 MAX_RETRY_SECONDS = 5.0
+# The events ``LedgerGate.record`` tells the ledger about.
+_RECORDED = (ev.Engagement, ev.Consent, ev.Complaint)
 
 
 class LedgerGate:
@@ -78,7 +80,7 @@ class LedgerGate:
 
     def wants(self, event: ev.Event) -> bool:
         """Whether ``record`` has anything to tell the ledger about ``event``."""
-        return isinstance(event, ev.Engagement | ev.Consent | ev.Complaint)
+        return isinstance(event, _RECORDED)
 
     async def record(self, event: ev.Event) -> None:
         """Tell the ledger about responses, consent and complaints (they steer the policy)."""

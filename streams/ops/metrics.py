@@ -10,7 +10,7 @@ workers, ``sum`` and ``count by (partition)`` must not count a partition twice.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -81,19 +81,73 @@ class Children(Generic[M]):
             del self._children[values]
 
 
+class Tally:
+    """Increments of one labelled counter, kept in a plain dict (``counts``: label values ->
+    increments not yet added) and added to the counter whenever the registry is read (a
+    scrape, ``get_sample_value``: see ``_FlushTallies``).
+
+    For the counters incremented for every input record: ``Counter.inc`` takes a lock and
+    checks its argument (with the label lookup about 1 us per event), a dict update costs a
+    tenth of that. The exposition is the same as with ``inc``: nothing reads the registry
+    without flushing first. The hot path updates ``counts`` in place (it is never replaced).
+    Single-threaded like the worker's event loop, which also serves the metrics page.
+    """
+
+    __slots__ = ("counts", "_metric")
+
+    def __init__(self, metric: Counter) -> None:
+        self._metric = metric
+        self.counts: dict[tuple[str, ...], int] = {}
+
+    def add(self, *values: str) -> None:
+        counts = self.counts
+        counts[values] = counts.get(values, 0) + 1
+
+    def flush(self) -> None:
+        counts = self.counts
+        if counts:
+            for values, n in counts.items():
+                self._metric.labels(*values).inc(n)
+            counts.clear()
+
+    def forget(self, keep: Iterable[tuple[str, ...]]) -> None:
+        """Drop the pending increments of label values not in ``keep`` (series removed)."""
+        wanted = set(keep)
+        for values in [v for v in self.counts if v not in wanted]:
+            del self.counts[values]
+
+
+class _FlushTallies:
+    """A collector without metrics of its own, registered before every other instrument: a
+    read of the registry first adds the tallies' pending increments to their counters."""
+
+    def __init__(self) -> None:
+        self.tallies: list[Tally] = []
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Any]:
+        for tally in self.tallies:
+            tally.flush()
+        return []
+
+
 class Metrics:
     """The worker's instruments, in a registry of their own (one per app: tests build many)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self._flush = _FlushTallies()
+        r.register(self._flush)  # a collector by shape (describe, collect)
         # process_* (memory, CPU, open file descriptors against the limit) and python_* (the
         # interpreter, garbage collections): a RocksDB worker's memory and descriptors must be
         # visible against its container limits.
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
-        self._children: list[Children[Counter]] = []
+        self._children: list[Children[Counter] | Tally] = []
         self.events_consumed = Counter(
             "lifecycle_events_consumed_total",
             "Valid input events accepted, by topic and event type.",
@@ -271,6 +325,14 @@ class Metrics:
         self._children.append(made)
         return made
 
+    def tally(self, metric: Counter) -> Tally:
+        """A ``Tally`` of ``metric``, flushed on every read of the registry and kept in step by
+        ``forget_partitions``."""
+        made = Tally(metric)
+        self._flush.tallies.append(made)
+        self._children.append(made)
+        return made
+
     def preset(self, input_topics: tuple[str, str], triggers: Iterable[str] | None = None) -> None:
         """Create every known label combination of the counters and histograms at 0
         (``triggers``: the registry's names; default the built-in ones)."""
@@ -307,6 +369,7 @@ class Metrics:
         """Keep the per-partition series of ``partitions`` only (called on every assignment
         and revocation): a partition another worker took over is that worker's to export."""
         keep = {str(p) for p in partitions}
+        self._flush.collect()  # what was counted for a partition still owned then
         for gauge in (self.due_items, self.state_records_created):
             for (partition,) in _label_values(gauge):
                 if partition not in keep:

@@ -92,3 +92,33 @@ def test_per_partition_series_of_partitions_no_longer_owned_are_removed() -> Non
     # partition comes back is exported again.
     created("0").inc()
     assert samples(metrics)['lifecycle_state_records_created_total{partition="0"}'] == 1
+
+
+def test_a_tally_is_exported_exactly_on_every_read_of_the_registry() -> None:
+    """The per-record counters count in a dict (``Tally``): every read of the registry (a
+    scrape, ``get_sample_value``) shows every increment so far, once."""
+    metrics = Metrics()
+    consumed = metrics.tally(metrics.events_consumed)
+    for _ in range(3):
+        consumed.add("acct", "deposit")
+    consumed.counts[("usage", "visit")] = consumed.counts.get(("usage", "visit"), 0) + 1
+    labels = {"topic": "acct", "type": "deposit"}
+    assert metrics.registry.get_sample_value("lifecycle_events_consumed_total", labels) == 3
+    assert samples(metrics)['lifecycle_events_consumed_total{topic="usage",type="visit"}'] == 1
+    # Read twice, counted once; later increments add to it.
+    assert samples(metrics)['lifecycle_events_consumed_total{topic="acct",type="deposit"}'] == 3
+    consumed.add("acct", "deposit")
+    assert metrics.registry.get_sample_value("lifecycle_events_consumed_total", labels) == 4
+
+
+def test_a_tally_of_a_partition_no_longer_owned_is_not_exported() -> None:
+    metrics = Metrics()
+    created = metrics.tally(metrics.state_records_created)
+    created.add("0")
+    created.add("1")
+    metrics.owned_partitions({1}, INPUTS)
+    got = samples(metrics)
+    assert 'lifecycle_state_records_created_total{partition="0"}' not in got
+    assert got['lifecycle_state_records_created_total{partition="1"}'] == 1
+    created.add("0")  # the partition came back
+    assert samples(metrics)['lifecycle_state_records_created_total{partition="0"}'] == 1

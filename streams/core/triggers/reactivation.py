@@ -196,11 +196,17 @@ def prune(state: CustomerState, params: TriggerParams) -> None:
             state.cards[card_id] = CardState(closed_ms=card.closed_ms, last_ms=card.last_ms)
             continue
         card.activity = keep_since(card.activity, _t, floor - c.inactive_ms)
-        card.lapse_marks = [u for u in card.lapse_marks if u + c.inactive_ms >= floor]
+        if card.lapse_marks:
+            card.lapse_marks = [u for u in card.lapse_marks if u + c.inactive_ms >= floor]
         # Statements as of any time >= floor: those since it plus the last few before it.
-        earlier = card.earlier + "".join(str(p) for t, p in card.statements if t < floor)
+        # (Sorted by time: when the first is at or after the floor, all of them are.)
+        statements = card.statements
+        if statements and statements[0][0] < floor:
+            earlier = card.earlier + "".join(str(p) for t, p in statements if t < floor)
+            card.statements = [s for s in statements if s[0] >= floor]
+        else:
+            earlier = card.earlier
         card.earlier = earlier[-c.statements :]
-        card.statements = [s for s in card.statements if s[0] >= floor]
         _strip_ids(card, params)
         if (
             card.opened

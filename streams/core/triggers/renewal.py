@@ -287,21 +287,22 @@ def prune(state: CustomerState, params: TriggerParams) -> None:
     r = params.renewal
     for contract_id in list(state.contracts):
         record = state.contracts[contract_id]
+        versions = record.versions  # by time
         # An auto_renew_charged inherits auto_renew from the version before it: settle that for
         # versions before the floor (final by now) before the older ones are dropped.
-        resolved: list[Version] = []
-        auto_renew = 1
-        for version in record.versions:
-            t, status, expires, ar, event_id = version
-            if ar >= 0:
-                auto_renew = ar
-            elif t < floor:
-                version = (t, status, expires, auto_renew, event_id)
-            resolved.append(version)
+        for v in versions:
+            if v[0] >= floor:
+                break
+            if v[3] < 0:
+                versions = _resolved(versions, floor)
+                break
         # As-of lookups at or after the floor need the versions since it plus the one before.
-        record.versions = keep_since(resolved, lambda v: v[0], floor)
-        record.marks = [m for m in record.marks if m[1] >= floor]
-        last = record.versions[-1] if record.versions else None
+        if len(versions) > 1 and versions[1][0] < floor:
+            versions = keep_since(versions, _at, floor)
+        record.versions = versions
+        if record.marks:
+            record.marks = [m for m in record.marks if m[1] >= floor]
+        last = versions[-1] if versions else None
         if last is None:
             del state.contracts[contract_id]
         elif last[0] < floor and (last[1] not in OPEN_STATUSES or last[2] < floor):
@@ -319,7 +320,26 @@ def prune(state: CustomerState, params: TriggerParams) -> None:
         else:
             del state.usage[key]
     state.complaints = keep_since(state.complaints, _ident, floor - r.complaint_lookback_ms)
-    state.visits = [v for v in state.visits if v.at_ms >= floor]
+    if state.visits and state.visits[0].at_ms < floor:  # by time
+        state.visits = [v for v in state.visits if v.at_ms >= floor]
+
+
+def _at(version: Version) -> int:
+    return version[0]
+
+
+def _resolved(versions: list[Version], floor: int) -> list[Version]:
+    """``versions`` with the inherited auto_renew (-1) of those before ``floor`` settled."""
+    resolved: list[Version] = []
+    auto_renew = 1
+    for version in versions:
+        t, status, expires, ar, event_id = version
+        if ar >= 0:
+            auto_renew = ar
+        elif t < floor:
+            version = (t, status, expires, auto_renew, event_id)
+        resolved.append(version)
+    return resolved
 
 
 class RenewalFamily(TriggerFamily):
