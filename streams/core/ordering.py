@@ -117,18 +117,31 @@ class EventTimeMerger(Generic[T]):
         if part is None:
             return []
         out: list[T] = []
-        total = sum(len(q) for q in part.queues.values())
+        queues = part.queues
+        total = sum(len(q) for q in queues.values())
+        max_held = self._max_held
         while total:
-            heads = [(q[0], t) for t, q in part.queues.items() if q]
-            head, topic = min(heads, key=lambda h: (h[0].event_time_ms, h[0].seq))
-            if total <= self._max_held:
+            # The head with the earliest (event time, seq): a plain loop over the few queues.
+            head: _Held[T] | None = None
+            queue: deque[_Held[T]] | None = None
+            for q in queues.values():
+                if q:
+                    h = q[0]
+                    if (
+                        head is None
+                        or h.event_time_ms < head.event_time_ms
+                        or (h.event_time_ms == head.event_time_ms and h.seq < head.seq)
+                    ):
+                        head, queue = h, q
+            assert head is not None and queue is not None  # noqa: S101 - total > 0
+            if total <= max_held:
                 if until_ms is not None and head.event_time_ms > until_ms:
                     break
                 if not self._may_go(part, head, now_ms, pending):
                     break
             else:
                 self.forced += 1
-            part.queues[topic].popleft()
+            queue.popleft()
             out.append(head.item)
             total -= 1
         return out

@@ -141,21 +141,35 @@ class ProcessingErrorsExceeded(RuntimeError):
 
 class FailureShare:
     """The outcomes of the last ``window`` records; says when more than ``max_share`` of the
-    window failed (counted over a full window, so a run of failures at the start counts too)."""
+    window failed (counted over a full window, so a run of failures at the start counts too).
+
+    Only the failures are remembered (by their record's number): a success is one addition
+    (``passed``), which the worker makes for nearly every record.
+    """
 
     def __init__(self, max_share: float, window: int) -> None:
         self.max_share = max_share
         self.window = window
-        self._outcomes: collections.deque[bool] = collections.deque(maxlen=window)
-        self.failed = 0
+        self.seen = 0  # records noted so far
+        self._failures: collections.deque[int] = collections.deque()  # their numbers
+
+    @property
+    def failed(self) -> int:
+        """How many of the last ``window`` records failed."""
+        failures, oldest = self._failures, self.seen - self.window
+        while failures and failures[0] <= oldest:
+            failures.popleft()
+        return len(failures)
+
+    def passed(self) -> None:
+        """Take one record that did not fail."""
+        self.seen += 1
 
     def note(self, failed: bool) -> bool:
         """Take one record's outcome; True when the failures now exceed the share."""
-        outcomes = self._outcomes
-        if len(outcomes) == self.window:
-            self.failed -= outcomes[0]
-        outcomes.append(failed)
-        self.failed += failed
+        self.seen += 1
+        if failed:
+            self._failures.append(self.seen)
         return self.failed > self.max_share * self.window
 
 
@@ -198,7 +212,7 @@ class Contained:
             self._step(kind, partition, offset, event)
         except Exception as exc:
             return self._failed(kind, Position(topic, partition, offset), key, value, exc)
-        self.share.note(False)
+        self.share.seen += 1  # FailureShare.passed, inline: once per record
         return None
 
     def _failed(

@@ -26,13 +26,12 @@ commits offsets, so a crash forwards it again at worst: the copy is the same eve
 from __future__ import annotations
 
 import logging
+import struct
 import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
-
-from aiokafka.partitioner import murmur2
 
 from streams.ops.ratelimited_log import SummaryLog
 
@@ -46,6 +45,39 @@ SOURCE = "lt-source"
 # Keys whose partition is remembered: a customer's key recurs, and murmur2 in Python costs
 # microseconds a record. Cleared when full (the cost is a recomputation, not a wrong answer).
 CACHED_KEYS = 200_000
+
+
+_M = 0x5BD1E995  # murmur2's mixing constant
+_MASK = 0xFFFFFFFF
+_WORDS: dict[int, Callable[[bytes], tuple[int, ...]]] = {}  # unpackers by word count
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (``org.apache.kafka.common.utils.Utils.murmur2``), as aiokafka's
+    ``murmur2`` computes it, in half its time: the key's 4-byte words are unpacked in one
+    call instead of assembled byte by byte, and each step is masked once (a unit test compares
+    the two on random keys)."""
+    length = len(data)
+    words = length >> 2
+    unpack = _WORDS.get(words)
+    if unpack is None:
+        unpack = _WORDS[words] = struct.Struct(f"<{words}I").unpack_from
+    h = 0x9747B28C ^ length
+    for k in unpack(data):
+        k = (k * _M) & _MASK
+        k = ((k ^ (k >> 24)) * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    rest = length & 3
+    if rest:
+        base = length - rest
+        if rest == 3:
+            h ^= data[base + 2] << 16
+        if rest >= 2:
+            h ^= data[base + 1] << 8
+        h = ((h ^ data[base]) * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    return h ^ (h >> 15)
 
 
 def murmur2_partition(key: bytes, partitions: int) -> int:
@@ -96,9 +128,9 @@ class Router:
         """``partitioners``: per input topic name, the partitioner its producers should use;
         ``count(topic)`` is called for every misrouted record."""
         self.mode = mode
-        self._expected = {
-            topic: _Expected(name, partitions) for topic, name in partitioners.items()
-        }
+        # One memo per partitioner: a customer's key comes on both input topics.
+        shared = {name: _Expected(name, partitions) for name in set(partitioners.values())}
+        self._expected = {topic: shared[name] for topic, name in partitioners.items()}
         self._count = count
         self._summary = SummaryLog(
             log,

@@ -454,18 +454,32 @@ class BatchDriver:
     def pending_for(self, partition: int, count: bool = True) -> Callable[[str, int], bool | None]:
         """The event-time merge's question for ``partition``: whether a topic holds records
         the worker has not received yet that were on the broker by ``since_ms`` (None: not
-        known yet)."""
+        known yet).
+
+        The answers are remembered for the function's life (one ``release`` of the merge, which
+        asks the same question for every record of a fetch: nothing it asks about changes
+        meanwhile); a forced answer is counted every time it is given, as before.
+        """
         metrics, repartition = self.metrics, self.repartition
+        answers: dict[tuple[str, int], tuple[bool | None, str | None]] = {}
 
         def pending(topic: str, since_ms: int) -> bool | None:
+            found = answers.get((topic, since_ms))
+            if found is None:
+                found = answers[(topic, since_ms)] = answer(topic, since_ms)
+            result, forced = found
+            if forced is not None and count:
+                metrics.order_forced.labels(forced).inc()
+            return result
+
+        def answer(topic: str, since_ms: int) -> tuple[bool | None, str | None]:
+            """(the answer, the order_forced reason it counts as, if any)."""
             known = self.fetch_state(topic, partition)
             if known is None:
-                if count:
-                    metrics.order_forced.labels("unknown").inc()
-                return None
+                return None, "unknown"
             highwater, position, answered_ms = known
             if highwater > position:
-                return True  # on the broker or in aiokafka's buffer, not handed out yet
+                return True, None  # on the broker or in aiokafka's buffer, not handed out yet
             grace = self.order_grace_ms
             if topic == repartition and not self.alignment.forwarding(partition):
                 # The grace is for external producers, which do not keep order across topics.
@@ -484,23 +498,21 @@ class BatchDriver:
                 # waiting record's fetch; and producers do not keep order across topics, so
                 # an earlier event of this topic can reach the broker a little after the
                 # waiting record (stream.order_grace_ms). Wait for news (bounded).
-                return None
+                return None, None
             seen = self.last_seen.get((topic, partition))
             read = self.read_offset(topic, partition)
             if seen is not None and read is not None and read > seen:
-                return True  # handed to the stream, on its way to us
+                return True, None  # handed to the stream, on its way to us
             handed_out = position - 1  # the last offset aiokafka gave to faust
             if handed_out <= (seen if seen is not None else (read or 0) - 1):
-                return False  # everything handed out has reached us
+                return False, None  # everything handed out has reached us
             # aiokafka handed out more than reached us: either faust is still putting it into
             # the stream (the channel is full), or the rest are transaction markers, which
             # never arrive. Wait while the topic keeps delivering.
             quiet_since = self.last_delivery.get((topic, partition), self.assigned_wall)
             if self.wall_ms() - quiet_since < STALLED_TOPIC_MS:
-                return True
-            if count:
-                metrics.order_forced.labels("stalled").inc()
-            return False
+                return True, None
+            return False, "stalled"
 
         return pending
 

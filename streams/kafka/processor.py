@@ -458,7 +458,8 @@ class Processor:
             )  # fmt: skip
             self._chain(key, work)
         self._customers.put(partition, key, dumped)
-        self._set_due(partition, key, due, durable_due)
+        if due != durable_due:  # (else the index and the due table hold it already)
+            self._set_due(partition, key, due, durable_due)
 
     def _observe(self, partition: int, occurred_at_ms: int) -> None:
         if self._clock.is_event_time and self._clock.observe(partition, occurred_at_ms):

@@ -318,3 +318,26 @@ def test_a_broker_outage_is_not_skipped(at: str) -> None:
     with pytest.raises(ProducerSendError):
         asyncio.run(go())
     assert metrics.dead_letters_unsendable.labels(TOPIC)._value.get() == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    window=st.integers(1, 12),
+    max_share=st.sampled_from([0.0, 0.1, 0.25, 0.5, 1.0]),
+    outcomes=st.lists(st.booleans(), max_size=60),
+    passed_inline=st.booleans(),
+)
+def test_failure_share_is_the_share_of_the_last_window_records(
+    window: int, max_share: float, outcomes: list[bool], passed_inline: bool
+) -> None:
+    """Remembering only the failures says what a list of the last ``window`` outcomes says,
+    also when successes are taken the worker's way (``passed``)."""
+    share = FailureShare(max_share, window)
+    last: list[bool] = []
+    for failed in outcomes:
+        last = (last + [failed])[-window:]
+        if failed or not passed_inline:
+            assert share.note(failed) == (sum(last) > max_share * window)
+        else:
+            share.passed()
+        assert share.failed == sum(last)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -16,6 +17,7 @@ from streams.kafka.copartition import (
     Router,
     crc32_partition,
     forward_headers,
+    murmur2,
     murmur2_partition,
     source_kind,
 )
@@ -27,6 +29,12 @@ def test_murmur2_is_the_partition_aiokafka_and_the_java_producer_pick(
 ) -> None:
     everyone = list(range(partitions))
     assert murmur2_partition(key, partitions) == DefaultPartitioner()(key, everyone, everyone)
+
+
+@given(key=st.binary(max_size=200))
+def test_murmur2_is_aiokafkas_hash_of_every_key(key: bytes) -> None:
+    # Every length modulo 4 (the tail bytes), the empty key and long ones.
+    assert murmur2(key) == aiokafka_murmur2(key)
 
 
 def test_crc32_is_librdkafkas_consistent_partitioner() -> None:
