@@ -197,3 +197,19 @@ def test_the_date_table_stays_bounded() -> None:
         parse_rfc3339_ms(format_ms(day * 86_400_000))
     # Then it was emptied on the way instead of growing with the stream's history
     assert len(timeutil._DAYS) <= timeutil._DAYS_LIMIT
+
+
+def _format_ms_by_strftime(epoch_ms: int) -> str:
+    dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=epoch_ms)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+
+
+@given(st.integers(min_value=-62_000_000_000_000, max_value=253_402_300_799_999))
+def test_format_ms_is_strftimes_text(epoch_ms: int) -> None:
+    """Years 0001 to 9999, before and after 1970, every millisecond of a day."""
+    assert format_ms(epoch_ms) == _format_ms_by_strftime(epoch_ms)
+
+
+def test_format_ms_at_the_edges_of_a_day() -> None:
+    for epoch_ms in (0, -1, 86_399_999, 86_400_000, -86_400_000, 1_764_000_000_123):
+        assert format_ms(epoch_ms) == _format_ms_by_strftime(epoch_ms)
