@@ -471,7 +471,7 @@ class BatchedChangelog:
 
     def delete(self, partition: int, key: bytes) -> None:
         """Delete ``key`` in ``partition``: from the store now, in the changelog at ``send``."""
-        self._store.delete(key)
+        self._store.delete(key, partition)
         self._writes.setdefault(partition, []).append((key, None))
 
     async def send(self, producer: Any) -> None:
