@@ -640,7 +640,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--profile",
         type=Path,
         default=None,
-        help="also run the memory worker under py-spy; write its collapsed stacks here",
+        help="also run a worker under py-spy (BENCH_PROFILE_RATE samples/s, default 97); "
+        "write its collapsed stacks here",
+    )
+    parser.add_argument(
+        "--profile-store",
+        choices=("memory", "rocksdb"),
+        default="memory",
+        help="the table store of the worker --profile runs",
     )
     parser.add_argument(
         "--repartition-modes",
@@ -812,7 +819,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{tag}-prof",
                     args.events,
                     workdir,
-                    "memory",
+                    args.profile_store,
                     profile=args.profile,
                 )
             )

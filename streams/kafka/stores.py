@@ -14,10 +14,28 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import rocksdict
+
 try:  # the RocksDB driver imports without rocksdict, but cannot open a database then
     from faust.stores.rocksdb import Store as _RocksDBStore
 except ImportError:  # pragma: no cover - faust always ships the module
     _RocksDBStore = None  # type: ignore[assignment,misc]
+
+
+def _write_options_without_wal() -> Any:
+    """RocksDB writes without its write-ahead log, as Kafka Streams' RocksDB stores make
+    them (``WriteOptions.setDisableWAL(true)``): the table's changelog is what makes state
+    durable, not the local database. A crash loses the writes since the last memtable flush,
+    together with the changelog offset the database holds (written to the same database after
+    them): the database is then as it was at that flush, a state a crash at that moment would
+    have left, and recovery reads the changelog from that offset on. Closing a database
+    flushes it. About 3 µs per event less in the worker (docs/performance.md)."""
+    options = rocksdict.WriteOptions()
+    options.disable_wal = True  # type: ignore[method-assign,assignment]  # a property, stubbed as a method
+    return options
+
+
+_WITHOUT_WAL = _write_options_without_wal()
 
 
 def is_partitioned(store: Any) -> bool:
@@ -60,8 +78,10 @@ class TableStore:
             store[key] = value
             return
         # rocksdb.Store._set with an event (test_faust_privates: test_rocksdb_set_in_partition),
-        # without the key index (see ``get``).
-        store._db_for_partition(partition).put(store._encode_key(key), store._encode_value(value))
+        # without the key index (see ``get``) and without RocksDB's write-ahead log (below).
+        db = store._db_for_partition(partition)
+        db.set_write_options(_WITHOUT_WAL)
+        db.put(store._encode_key(key), store._encode_value(value))
 
     def delete(self, key: bytes, partition: int | None = None) -> None:
         """Delete ``key`` from ``partition``'s database (None: as Faust deletes, from the
@@ -71,5 +91,7 @@ class TableStore:
             del store[key]
             return
         raw_key = store._encode_key(key)
-        store._db_for_partition(partition).delete(raw_key)
+        db = store._db_for_partition(partition)
+        db.set_write_options(_WITHOUT_WAL)
+        db.delete(raw_key)
         store._key_index.pop(raw_key, None)  # a read without a partition may have set it
