@@ -7,7 +7,7 @@ offsets, and nothing a later step depends on can be missing after an earlier one
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from faust.types import TP
@@ -25,7 +25,7 @@ class Acks(Protocol):
     @property
     def seeks(self) -> int: ...
 
-    def ack_offset(self, tp: TP, offset: int) -> object: ...
+    def ack_offsets(self, tp: TP, offsets: Iterable[int]) -> object: ...
 
 
 class Checkpoint:
@@ -45,7 +45,7 @@ class Checkpoint:
     4. Dead letters: the broker acknowledges the batch's dead letters (``DeadLetterOut.settle``:
        one that can never be sent is skipped, counted).
     5. Offsets: unless a rebalance or a seek came meanwhile, the batch's input offsets are acked
-       to Faust's bookkeeping (``BatchConsumer.ack_offset``); Faust commits them later (every
+       to Faust's bookkeeping (``BatchConsumer.ack_offsets``); Faust commits them later (every
        commit interval, or after ``commit_every`` acks), after flushing the producer, up to the
        first offset not acked. After a rebalance or a seek nothing is acked (``commit`` returns
        False) and the caller drops what it holds: the input is read again.
@@ -99,7 +99,15 @@ class Checkpoint:
         await self._dead_letters.settle(self._letters)
         if not self.current():
             return False
-        ack = self._consumer.ack_offset
+        # One ack call per topic-partition (each offset in its order), not one per record.
+        by_tp: dict[TP, list[int]] = {}
         for tp, offset in self.offsets:
-            ack(tp, offset)
+            offsets = by_tp.get(tp)
+            if offsets is None:
+                by_tp[tp] = [offset]
+            else:
+                offsets.append(offset)
+        ack = self._consumer.ack_offsets
+        for tp, offsets in by_tp.items():
+            ack(tp, offsets)
         return True

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from faust.types import TP
@@ -86,7 +86,7 @@ class Consumer(Protocol):
 
     async def read_from_beginning(self, tps: Sequence[TP]) -> None: ...
 
-    def ack_offset(self, tp: TP, offset: int) -> object: ...
+    def ack_offsets(self, tp: TP, offsets: Iterable[int]) -> object: ...
 
 
 class BatchDriver:

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Any, cast
 
 from aiokafka import TopicPartition
@@ -273,22 +273,28 @@ class BatchConsumer(faust_aiokafka.Consumer):
         Faust's ``Consumer.ack`` for a message at ``offset``, without the message (our records
         have no Faust message, so none waits in ``_unacked_messages``); True when newly acked.
         """
+        return self.ack_offsets(tp, (offset,)) == 1
+
+    def ack_offsets(self, tp: TP, offsets: Iterable[int]) -> int:
+        """``ack_offset`` for each of ``offsets`` of ``tp``, under one take of the ack lock
+        and with one wake-up; returns how many were newly acked."""
         # Consumer.ack's bookkeeping (test_faust_privates: test_ack_offset_is_faust_ack)
+        newly = 0
         with ack_lock:
             if not self.app.topics.acks_enabled_for(tp.topic):
-                return False
+                return 0
             try:
                 committed = self._committed_offset[tp]
-                if committed is None or offset >= committed:
-                    acked_index = self._acked_index[tp]
-                    if offset not in acked_index:
+                acked_index, acked = self._acked_index[tp], self._acked[tp]
+                for offset in offsets:
+                    if (committed is None or offset >= committed) and offset not in acked_index:
                         acked_index.add(offset)
-                        self._acked[tp].append(offset)
-                        self._n_acked += 1
-                        return True
+                        acked.append(offset)
+                        newly += 1
+                self._n_acked += newly
             finally:
                 notify(self._waiting_for_ack)
-            return False
+        return newly
 
     # Replaces Faust's fetch loop; the privates it uses, by test in test_faust_privates:
     # test_consumer_methods_the_batch_loop_overrides, test_consumer_methods_the_batch_loop_calls,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import types
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 import orjson
@@ -111,8 +111,8 @@ class FakeConsumer:
     async def read_from_beginning(self, tps: Any) -> None:
         self.read_from_start.extend(tps)
 
-    def ack_offset(self, tp: TP, offset: int) -> None:
-        self.acked.append((tp, offset))
+    def ack_offsets(self, tp: TP, offsets: Iterable[int]) -> None:
+        self.acked.extend((tp, offset) for offset in offsets)
 
 
 class _Store(dict[bytes, bytes]):

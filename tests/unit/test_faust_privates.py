@@ -213,6 +213,38 @@ async def test_ack_offset_is_faust_ack() -> None:
 
 
 @pytest.mark.asyncio
+async def test_ack_offsets_is_faust_ack_of_each() -> None:
+    """``ack_offsets(tp, offsets)`` (one call per topic-partition of a batch) leaves the same
+    bookkeeping as Faust's ``ack`` of each message in turn, and wakes a waiter."""
+    ours, faust_way = _consumer(), _consumer()
+    tp, other = TP("events", 0), TP("events", 1)
+    for consumer in (ours, faust_way):
+        await _acking(consumer, "events")
+        consumer._committed_offset[tp] = 2
+    waiting = ours._waiting_for_ack = asyncio.get_running_loop().create_future()
+    assert ours.ack_offsets(tp, [5, 2, 1, 3, 3, 7]) == 4  # 1 is below the committed offset
+    assert ours.ack_offsets(other, [0, 1]) == 2
+    assert waiting.done()
+    for tp_, offset in [
+        (tp, 5),
+        (tp, 2),
+        (tp, 1),
+        (tp, 3),
+        (tp, 3),
+        (tp, 7),
+        (other, 0),
+        (other, 1),
+    ]:
+        faust_way.ack(_message(tp_, offset))
+    for name in ("_acked", "_acked_index"):
+        assert dict(getattr(ours, name)) == dict(getattr(faust_way, name))
+    assert ours._n_acked == faust_way._n_acked == 6
+    assert ours._filter_committable_offsets({tp, other}) == faust_way._filter_committable_offsets(
+        {tp, other}
+    )
+
+
+@pytest.mark.asyncio
 async def test_ack_offset_ignores_topics_without_acks() -> None:
     ours, faust_way = _consumer(), _consumer()
     tp = TP("not-subscribed", 0)
