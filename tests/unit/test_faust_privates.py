@@ -120,6 +120,30 @@ def test_rocksdb_get_in_partition(tmp_path: Path) -> None:
     assert data.get(b"k") is None
 
 
+def test_raw_bytes_tables_encode_as_the_identity(tmp_path: Path) -> None:
+    """``TableStore`` skips Faust's serializer registry for a table of bytes (the worker's
+    tables, made as ``kafka/app.py`` makes them: bytes key and value types, no serializer
+    named): Faust's own encoding of their keys and values is the identity."""
+    app = faust.App("privates-raw", store="rocksdb://", datadir=str(tmp_path),
+                    broker="kafka://localhost:1", autodiscover=False)  # fmt: skip
+    table = app.Table("raw", default=None, partitions=4, key_type=bytes, value_type=bytes)
+    app.finalize()
+    store = table.data
+    assert TableStore(store).raw
+    for data in (b"", b"cust-1", b'{"a": 1}', b"\x00\xff\xfe", bytes(range(256)), b"\x02" * 300):
+        assert store._encode_key(data) == data
+        assert store._encode_value(data) == data
+        assert store._decode_value(data) == data
+
+
+def test_a_table_of_other_types_is_encoded_by_faust(tmp_path: Path) -> None:
+    app = faust.App("privates-json", store="rocksdb://", datadir=str(tmp_path),
+                    broker="kafka://localhost:1", autodiscover=False)  # fmt: skip
+    table = app.Table("json", default=None, partitions=4, key_type=str, value_type=int)
+    app.finalize()
+    assert not TableStore(table.data).raw
+
+
 def test_memory_store_is_one_for_all_partitions() -> None:
     app = faust.App("privates-memory", broker="kafka://localhost:1", autodiscover=False)
     table = app.Table("t", default=None, partitions=4, key_type=bytes, value_type=bytes)
