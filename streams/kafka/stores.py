@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 import rocksdict
+from faust.stores.memory import Store as _MemoryStore
 
 try:  # the RocksDB driver imports without rocksdict, but cannot open a database then
     from faust.stores.rocksdb import Store as _RocksDBStore
@@ -64,12 +65,21 @@ class TableStore:
             and getattr(store, "key_serializer", None) == "raw"
             and getattr(store, "value_serializer", None) == "raw"
         )
+        # Faust's memory store is a dict behind FastUserDict's Python-level get and set (a
+        # key it lacks costs a KeyError raised and caught): the dict itself, read and written
+        # as those methods do (test_faust_privates: test_memory_store_is_one_for_all_partitions).
+        data = getattr(store, "data", None)
+        self._dict: dict[Any, Any] | None = (
+            data if isinstance(store, _MemoryStore) and type(data) is dict else None
+        )
 
     def get(self, key: bytes, partition: int | None = None) -> bytes | None:
         """The value of ``key`` in ``partition``'s database; None: in whichever holds it (as
         Faust reads outside a stream event)."""
         store = self.store
         if partition is None or not self.partitioned:
+            if self._dict is not None:
+                return cast(bytes | None, self._dict.get(key))
             return cast(bytes | None, store.get(key))
         # rocksdb.Store._get with an event (test_faust_privates: test_rocksdb_get_in_partition),
         # without its key index: every read and write here names its partition, and the index
@@ -87,7 +97,10 @@ class TableStore:
         """Write ``key`` to ``partition``'s database."""
         store = self.store
         if not self.partitioned:
-            store[key] = value
+            if self._dict is not None:
+                self._dict[key] = value
+            else:
+                store[key] = value
             return
         # rocksdb.Store._set with an event (test_faust_privates: test_rocksdb_set_in_partition),
         # without the key index (see ``get``) and without RocksDB's write-ahead log (below).

@@ -152,6 +152,13 @@ def test_memory_store_is_one_for_all_partitions() -> None:
     store.set(1, b"k", b"v")
     assert store.get(b"k", 3) == b"v"
     assert table.data[b"k"] == b"v"
+    # Read and written through the store's dict, as Faust's own get and set are.
+    assert store._dict is table.data.data
+    assert store.get(b"missing", 0) is None is table.data.get(b"missing")
+    table.data[b"theirs"] = b"w"
+    assert store.get(b"theirs") == b"w"
+    store.delete(b"k")
+    assert table.data.get(b"k") is None
 
 
 def test_changelog_writes_go_to_the_named_partition(tmp_path: Path) -> None:
