@@ -239,9 +239,8 @@ def test_restart_mid_stream_gives_the_same_decisions_and_state(
 
     # The same input, with the worker stopped once in the middle of it. A RocksDB worker
     # comes back on its own state directory (after SIGTERM a warm restart; after SIGKILL its
-    # databases hold what the last memtable flush wrote, with the changelog offset of that
-    # moment: RocksDB's write-ahead log is off, as in Kafka Streams); a memory worker
-    # recovers everything from the changelog.
+    # databases hold every write RocksDB's write-ahead log kept, and the changelogs the
+    # rest); a memory worker recovers everything from the changelog.
     topics = unique_topics("cut")
     app_id = f"cut-{tag}"
     # The killed worker commits its input offsets rarely, so that the kill surely lands
