@@ -422,6 +422,9 @@ class _AtPartition:
     def __delitem__(self, key: bytes) -> None:
         self.changelog.delete(self.partition, key)
 
+    def write_many(self, items: list[tuple[bytes, bytes | None]]) -> None:
+        self.changelog.write_many(self.partition, items)
+
 
 class BatchedChangelog:
     """A Faust table written to its store at once and to its changelog in record batches.
@@ -479,6 +482,12 @@ class BatchedChangelog:
         """Delete ``key`` in ``partition``: from the store now, in the changelog at ``send``."""
         self._store.delete(key, partition)
         self._writes.setdefault(partition, []).append((key, None))
+
+    def write_many(self, partition: int, items: list[tuple[bytes, bytes | None]]) -> None:
+        """``put`` (a value) or ``delete`` (None) each of ``items`` in ``partition``, in that
+        order: to the store now in one write, to the changelog at ``send``."""
+        self._store.write_many(partition, items)
+        self._writes.setdefault(partition, []).extend(items)
 
     async def send(self, producer: Any) -> None:
         """Produce the writes so far to the changelog; raises an earlier batch's failure."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import rocksdict
 from faust.stores.memory import Store as _MemoryStore
 
 try:  # the RocksDB driver imports without rocksdict, but cannot open a database then
@@ -100,6 +101,29 @@ class TableStore:
             db.put(key, value)
         else:
             db.put(store._encode_key(key), store._encode_value(value))
+
+    def write_many(self, partition: int, items: list[tuple[bytes, bytes | None]]) -> None:
+        """``set`` (a value) or ``delete`` (None) each of ``items`` in ``partition``, in order:
+        for RocksDB as one write batch (one write-ahead log append instead of one per key,
+        about 1 µs a key; and atomic)."""
+        store = self.store
+        if not self.partitioned:
+            for key, value in items:
+                if value is None:
+                    self.delete(key, partition)
+                else:
+                    self.set(partition, key, value)
+            return
+        batch = rocksdict.WriteBatch(raw_mode=True)  # Faust opens its databases raw
+        raw = self.raw
+        for key, value in items:
+            raw_key = key if raw else store._encode_key(key)
+            if value is None:
+                batch.delete(raw_key)
+                store._key_index.pop(raw_key, None)  # as ``delete``
+            else:
+                batch.put(raw_key, value if raw else store._encode_value(value))
+        store._db_for_partition(partition).write(batch)
 
     def delete(self, key: bytes, partition: int | None = None) -> None:
         """Delete ``key`` from ``partition``'s database (None: as Faust deletes, from the

@@ -161,6 +161,33 @@ def test_memory_store_is_one_for_all_partitions() -> None:
     assert table.data.get(b"k") is None
 
 
+def test_write_many_is_set_and_delete_in_one_batch(tmp_path: Path) -> None:
+    """``TableStore.write_many`` (one RocksDB write batch) leaves the databases as ``set`` and
+    ``delete`` of each item in turn do."""
+    one_by_one = TableStore(_rocksdb_table(tmp_path / "one").data)
+    batched = TableStore(_rocksdb_table(tmp_path / "many").data)
+    for store in (one_by_one, batched):
+        store.set(2, b"gone", b"x")
+        store.set(3, b"gone", b"y")  # the same key on another partition stays
+    items: list[tuple[bytes, bytes | None]] = [
+        (b"a", b"1"), (b"gone", None), (b"b", b"2"), (b"a", b"3"), (b"never", None)
+    ]  # fmt: skip
+    for key, value in items:
+        if value is None:
+            one_by_one.delete(key, 2)
+        else:
+            one_by_one.set(2, key, value)
+    batched.write_many(2, items)
+    assert (
+        _contents(batched.store)
+        == _contents(one_by_one.store)
+        == {
+            2: {b"a": b"3", b"b": b"2"},
+            3: {b"gone": b"y"},
+        }
+    )
+
+
 def test_changelog_writes_go_to_the_named_partition(tmp_path: Path) -> None:
     changelog = BatchedChangelog(_rocksdb_table(tmp_path))
     changelog.at(3)[b"k"] = b"v"
@@ -171,6 +198,10 @@ def test_changelog_writes_go_to_the_named_partition(tmp_path: Path) -> None:
     del changelog.at(3)[b"k"]
     assert changelog.get(b"k", 3) is None
     assert changelog._writes == {3: [(b"k", b"v"), (b"k", None)]}
+    changelog.at(3).write_many([(b"m", b"1"), (b"k", b"2"), (b"m", None)])
+    assert changelog.get(b"k", 3) == b"2"
+    assert changelog.get(b"m", 3) is None
+    assert changelog._writes[3][2:] == [(b"m", b"1"), (b"k", b"2"), (b"m", None)]
 
 
 # --- faust's aiokafka Consumer: offset bookkeeping and acks -----------------------------------

@@ -138,3 +138,40 @@ def test_a_key_written_on_two_partitions_keeps_a_value_on_each() -> None:
     assert cache.write(layer, 1) == 1 and store[b"split"] == b"account side"
     assert cache.get(b"split", 3) == b"usage side"  # still pending, not lost with the other
     assert cache.write(layer, 3) == 1 and store[b"split"] == b"usage side"
+
+
+class BatchStore(CountingStore):
+    """A store that takes a layer's writes in one call (as the worker's tables do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[tuple[bytes, bytes | None]]] = []
+
+    def write_many(self, items: list[tuple[bytes, bytes | None]]) -> None:
+        self.calls.append(list(items))
+        for key, value in items:
+            if value is None:
+                del self[key]
+            else:
+                self[key] = value
+
+
+def test_a_store_with_write_many_gets_a_layers_writes_in_one_call() -> None:
+    """The same writes, in the same order, as one by one; deletes of keys the store lacks
+    are left out as well."""
+    one_by_one, batched = CountingStore(), BatchStore()
+    for store in (one_by_one, batched):
+        store[b"old"] = b"0"
+        store.writes.clear()
+        cache = PendingWrites(store)
+        cache.put(0, b"a", b"1")
+        cache.put(0, b"old", None)
+        cache.put(0, b"never-written", None)
+        cache.put(0, b"b", b"2")
+        cache.put(0, b"a", b"3")
+        cache.put(1, b"c", b"4")
+        layer = cache.seal()
+        assert cache.write(layer, 0) == 4
+    assert batched.calls == [[(b"a", b"3"), (b"old", None), (b"b", b"2")]]
+    assert batched.writes == one_by_one.writes == [(b"a", b"3"), (b"old", None), (b"b", b"2")]
+    assert batched == one_by_one == {b"a": b"3", b"b": b"2"}
