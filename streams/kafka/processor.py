@@ -274,6 +274,10 @@ class Processor:
         self._due = _pending(stores.due)
         # Partitions whose stream time moved since it was last written.
         self._clock_dirty: set[int] = set()
+        # Event time: the partitions where something may be due since ``apply_time`` last
+        # looked (the stream time moved, or an entry at or before it was set); it skips the
+        # others (it runs after every event, and most move nothing due).
+        self._due_now: set[int] = set()
         # Each owned input partition's log identity, and the partitions whose marks changed.
         self._marks: dict[int, LogMarks] = {}
         self._marks_dirty: set[int] = set()
@@ -314,6 +318,7 @@ class Processor:
             if raw_time is not None:
                 self._clock.restore(p, int(raw_time))
             self._marks[p] = LogMarks.decode(self._stores.clock.get(marks_key(p)))
+            self._due_now.add(p)
         log.info(
             "restored %d due items on partitions %s",
             sum(len(e) for e in by_partition.values()),
@@ -440,6 +445,7 @@ class Processor:
         # Nothing below raises on a record's content: the event is applied from here on.
         if event_time and clock.observe(partition, occurred):
             self._clock_dirty.add(partition)
+            self._due_now.add(partition)
         if offset > marks.applied.get(kind, -1):
             marks.applied[kind] = offset
             self._marks_dirty.add(partition)
@@ -462,8 +468,9 @@ class Processor:
             self._set_due(partition, key, due, durable_due)
 
     def _observe(self, partition: int, occurred_at_ms: int) -> None:
-        if self._clock.is_event_time and self._clock.observe(partition, occurred_at_ms):
+        if self._event_time and self._clock.observe(partition, occurred_at_ms):
             self._clock_dirty.add(partition)
+            self._due_now.add(partition)
 
     async def apply_time(self, partition: int) -> None:
         """Fire every due item of ``partition`` whose time has come (now >= due)."""
@@ -471,6 +478,10 @@ class Processor:
 
     def apply_time_nowait(self, partition: int) -> None:
         """``apply_time`` without a coroutine (see ``apply_event_nowait``)."""
+        if self._event_time:
+            if partition not in self._due_now:
+                return  # nothing can have come due since the last look
+            self._due_now.discard(partition)
         now = self._clock.now(partition)
         if now is None:
             return
@@ -783,6 +794,10 @@ class Processor:
     ) -> None:
         """Set the customer's due-index entry to ``due`` (see ``_index``)."""
         self.due_index.set(partition, key, due)
+        if due is not None and self._event_time:
+            stream_time = self._clock.stream_time(partition)
+            if stream_time is not None and due <= stream_time:
+                self._due_now.add(partition)  # due already: the next apply_time fires it
         if durable_due == due:
             return
         self._due.put(partition, key, None if due is None else orjson.dumps([partition, due]))

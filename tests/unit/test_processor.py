@@ -158,6 +158,35 @@ def test_due_items_fire_when_stream_time_reaches_them_and_survive_a_restore() ->
     assert b"c1" not in stores.due  # nothing more due for c1
 
 
+def test_a_late_event_whose_due_time_has_passed_fires_without_the_clock_moving() -> None:
+    """Event time: the stream time stays where it is (a late event), yet the due entry the
+    event sets is already at or before it: the apply_time after the step fires it (it skips a
+    partition only when nothing can have come due)."""
+    publisher = Publisher()
+    processor = _processor(publisher)
+    later = ev.Visit(
+        event_id="x", customer_id="c2", occurred_at_ms=5_000, venue="v", sentiment="neutral"
+    )
+    asyncio.run(processor.on_event("usage", 0, 0, later))  # stream time 5_000; due 5_010
+    asyncio.run(processor.on_event("usage", 0, 1, _visit("e1", 1_000)))  # late: due 1_010
+    assert processor._clock.stream_time(0) == 5_000
+    fired = [d.candidate.instance for d in publisher.sent if d.candidate.trigger == "reminder"]
+    assert fired == ["1010"]
+
+
+def test_a_restored_partition_fires_what_is_due_at_its_restored_stream_time() -> None:
+    publisher = Publisher()
+    stores = Stores(DictStore(), DictStore(), DictStore())
+    processor = _processor(publisher, stores)
+    asyncio.run(processor.on_event("usage", 0, 0, _visit("e1", 1_000)))  # due at 1_010
+    stores.clock[b"0"] = b"2000"  # as if the stream time had reached 2_000 before a crash
+    successor = _processor(publisher, stores)
+    asyncio.run(successor.restore_partitions({0}))
+    asyncio.run(successor.on_time(0))  # no event: only the restored stream time
+    fired = [d.candidate.instance for d in publisher.sent if d.candidate.trigger == "reminder"]
+    assert fired == ["1010"]
+
+
 def test_contact_all_orders_by_priority_then_trigger() -> None:
     async def run() -> list[str]:
         cands: Sequence[Candidate] = [
