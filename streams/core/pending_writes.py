@@ -73,17 +73,21 @@ class PendingWrites:
         """The pending value of ``key`` (of ``partition``'s writes, when given: a key written
         on two partitions, as misrouted input applied where it is, has a value on each), else
         the store's."""
-        layers = (self._open, *reversed(self._sealed)) if self._sealed else (self._open,)
-        for layer in layers:
-            if partition is None:
+        if partition is None:
+            for layer in (self._open, *reversed(self._sealed)):
                 found = layer.partition_of.get(key)
                 if found is not None:
                     return layer.by_partition[found][key]
-                continue
+            return self.store.get(key)
+        # Once per event: the open layer, then the sealed ones, without building a tuple.
+        entries = self._open.by_partition.get(partition)
+        if entries is not None and key in entries:
+            return entries[key]
+        for layer in reversed(self._sealed):
             entries = layer.by_partition.get(partition)
             if entries is not None and key in entries:
                 return entries[key]
-        if partition is None or self._at is None:
+        if self._at is None:
             return self.store.get(key)
         return self._at(partition).get(key)
 
