@@ -22,14 +22,18 @@ class DueIndex:
 
     def set(self, partition: int, customer: bytes, due_ms: int | None) -> None:
         """Make ``due_ms`` the customer's due time (None removes the entry)."""
-        entries = self._due.setdefault(partition, {})
+        entries = self._due.get(partition)
+        if entries is None:
+            entries = self._due[partition] = {}
         if due_ms is None:
             entries.pop(customer, None)
             return
         if entries.get(customer) == due_ms:
             return
         entries[customer] = due_ms
-        heap = self._heaps.setdefault(partition, [])
+        heap = self._heaps.get(partition)
+        if heap is None:
+            heap = self._heaps[partition] = []
         heapq.heappush(heap, (due_ms, customer))
         if len(heap) > 2 * len(entries) + 64:
             # Superseded entries are skipped when popped, but one due far ahead is never

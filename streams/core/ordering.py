@@ -75,11 +75,16 @@ class EventTimeMerger(Generic[T]):
         """Hold ``item``. A ``lane`` splits a topic into queues of their own: the repartition
         topic carries records of several source partitions, each in its own order, and one
         FIFO queue would release one source's late records after another's early ones."""
-        part = self._partitions.setdefault(partition, _Partition())
+        # (get, then make: ``setdefault`` would build a default for every record)
+        part = self._partitions.get(partition)
+        if part is None:
+            part = self._partitions[partition] = _Partition()
         if lane is not None:
             self._laned.add(topic)
             topic = f"{topic}{LANE}{lane}"
-        queue = part.queues.setdefault(topic, deque())
+        queue = part.queues.get(topic)
+        if queue is None:
+            queue = part.queues[topic] = deque()
         self._seq += 1
         queue.append(_Held(event_time_ms, arrived_ms, self._seq, item))
 

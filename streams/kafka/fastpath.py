@@ -473,21 +473,27 @@ class BatchedChangelog:
             view = self._views[partition] = _AtPartition(self, partition)
         return view
 
+    def _pending_of(self, partition: int) -> list[tuple[bytes, bytes | None]]:
+        writes = self._writes.get(partition)
+        if writes is None:
+            writes = self._writes[partition] = []
+        return writes
+
     def put(self, partition: int, key: bytes, value: bytes) -> None:
         """Write ``key`` in ``partition``: to the store now, to the changelog at ``send``."""
         self._store.set(partition, key, value)
-        self._writes.setdefault(partition, []).append((key, value))
+        self._pending_of(partition).append((key, value))
 
     def delete(self, partition: int, key: bytes) -> None:
         """Delete ``key`` in ``partition``: from the store now, in the changelog at ``send``."""
         self._store.delete(key, partition)
-        self._writes.setdefault(partition, []).append((key, None))
+        self._pending_of(partition).append((key, None))
 
     def write_many(self, partition: int, items: list[tuple[bytes, bytes | None]]) -> None:
         """``put`` (a value) or ``delete`` (None) each of ``items`` in ``partition``, in that
         order: to the store now in one write, to the changelog at ``send``."""
         self._store.write_many(partition, items)
-        self._writes.setdefault(partition, []).extend(items)
+        self._pending_of(partition).extend(items)
 
     async def send(self, producer: Any) -> None:
         """Produce the writes so far to the changelog; raises an earlier batch's failure."""
