@@ -26,7 +26,7 @@ LANE = "\0"  # between a topic and its lane in a queue's name
 Pending = Callable[[str, int], bool | None]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Held(Generic[T]):
     event_time_ms: int
     arrived_ms: int
@@ -34,7 +34,7 @@ class _Held(Generic[T]):
     item: T
 
 
-@dataclass
+@dataclass(slots=True)
 class _Partition(Generic[T]):
     queues: dict[str, deque[_Held[T]]] = field(default_factory=dict)
 
