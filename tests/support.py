@@ -200,8 +200,8 @@ def published_decisions(
     settle: float = 3.0,
     distinct: bool = False,
 ) -> list[dict[str, Any]]:
-    """The decisions on ``topic`` once ``until`` arrived (distinct decision ids with
-    ``distinct``: a restarted worker publishes some again), decoded."""
+    """The decision (or outcome) records on ``topic`` once ``until`` arrived (distinct
+    decision ids with ``distinct``: a restarted worker publishes some again), decoded."""
     records = asyncio.run(
         consume(
             bootstrap,

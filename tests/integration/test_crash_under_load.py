@@ -39,6 +39,7 @@ from tests.support import (
     WorkerProcess,
     consume,
     decision_id,
+    published_decisions,
     read_changelog,
     run,
     unique_topics,
@@ -110,19 +111,9 @@ def test_sigkill_of_one_of_two_workers_loses_and_doubles_nothing(
     try:
         ref.wait_ready()
         run(_produce(dev_stack.bootstrap_servers, ref_topics, records))
-        reference = [
-            orjson.loads(r.value)
-            for r in run(
-                consume(
-                    dev_stack.bootstrap_servers,
-                    ref_topics.contact_decisions,
-                    until=total,
-                    timeout=120,
-                    settle=5,
-                    distinct=decision_id,
-                )
-            )
-        ]
+        reference = published_decisions(
+            dev_stack.bootstrap_servers, ref_topics.contact_decisions, total, 120, 5, distinct=True
+        )
         ref_outcomes = _outcomes(dev_stack, ref_topics, 1)
     finally:
         assert ref.stop() == 0
@@ -151,19 +142,9 @@ def test_sigkill_of_one_of_two_workers_loses_and_doubles_nothing(
         b.wait_ready()
         takeover = time.monotonic() - killed_at
         streamer.join(60)
-        published = [
-            orjson.loads(r.value)
-            for r in run(
-                consume(
-                    dev_stack.bootstrap_servers,
-                    topics.contact_decisions,
-                    until=total,
-                    timeout=120,
-                    settle=5,
-                    distinct=decision_id,
-                )
-            )
-        ]
+        published = published_decisions(
+            dev_stack.bootstrap_servers, topics.contact_decisions, total, 120, 5, distinct=True
+        )
         crash_outcomes = _outcomes(dev_stack, topics, len(ref_outcomes))
     finally:
         assert b.stop() == 0, b.log_text()[-3000:]

@@ -25,9 +25,8 @@ from streams.tools.devstack import DevStack
 from tests.integration.test_triggers_live import _produce
 from tests.support import (
     WorkerProcess,
-    consume,
-    decision_id,
     key_on_partition,
+    published_decisions,
     run,
     unique_topics,
     write_config,
@@ -79,33 +78,16 @@ def test_every_decision_gets_one_outcome_with_its_arm(dev_stack: DevStack, tmp_p
     try:
         worker.wait_ready()
         run(_produce(dev_stack.bootstrap_servers, topics, records))
+        bootstrap = dev_stack.bootstrap_servers
         decisions = {
             d["decision_id"]: d
-            for d in (
-                orjson.loads(r.value)
-                for r in run(
-                    consume(
-                        dev_stack.bootstrap_servers,
-                        topics.contact_decisions,
-                        until=CUSTOMERS,
-                        timeout=90,
-                        distinct=decision_id,
-                    )
-                )
+            for d in published_decisions(
+                bootstrap, topics.contact_decisions, CUSTOMERS, 90, 2.0, distinct=True
             )
         }
-        outcomes = [
-            orjson.loads(r.value)
-            for r in run(
-                consume(
-                    dev_stack.bootstrap_servers,
-                    topics.decision_outcomes,
-                    until=CUSTOMERS,
-                    timeout=90,
-                    distinct=decision_id,
-                )
-            )
-        ]
+        outcomes = published_decisions(
+            bootstrap, topics.decision_outcomes, CUSTOMERS, 90, 2.0, distinct=True
+        )
         counted = {
             (arm, converted): worker.metric(
                 "lifecycle_outcomes_total", trigger="replacement_due", arm=arm, converted=converted

@@ -26,6 +26,7 @@ from streams.tools.devstack import DevStack
 from tests.integration.test_crash_under_load import (
     PARTITIONS,
     _ledger_ids,
+    _outcomes,
     _paced,
     _scenarios,
     _worker,
@@ -34,9 +35,8 @@ from tests.integration.test_triggers_live import _expected, _records
 from tests.support import (
     DECIDED_BY_THE_LEDGER,
     WorkerProcess,
-    consume,
-    decision_id,
     model_outcomes,
+    published_decisions,
     run,
     unique_topics,
 )
@@ -74,29 +74,15 @@ def test_rolling_restart_loses_and_doubles_nothing(dev_stack: DevStack, tmp_path
             workers[name].wait_ready(90)
             unavailable[name] = time.monotonic() - stopped_at
         streamer.join(60)
-        published = [
-            orjson.loads(r.value)
-            for r in run(
-                consume(
-                    dev_stack.bootstrap_servers,
-                    topics.contact_decisions,
-                    until=sum(expected.values()),
-                    timeout=120,
-                    settle=5,
-                    distinct=decision_id,
-                )
-            )
-        ]
-        outcome_records = run(
-            consume(
-                dev_stack.bootstrap_servers,
-                topics.decision_outcomes,
-                until=len(reference),
-                timeout=60,
-                settle=5,
-                distinct=decision_id,
-            )
+        published = published_decisions(
+            dev_stack.bootstrap_servers,
+            topics.contact_decisions,
+            sum(expected.values()),
+            120,
+            5,
+            distinct=True,
         )
+        contents = _outcomes(dev_stack, topics, len(reference))
     finally:
         for w in workers.values():
             w.stop()
@@ -118,10 +104,6 @@ def test_rolling_restart_loses_and_doubles_nothing(dev_stack: DevStack, tmp_path
     recorded = _ledger_ids(dev_stack, app_id, set(by_customer))
     assert {c: ids for c, ids in recorded.items() if ids != by_customer[c]} == {}
     # One outcome per decision with a goal, one content however often it was re-published.
-    contents: dict[str, set[bytes]] = collections.defaultdict(set)
-    for r in outcome_records:
-        assert r.value is not None
-        contents[orjson.loads(r.value)["decision_id"]].add(r.value)
     assert {i: v for i, v in contents.items() if len(v) != 1} == {}
     found = {i: orjson.loads(next(iter(v))) for i, v in contents.items()}
     decided = {d["decision_id"]: d for d in distinct}
