@@ -128,23 +128,22 @@ class PendingWrites:
             return 0
         store = self.store if self._at is None else self._at(partition)
         partition_of = layer.partition_of
-        many = getattr(store, "write_many", None)
         items: list[tuple[bytes, bytes | None]] = []
         for key, value in entries.items():
             if partition_of.get(key) == partition:
                 del partition_of[key]
-            if value is not None:
-                if many is None:
-                    store[key] = value
-                else:
-                    items.append((key, value))
-            elif store.get(key) is not None:
-                if many is None:
+            if value is not None or store.get(key) is not None:
+                items.append((key, value))
+        many = getattr(store, "write_many", None)
+        if many is not None:
+            if items:
+                many(items)
+        else:
+            for key, value in items:
+                if value is None:
                     del store[key]
                 else:
-                    items.append((key, None))
-        if many is not None and items:
-            many(items)
+                    store[key] = value
         return len(entries)
 
     def release(self, layer: Layer) -> None:

@@ -52,7 +52,7 @@ class Ingest:
         self._metrics = metrics
         self._wall_ms = wall_ms
         self._max_value_bytes = dead_letter_max_value_bytes
-        self._consumed = metrics.tally(metrics.events_consumed).counts
+        self._consumed = metrics.tally(metrics.events_consumed)
         self._dead_log = SummaryLog(log, "dead-lettered")
 
     def accept(
@@ -94,6 +94,5 @@ class Ingest:
             )
             return Rejected(bounded_key(key, self._max_value_bytes), record, exc)
         if not forwarded:
-            counts, labels = self._consumed, (topic, event.type)
-            counts[labels] = counts.get(labels, 0) + 1
+            self._consumed.add(topic, event.type)
         return event

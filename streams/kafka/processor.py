@@ -406,12 +406,11 @@ class Processor:
         key = event.customer_id.encode()
         # Offsets are compared and stored counted from the partition's base: a replaced log's
         # events then lie above every offset applied from the log before it.
-        marks = self._marks.get(partition) or self.log_marks(partition)
+        marks = self.log_marks(partition)
         offset += marks.base.get(kind, 0)
         clock = self._clock
         occurred = event.occurred_at_ms
-        event_time = self._event_time
-        if event_time:
+        if self._event_time:
             # The stream time this event moves to; observed once the event is applied.
             stream_time = clock.stream_time(partition)
             now = occurred if stream_time is None or occurred > stream_time else stream_time
@@ -443,9 +442,7 @@ class Processor:
         dumped = core.dump(new_state)
         due = core.next_due_ms(new_state)
         # Nothing below raises on a record's content: the event is applied from here on.
-        if event_time and clock.observe(partition, occurred):
-            self._clock_dirty.add(partition)
-            self._due_now.add(partition)
+        self._observe(partition, occurred)
         if offset > marks.applied.get(kind, -1):
             marks.applied[kind] = offset
             self._marks_dirty.add(partition)
@@ -757,7 +754,7 @@ class Processor:
             return
         latency = metrics.event_to_decision_seconds
         acked = time.perf_counter()
-        wall = None if self._clock.is_event_time else self._wall_ms()
+        wall = None if self._event_time else self._wall_ms()
         for d, _, started in unacked:
             metrics.decisions.labels(d.candidate.trigger, d.outcome).inc()
             if d.global_control:

@@ -56,6 +56,13 @@ ORDER_FORCED_REASONS = ("buffer_full", "stalled", "unknown")
 LATENCY_CLOCKS = ("event_time", "processing_time")
 
 
+def _keep_only(by_values: dict[tuple[str, ...], Any], keep: Iterable[tuple[str, ...]]) -> None:
+    """Remove the entries of ``by_values`` whose label values are not in ``keep``."""
+    wanted = set(keep)
+    for values in [v for v in by_values if v not in wanted]:
+        del by_values[values]
+
+
 class Children(Generic[M]):
     """One labelled metric's children by label values, each looked up once.
 
@@ -76,9 +83,7 @@ class Children(Generic[M]):
 
     def forget(self, keep: Iterable[tuple[str, ...]]) -> None:
         """Forget the children whose label values are not in ``keep`` (series removed)."""
-        wanted = set(keep)
-        for values in [v for v in self._children if v not in wanted]:
-            del self._children[values]
+        _keep_only(self._children, keep)
 
 
 class Tally:
@@ -89,8 +94,8 @@ class Tally:
     For the counters incremented for every input record: ``Counter.inc`` takes a lock and
     checks its argument (with the label lookup about 1 us per event), a dict update costs a
     tenth of that. The exposition is the same as with ``inc``: nothing reads the registry
-    without flushing first. The hot path updates ``counts`` in place (it is never replaced).
-    Single-threaded like the worker's event loop, which also serves the metrics page.
+    without flushing first. Single-threaded like the worker's event loop, which also serves
+    the metrics page.
     """
 
     __slots__ = ("counts", "_metric")
@@ -112,9 +117,7 @@ class Tally:
 
     def forget(self, keep: Iterable[tuple[str, ...]]) -> None:
         """Drop the pending increments of label values not in ``keep`` (series removed)."""
-        wanted = set(keep)
-        for values in [v for v in self.counts if v not in wanted]:
-            del self.counts[values]
+        _keep_only(self.counts, keep)
 
 
 class _FlushTallies:
